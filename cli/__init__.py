@@ -1,0 +1,1 @@
+"""Command line: `kb index | serve | search | suggest | eval`."""

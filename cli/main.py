@@ -1,0 +1,153 @@
+"""The `kb` console script: parses flags into Settings and runs one command."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from kb.errors import KBError
+from kb.settings import Settings, describe_settings, load_settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env_help = "\n".join(f"  {env:<22} {help} (default: {default})" for _, env, default, help in describe_settings())
+    parser = argparse.ArgumentParser(prog="kb", description="KB Search: index Markdown articles and serve search.",
+                                     epilog="Settings from the environment:\n" + env_help,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--content", dest="content_dir", help="content folder (KB_CONTENT_DIR, default ./content)")
+    common.add_argument("--index-dir", dest="index_dir", help="index folder (KB_INDEX_DIR, default ./var/index)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("index", parents=[common], help="build or update the index from the content folder")
+    p.add_argument("--full", action="store_true", help="rebuild everything instead of only what changed")
+    p.add_argument("--strict", action="store_true", help="fail on any content error instead of skipping the file")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("serve", parents=[common], help="serve the HTTP API")
+    p.add_argument("--host", help="bind address (KB_HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (KB_PORT, default 8000)")
+
+    p = sub.add_parser("search", parents=[common], help="search from the command line")
+    p.add_argument("query")
+    p.add_argument("-k", type=int, default=5)
+    p.add_argument("--product")
+    p.add_argument("--language")
+    p.add_argument("--mode", default="fused", choices=["fused", "dense", "lexical"])
+    p.add_argument("--json", action="store_true", help="print the JSON response")
+
+    p = sub.add_parser("suggest", parents=[common], help="suggest articles for a ticket read from stdin")
+    p.add_argument("--subject", default="")
+    p.add_argument("-k", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="print the JSON response")
+
+    p = sub.add_parser("eval", parents=[common], help="evaluate retrieval on a BEIR-style folder")
+    p.add_argument("dataset", type=Path, help="folder with corpus.jsonl, queries.jsonl, qrels.tsv")
+    p.add_argument("--limit", type=int, help="evaluate only the first N queries")
+    p.add_argument("--weights", help="comma-separated lexical weights to compare (default: the setting)")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    return parser
+
+
+def run_index(args: argparse.Namespace, settings: Settings) -> int:
+    from indexer.build import build_index
+    from kb.embedder import Embedder
+
+    report = build_index(settings, Embedder(settings.model), full=args.full, strict=args.strict,
+                         progress=not args.quiet)
+    for problem in report.problems:
+        print(f"{settings.content_dir / problem.path}:{problem.line}: {problem.severity}: {problem.message}",
+              file=sys.stderr)
+    print(report.summary())
+    return 1 if (args.strict and report.errors) else 0
+
+
+def run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from search.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    return 0
+
+
+def open_searcher(settings: Settings):
+    from kb.embedder import Embedder
+    from kb.store import open_current
+    from search.searcher import Searcher
+
+    encoder = Embedder(settings.model)
+    return Searcher(open_current(settings.index_dir, encoder.model_id), encoder, settings)
+
+
+def print_passages(passages: list[dict], indent: str = "    ") -> None:
+    for p in passages:
+        heading = " > ".join(p["heading_path"]) or "(intro)"
+        marked = [p["snippet"][s:e] for s, e in p["highlights"]] or [p["snippet"][:200]]
+        print(f"{indent}{heading}  [{p['score']:.3f}]  {p['url']}")
+        for sentence in marked:
+            print(f"{indent}  > {' '.join(sentence.split())[:300]}")
+
+
+def run_search(args: argparse.Namespace, settings: Settings) -> int:
+    from search.searcher import Filters
+
+    result = open_searcher(settings).search(args.query, args.k, Filters(args.product, args.language), args.mode)
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        return 0
+    if not result["results"]:
+        print("no results")
+    for n, hit in enumerate(result["results"], 1):
+        print(f"{n}. {hit['title']}  [{hit['score']:.3f}]  {hit['id']}")
+        print_passages(hit["passages"][:1])
+    return 0
+
+
+def run_suggest(args: argparse.Namespace, settings: Settings) -> int:
+    body = sys.stdin.read()
+    result = open_searcher(settings).suggest(args.subject, body, k=args.k)
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        return 0
+    print(f"query: {result['query']['text'][:200]!r} codes={result['query']['codes']} "
+          f"language={result['query']['language']}")
+    print("answers:")
+    for n, answer in enumerate(result["answers"], 1):
+        print(f"{n}. {answer['title']}")
+        print_passages([answer])
+    print("articles:")
+    for n, article in enumerate(result["articles"], 1):
+        print(f"{n}. {article['title']}  [{article['score']:.3f}]  {article['url']}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from kb.embedder import Embedder
+    from search.evaluation import evaluate_beir, format_table
+
+    weights = [float(w) for w in args.weights.split(",")] if args.weights else [settings.lexical_weight]
+    results = evaluate_beir(args.dataset, Embedder(settings.model), settings, weights=weights, limit=args.limit)
+    print(json.dumps(results, indent=2) if args.json else format_table(results, args.dataset))
+    return 0
+
+
+COMMANDS = {"index": run_index, "serve": run_serve, "search": run_search, "suggest": run_suggest, "eval": run_eval}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(content_dir=args.content_dir, index_dir=args.index_dir,
+                                 host=getattr(args, "host", None), port=getattr(args, "port", None))
+        return COMMANDS[args.command](args, settings)
+    except KBError as exc:
+        print(f"kb {args.command}: error: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Indexer: Markdown articles -> passages -> a versioned index on disk."""

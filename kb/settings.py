@@ -1,0 +1,70 @@
+"""Settings: the only place that reads KB_* environment variables; everything else takes a Settings."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from kb.errors import BadRequest
+
+
+def _setting(default: Any, env: str, help: str) -> Any:
+    return field(default=default, metadata={"env": env, "help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All tunables of KB Search. Each field names its environment variable and says what it does."""
+
+    content_dir: Path = _setting(Path("content"), "KB_CONTENT_DIR", "Folder of Markdown articles to index.")
+    index_dir: Path = _setting(Path("var/index"), "KB_INDEX_DIR", "Folder holding index versions and CURRENT.")
+    host: str = _setting("127.0.0.1", "KB_HOST", "Address the HTTP service binds to.")
+    port: int = _setting(8000, "KB_PORT", "Port the HTTP service listens on.")
+    model: str = _setting("all-MiniLM-L6-v2", "KB_MODEL", "Embedding model (only the packaged all-MiniLM-L6-v2 ships).")
+    keep_versions: int = _setting(3, "KB_KEEP_VERSIONS", "Index versions kept on disk after a build.")
+    passage_max_words: int = _setting(180, "KB_PASSAGE_MAX_WORDS", "Upper bound of words in a passage (model reads 256 word pieces).")
+    passage_min_words: int = _setting(40, "KB_PASSAGE_MIN_WORDS", "Sections shorter than this merge with the next one.")
+    batch_size: int = _setting(64, "KB_BATCH_SIZE", "Passages per embedding batch.")
+    candidates: int = _setting(100, "KB_CANDIDATES", "Passages taken from each retrieval arm before fusion.")
+    lexical_weight: float = _setting(0.3, "KB_LEXICAL_WEIGHT", "Weight of the normalised BM25 score added to the dense cosine.")
+    max_query_chars: int = _setting(20_000, "KB_MAX_QUERY_CHARS", "Longest query or ticket text accepted.")
+    base_url: str = _setting("/articles", "KB_BASE_URL", "Prefix of article URLs returned to clients.")
+    log_level: str = _setting("info", "KB_LOG_LEVEL", "Log level of the service.")
+
+
+def _convert(raw: str, kind: type, name: str) -> Any:
+    try:
+        if kind is Path:
+            return Path(raw)
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        return raw
+    except ValueError:
+        raise BadRequest(f"setting {name}={raw!r} is not a valid {kind.__name__}") from None
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build Settings from defaults, then KB_* variables of `environ`, then non-None `overrides` (CLI flags)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    kinds = {"Path": Path, "int": int, "float": float, "str": str}
+    for f in dataclasses.fields(Settings):
+        env = f.metadata["env"]
+        if env in environ and environ[env] != "":
+            values[f.name] = _convert(environ[env], kinds[str(f.type)], env)
+    for name, value in overrides.items():
+        if value is not None:
+            values[name] = Path(value) if name.endswith("_dir") else value
+    settings = Settings(**values)
+    if not 1 <= settings.port <= 65535:
+        raise BadRequest(f"port {settings.port} is out of range 1..65535")
+    return settings
+
+
+def describe_settings() -> list[tuple[str, str, Any, str]]:
+    """(field, env var, default, help) for every setting, for docs and `kb --help`."""
+    return [(f.name, f.metadata["env"], f.default, f.metadata["help"]) for f in dataclasses.fields(Settings)]

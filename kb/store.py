@@ -1,0 +1,229 @@
+"""Index versions on disk: write one atomically (temp folder, manifest last, CURRENT switch), open the current one."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+import faiss
+import numpy as np
+
+from kb.errors import Conflict, IndexMismatch, IndexNotFound
+
+FORMAT_VERSION = 1
+CURRENT = "CURRENT"
+MANIFEST = "manifest.json"
+VECTORS = "vectors.faiss"
+META = "meta.sqlite"
+TMP_PREFIX = ".tmp-"
+
+SCHEMA = """
+CREATE TABLE articles (
+    id TEXT PRIMARY KEY, path TEXT NOT NULL, title TEXT NOT NULL, summary TEXT NOT NULL,
+    product TEXT NOT NULL, tags TEXT NOT NULL, language TEXT NOT NULL, audience TEXT NOT NULL,
+    status TEXT NOT NULL, owner TEXT NOT NULL, reviewed TEXT NOT NULL, body TEXT NOT NULL,
+    includes TEXT NOT NULL, extra TEXT NOT NULL, source_hash TEXT NOT NULL
+);
+CREATE TABLE passages (
+    row INTEGER PRIMARY KEY,            -- the FAISS row of this passage's vector
+    passage_id TEXT NOT NULL UNIQUE, article_id TEXT NOT NULL REFERENCES articles(id),
+    heading_path TEXT NOT NULL, anchor TEXT NOT NULL, text TEXT NOT NULL, text_hash TEXT NOT NULL
+);
+CREATE INDEX passages_article ON passages(article_id);
+CREATE VIRTUAL TABLE passages_fts USING fts5(
+    title, headings, body, content='', tokenize='porter unicode61 remove_diacritics 2'
+);
+"""
+
+ARTICLE_COLUMNS = ("id", "path", "title", "summary", "product", "tags", "language", "audience",
+                   "status", "owner", "reviewed", "body", "includes", "extra", "source_hash")
+PASSAGE_COLUMNS = ("row", "passage_id", "article_id", "heading_path", "anchor", "text", "text_hash")
+
+
+@dataclass
+class IndexVersion:
+    """One opened, read-only index version: manifest, FAISS vectors and the SQLite metadata."""
+
+    path: Path
+    manifest: dict
+    vectors: faiss.Index
+    _local: threading.local = field(default_factory=threading.local, repr=False)
+
+    @property
+    def build_id(self) -> str:
+        return self.manifest["build_id"]
+
+    def db(self) -> sqlite3.Connection:
+        """A read-only connection for the calling thread (SQLite connections are not shared across threads)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            uri = f"file:{self.path / META}?mode=ro&immutable=1"
+            conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            self._local.conn = conn
+        return conn
+
+
+def new_build_id() -> str:
+    """Sortable, unique id: UTC time plus random suffix."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(3)
+
+
+def current_id(index_dir: Path) -> str | None:
+    try:
+        value = (index_dir / CURRENT).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return value or None
+
+
+def list_versions(index_dir: Path) -> list[str]:
+    """Complete versions on disk (a manifest present), oldest first."""
+    if not index_dir.is_dir():
+        return []
+    return sorted(p.name for p in index_dir.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file())
+
+
+@contextlib.contextmanager
+def build_lock(index_dir: Path) -> Iterator[None]:
+    """Exclusive lock so that only one build writes into `index_dir` at a time."""
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with open(index_dir / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Conflict(f"another build is already running in {index_dir}") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_version(index_dir: Path, build_id: str, articles: list[tuple], passages: list[tuple],
+                  fts_rows: list[tuple], vectors: np.ndarray, manifest: dict) -> Path:
+    """Write a complete version into a temp folder, rename it into place, then switch CURRENT to it.
+
+    `articles` and `passages` are rows in ARTICLE_COLUMNS / PASSAGE_COLUMNS order; passage row i owns
+    vectors[i]; `fts_rows` are (row, title, headings, body). Killed at any point, the previous version
+    stays in service: CURRENT only ever names a folder whose manifest was written last.
+    """
+    if len(passages) != len(vectors):
+        raise ValueError(f"{len(passages)} passages but {len(vectors)} vectors")
+    tmp = index_dir / f"{TMP_PREFIX}{build_id}"
+    tmp.mkdir(parents=True)
+    index = faiss.IndexFlatIP(int(manifest["dim"]))
+    if len(vectors):
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    faiss.write_index(index, str(tmp / VECTORS))
+    conn = sqlite3.connect(tmp / META)
+    try:
+        conn.executescript(SCHEMA)
+        conn.executemany(f"INSERT INTO articles VALUES ({','.join('?' * len(ARTICLE_COLUMNS))})", articles)
+        conn.executemany(f"INSERT INTO passages VALUES ({','.join('?' * len(PASSAGE_COLUMNS))})", passages)
+        conn.executemany("INSERT INTO passages_fts(rowid, title, headings, body) VALUES (?, ?, ?, ?)", fts_rows)
+        conn.commit()
+    finally:
+        conn.close()
+    for name in (VECTORS, META):
+        _fsync_path(tmp / name)
+    full_manifest = {**manifest, "format_version": FORMAT_VERSION, "build_id": build_id,
+                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     "counts": {"articles": len(articles), "passages": len(passages)}}
+    (tmp / MANIFEST).write_text(json.dumps(full_manifest, indent=2, sort_keys=True), encoding="utf-8")
+    _fsync_path(tmp / MANIFEST)
+    _fsync_path(tmp)
+    final = index_dir / build_id
+    os.rename(tmp, final)
+    switch_current(index_dir, build_id)
+    return final
+
+
+def switch_current(index_dir: Path, build_id: str) -> None:
+    """Point CURRENT at `build_id` atomically (write a temp file, fsync, os.replace)."""
+    tmp = index_dir / f"{TMP_PREFIX}{CURRENT}-{secrets.token_hex(4)}"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(build_id + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, index_dir / CURRENT)
+    _fsync_path(index_dir)
+
+
+def remove_leftovers(index_dir: Path) -> list[str]:
+    """Delete temp folders and files left by builds that were killed; returns their names."""
+    removed = []
+    if index_dir.is_dir():
+        for path in index_dir.iterdir():
+            if path.name.startswith(TMP_PREFIX):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+                removed.append(path.name)
+    return removed
+
+
+def prune_versions(index_dir: Path, keep: int) -> list[str]:
+    """Delete the oldest versions beyond `keep`, never the one in service."""
+    current = current_id(index_dir)
+    versions = [v for v in list_versions(index_dir) if v != current]
+    doomed = versions[: max(0, len(versions) - max(keep - 1, 0))]
+    for name in doomed:
+        shutil.rmtree(index_dir / name)
+    return doomed
+
+
+def read_manifest(version_dir: Path) -> dict:
+    return json.loads((version_dir / MANIFEST).read_text(encoding="utf-8"))
+
+
+def check_manifest(manifest: dict, model_id: str, where: Path) -> None:
+    """Refuse a version of another format or built with another model."""
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise IndexMismatch(f"index {where} has format version {manifest.get('format_version')}, this build "
+                            f"reads {FORMAT_VERSION}: rebuild it with `kb index --full`")
+    if manifest.get("model") != model_id:
+        raise IndexMismatch(f"index {where} was built with model {manifest.get('model')!r}, the service uses "
+                            f"{model_id!r}: rebuild it with `kb index --full`")
+
+
+def open_version(version_dir: Path, model_id: str) -> IndexVersion:
+    """Open and check one version folder."""
+    try:
+        manifest = read_manifest(version_dir)
+    except (FileNotFoundError, json.JSONDecodeError) as exc:
+        raise IndexNotFound(f"index version {version_dir} is incomplete or unreadable: {exc}") from None
+    check_manifest(manifest, model_id, version_dir)
+    vectors = faiss.read_index(str(version_dir / VECTORS), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+    expected = manifest["counts"]["passages"]
+    if vectors.ntotal != expected or vectors.d != manifest["dim"]:
+        raise IndexMismatch(f"index {version_dir}: {vectors.ntotal} vectors of dim {vectors.d}, manifest says "
+                            f"{expected} of dim {manifest['dim']}")
+    version = IndexVersion(path=version_dir, manifest=manifest, vectors=vectors)
+    (rows,) = version.db().execute("SELECT count(*) FROM passages").fetchone()
+    if rows != expected:
+        raise IndexMismatch(f"index {version_dir}: {rows} passages in meta.sqlite, manifest says {expected}")
+    return version
+
+
+def open_current(index_dir: Path, model_id: str) -> IndexVersion:
+    """Open the version named by CURRENT; clear errors when there is none or it does not fit."""
+    build_id = current_id(index_dir)
+    if build_id is None:
+        raise IndexNotFound(f"no index in {index_dir}: run `kb index --index-dir {index_dir}` first")
+    return open_version(index_dir / build_id, model_id)

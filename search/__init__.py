@@ -1,0 +1,1 @@
+"""Search service: query cleaning, retrieval, fusion and the HTTP API."""

@@ -1,0 +1,92 @@
+"""create_app(settings) -> FastAPI: loads the model and index once at start-up; one handler renders all errors."""
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kb.embedder import Embedder, TextEncoder
+from kb.errors import KBError
+from kb.settings import Settings
+from kb.store import open_current
+from search.routes import api, health
+from search.searcher import Searcher
+
+log = logging.getLogger("kb.app")
+
+
+class ServiceState:
+    """What the running service holds: the encoder and the searcher of the version in service."""
+
+    def __init__(self, settings: Settings, encoder: TextEncoder):
+        self.settings, self.encoder = settings, encoder
+        self.searcher: Searcher | None = None
+        self.load_error: KBError | None = None
+
+    def load(self) -> None:
+        """Open the current index version; keep serving the old one (or none) if it fails its checks."""
+        try:
+            version = open_current(self.settings.index_dir, self.encoder.model_id)
+            self.searcher = Searcher(version, self.encoder, self.settings)
+            self.load_error = None
+            log.info("serving index version %s", version.build_id)
+        except KBError as exc:
+            self.load_error = exc
+            log.error("index not loaded: %s", exc.message)
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(KBError)
+    async def handle_kb_error(request: Request, exc: KBError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def handle_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        malformed = any(e.get("type") == "json_invalid" for e in exc.errors())
+        if malformed:
+            return error_response(400, "malformed_json", "request body is not valid JSON: " + describe_validation(exc))
+        return error_response(422, "invalid_request", describe_validation(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def handle_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, "not_found" if exc.status_code == 404 else "http_error",
+                              str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        return error_response(500, "internal_error", "unexpected error; see the service log")
+
+
+def create_app(settings: Settings, encoder: TextEncoder | None = None) -> FastAPI:
+    """The service for `settings`; pass `encoder` to share an already loaded model (tests, benchmarks)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state = ServiceState(settings, encoder or Embedder(settings.model))
+        state.load()
+        app.state.kb = state
+        yield
+
+    app = FastAPI(title="KB Search", version="0.1.0", lifespan=lifespan,
+                  description="Search and ticket suggestions over a Markdown support knowledge base.")
+    install_error_handlers(app)
+    app.include_router(api.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,71 @@
+"""Lexical arm: query text -> SQLite FTS5 MATCH expression -> BM25 scores per passage row."""
+from __future__ import annotations
+
+import re
+import sqlite3
+
+# Words that carry no topic in English or Indonesian support text; dropped from the MATCH expression.
+STOP_WORDS = frozenset("""
+a about above after again against all am an and any are as at be because been before being below between both
+but by can cannot could did do does doing down during each few for from further had has have having he her here
+hers him his how i if in into is it its itself just me more most my no nor not of off on once only or other our
+out over own same she should so some such than that the their them then there these they this those through to
+too under until up very was we were what when where which while who whom why will with would you your yours
+im ive dont cant doesnt didnt wont isnt hi hello dear thanks thank please regards team help issue problem get
+got also still any anyone someone something now today yesterday
+yang dan di ke dari ini itu dengan untuk pada adalah akan ada tidak bisa saya kami kita anda mereka sudah belum
+juga atau karena jika kalau agar supaya sebagai oleh dalam tersebut sangat lagi hanya masih harus dapat mohon
+tolong bantu bantuan terima kasih halo hai selamat pagi siang sore malam apakah bagaimana kenapa mengapa gimana
+nya ya sih dong kok tapi tetapi namun setelah sebelum saat ketika sini situ begitu seperti
+""".split())
+
+TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+def extract_terms(text: str, limit: int = 64) -> list[str]:
+    """Distinct lower-case content words of `text`, in order of first appearance, at most `limit`."""
+    terms: dict[str, None] = {}
+    for token in TOKEN.findall(text.lower()):
+        if token in STOP_WORDS or (len(token) < 2 and not token.isdigit()) or token.replace("_", "") == "":
+            continue
+        terms.setdefault(token, None)
+        if len(terms) >= limit:
+            break
+    return list(terms)
+
+
+def quote(term: str) -> str:
+    return '"' + term.replace('"', '""') + '"'
+
+
+def match_expression(terms: list[str]) -> str:
+    """OR of quoted terms: any matching term scores, BM25 ranks by how many and how rare."""
+    return " OR ".join(quote(t) for t in terms)
+
+
+def phrase_expression(code: str) -> str:
+    """A phrase of the code's tokens ("5.7.124" -> "5 7 124"), so the exact identifier must appear."""
+    return quote(" ".join(TOKEN.findall(code.lower())))
+
+
+def search_lexical(db: sqlite3.Connection, text: str, limit: int,
+                   weights: tuple[float, float, float] = (2.0, 1.5, 1.0)) -> dict[int, float]:
+    """Passage row -> BM25 score (higher is better) for the best `limit` passages."""
+    terms = extract_terms(text)
+    if not terms:
+        return {}
+    sql = (f"SELECT rowid, -bm25(passages_fts, {weights[0]}, {weights[1]}, {weights[2]}) AS score "
+           "FROM passages_fts WHERE passages_fts MATCH ? ORDER BY score DESC LIMIT ?")
+    return {row: score for row, score in db.execute(sql, (match_expression(terms), limit))}
+
+
+def search_codes(db: sqlite3.Connection, codes: list[str], limit: int = 1000) -> dict[int, int]:
+    """Passage row -> number of the exact `codes` it contains."""
+    hits: dict[int, int] = {}
+    for code in codes:
+        if not TOKEN.findall(code):
+            continue
+        for (row,) in db.execute("SELECT rowid FROM passages_fts WHERE passages_fts MATCH ? LIMIT ?",
+                                 (phrase_expression(code), limit)):
+            hits[row] = hits.get(row, 0) + 1
+    return hits

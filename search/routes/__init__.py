@@ -1,0 +1,1 @@
+"""HTTP routes of the search service, one module per area."""

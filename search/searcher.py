@@ -1,0 +1,217 @@
+"""Searcher: query or ticket -> dense + lexical candidates -> fused passages -> articles. No HTTP here."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Sequence
+
+import faiss
+import numpy as np
+
+from indexer.parse import render_html
+from kb.embedder import TextEncoder
+from kb.errors import ArticleNotFound, BadRequest
+from kb.settings import Settings
+from kb.store import IndexVersion
+from search.fusion import FusionWeights, fuse_scores, rank
+from search.lexical import search_codes, search_lexical
+from search.snippets import mark_sentences
+from search.tickets import build_query, extract_codes
+
+MODES = ("fused", "dense", "lexical")
+
+
+@dataclass(frozen=True)
+class Filters:
+    product: str | None = None
+    language: str | None = None
+    audience: str | None = None
+
+
+@dataclass(frozen=True)
+class Query:
+    """What retrieval needs: text to embed, text for BM25, exact codes, and what to show highlights for."""
+
+    dense: str
+    lexical: str
+    codes: tuple[str, ...] = ()
+
+
+def validate_text(text: str, max_chars: int, what: str = "q") -> str:
+    if text is None or not text.strip():
+        raise BadRequest(f"{what} is empty: give the words to search for")
+    if len(text) > max_chars:
+        raise BadRequest(f"{what} is {len(text)} characters long; the limit is {max_chars}")
+    return text.strip()
+
+
+def validate_k(k: int) -> int:
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 100:
+        raise BadRequest(f"k must be an integer from 1 to 100, got {k!r}")
+    return k
+
+
+def validate_article_id(article_id: str) -> str:
+    path = PurePosixPath(article_id)
+    if not article_id or article_id.startswith(("/", "\\")) or ".." in path.parts or "\\" in article_id \
+            or "\x00" in article_id:
+        raise BadRequest(f"invalid article id {article_id!r}: use the path relative to the content root, "
+                         "without '..' or a leading '/'")
+    return article_id
+
+
+class Searcher:
+    """Answers queries from one opened index version; cheap to replace when a new version is built."""
+
+    def __init__(self, version: IndexVersion, encoder: TextEncoder, settings: Settings,
+                 weights: FusionWeights | None = None):
+        self.version, self.encoder, self.settings = version, encoder, settings
+        self.weights = weights or FusionWeights(lexical=settings.lexical_weight)
+        db = version.db()
+        self.articles = {row["id"]: dict(row) for row in db.execute(
+            "SELECT id, title, summary, product, language, audience, owner, reviewed, tags FROM articles")}
+        self.row_article = [row[0] for row in db.execute("SELECT article_id FROM passages ORDER BY row")]
+        n = version.vectors.ntotal
+        self.matrix = version.vectors.reconstruct_n(0, n) if n else np.zeros((0, encoder.dim), np.float32)
+
+    # ---- retrieval -------------------------------------------------------------------------
+    def allowed_rows(self, filters: Filters) -> np.ndarray | None:
+        """Rows whose article passes the filters, or None when nothing is filtered."""
+        if not any((filters.product, filters.language, filters.audience)):
+            return None
+        ok = {aid for aid, a in self.articles.items()
+              if (not filters.product or a["product"].lower() == filters.product.lower())
+              and (not filters.language or a["language"].lower() == filters.language.lower())
+              and (not filters.audience or a["audience"].lower() == filters.audience.lower())}
+        return np.array([i for i, aid in enumerate(self.row_article) if aid in ok], dtype=np.int64)
+
+    def dense_search(self, vector: np.ndarray, limit: int, allowed: np.ndarray | None) -> dict[int, float]:
+        if self.version.vectors.ntotal == 0 or (allowed is not None and len(allowed) == 0):
+            return {}
+        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed)) if allowed is not None else None
+        scores, rows = self.version.vectors.search(vector.reshape(1, -1), limit, params=params)
+        return {int(r): float(s) for r, s in zip(rows[0], scores[0]) if r >= 0}
+
+    def candidates(self, query: Query, filters: Filters = Filters(), vector: np.ndarray | None = None,
+                   limit: int | None = None, lexical_only: bool = False
+                   ) -> tuple[dict[int, float], dict[int, float], dict[int, int]]:
+        """(dense cosine, BM25, exact-code hits) per row; every lexical or code candidate gets its exact cosine."""
+        limit = limit or self.settings.candidates
+        allowed = self.allowed_rows(filters)
+        keep = set(allowed.tolist()) if allowed is not None else None
+        db = self.version.db()
+        lexical = search_lexical(db, query.lexical, limit if keep is None else limit * 20)
+        codes = search_codes(db, list(query.codes)) if query.codes else {}
+        if keep is not None:
+            lexical = dict([(r, s) for r, s in lexical.items() if r in keep][:limit])
+            codes = {r: c for r, c in codes.items() if r in keep}
+        if lexical_only:
+            return {}, lexical, codes
+        if vector is None:
+            vector = self.encoder.encode_queries([query.dense])[0]
+        dense = self.dense_search(vector, limit, allowed)
+        missing = [r for r in {**lexical, **codes} if r not in dense]
+        if missing:
+            dense.update(zip(missing, (self.matrix[missing] @ vector).tolist()))
+        return dense, lexical, codes
+
+    def retrieve(self, query: Query, filters: Filters = Filters(), mode: str = "fused") -> dict[int, float]:
+        """Row -> score of the candidates of `mode` (fused, dense or lexical)."""
+        dense, lexical, codes = self.candidates(query, filters, lexical_only=(mode == "lexical"))
+        if mode == "lexical":
+            return lexical
+        if mode == "dense":
+            return {r: dense[r] for r in rank(dense)[: self.settings.candidates]}
+        return fuse_scores(dense, lexical, codes, self.weights)
+
+    # ---- results ---------------------------------------------------------------------------
+    def url(self, article_id: str, anchor: str = "") -> str:
+        return f"{self.settings.base_url}/{article_id}" + (f"#{anchor}" if anchor else "")
+
+    def passages(self, scores: dict[int, float], query: Query, limit: int, per_article: int = 2) -> list[dict]:
+        """The best passages, at most `per_article` from one article, with marked sentences."""
+        chosen, counts = [], {}
+        for row in rank(scores):
+            article_id = self.row_article[row]
+            if counts.get(article_id, 0) >= per_article:
+                continue
+            counts[article_id] = counts.get(article_id, 0) + 1
+            chosen.append(row)
+            if len(chosen) >= limit:
+                break
+        if not chosen:
+            return []
+        db = self.version.db()
+        found = {r["row"]: r for r in db.execute(
+            f"SELECT row, passage_id, article_id, heading_path, anchor, text FROM passages "
+            f"WHERE row IN ({','.join('?' * len(chosen))})", chosen)}
+        out = []
+        for row in chosen:
+            p = found[row]
+            article = self.articles[p["article_id"]]
+            snippet = mark_sentences(p["text"], query.lexical, query.codes)
+            out.append({"article_id": p["article_id"], "passage_id": p["passage_id"], "title": article["title"],
+                        "heading_path": json.loads(p["heading_path"]), "anchor": p["anchor"],
+                        "url": self.url(p["article_id"], p["anchor"]), "snippet": snippet.text,
+                        "highlights": [list(h) for h in snippet.highlights], "snippet_html": snippet.to_html(),
+                        "score": round(scores[row], 4)})
+        return out
+
+    def group_articles(self, scores: dict[int, float], limit: int) -> list[tuple[str, float, list[int]]]:
+        """(article id, score, rows best first): an article scores as its best passage."""
+        grouped: dict[str, list[int]] = {}
+        for row in rank(scores):
+            grouped.setdefault(self.row_article[row], []).append(row)
+        ordered = sorted(grouped.items(), key=lambda item: -scores[item[1][0]])
+        return [(aid, scores[rows[0]], rows) for aid, rows in ordered[:limit]]
+
+    # ---- public API ------------------------------------------------------------------------
+    def search(self, q: str, k: int = 10, filters: Filters = Filters(), mode: str = "fused") -> dict:
+        q = validate_text(q, self.settings.max_query_chars)
+        k = validate_k(k)
+        if mode not in MODES:
+            raise BadRequest(f"mode must be one of {', '.join(MODES)}")
+        query = Query(dense=q, lexical=q, codes=tuple(extract_codes(q)))
+        scores = self.retrieve(query, filters, mode)
+        results = []
+        for article_id, score, rows in self.group_articles(scores, k):
+            article = self.articles[article_id]
+            passages = self.passages({r: scores[r] for r in rows[:3]}, query, 3, per_article=3)
+            results.append({"id": article_id, "title": article["title"], "summary": article["summary"],
+                            "product": article["product"], "language": article["language"],
+                            "url": self.url(article_id), "score": round(score, 4), "passages": passages})
+        return {"query": q, "total": len(results), "results": results}
+
+    def suggest(self, subject: str = "", body: str = "", tags: Sequence[str] = (), language: str | None = None,
+                k: int = 5) -> dict:
+        text = validate_text(f"{subject or ''}\n{body or ''}", self.settings.max_query_chars, "subject and body")
+        k = validate_k(k)
+        ticket = build_query(subject or "", body or "", tags=tags, language=language)
+        query = Query(dense=ticket.text or text, lexical=ticket.lexical or text, codes=ticket.codes)
+        scores = self.retrieve(query)
+        articles = []
+        for article_id, score, rows in self.group_articles(scores, k):
+            article = self.articles[article_id]
+            sections = self.passages({r: scores[r] for r in rows[:3]}, query, 3, per_article=3)
+            articles.append({"id": article_id, "title": article["title"], "summary": article["summary"],
+                             "url": self.url(article_id), "score": round(score, 4),
+                             "sections": [{"heading_path": s["heading_path"], "anchor": s["anchor"],
+                                           "url": s["url"], "score": s["score"]} for s in sections]})
+        return {"query": {"text": ticket.text, "codes": list(ticket.codes), "language": ticket.language},
+                "answers": self.passages(scores, query, k), "articles": articles}
+
+    def article(self, article_id: str) -> dict:
+        validate_article_id(article_id)
+        row = self.version.db().execute("SELECT * FROM articles WHERE id = ?", (article_id,)).fetchone()
+        if row is None:
+            raise ArticleNotFound(f"no article with id {article_id!r}")
+        return {"id": row["id"], "title": row["title"], "summary": row["summary"], "product": row["product"],
+                "tags": json.loads(row["tags"]), "language": row["language"], "audience": row["audience"],
+                "owner": row["owner"], "reviewed": row["reviewed"], "url": self.url(row["id"]),
+                "html": render_html(row["body"])}
+
+    def health(self) -> dict:
+        m = self.version.manifest
+        return {"status": "ok", "index_version": m["build_id"], "created": m["created"], "model": m["model"],
+                "counts": m["counts"]}

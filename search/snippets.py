@@ -1,0 +1,67 @@
+"""Answer snippets: split a passage into sentences and mark the ones that best match the query."""
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+
+from search.lexical import TOKEN, extract_terms
+
+SENTENCE_END = re.compile(r"(?<=[.!?:;])\s+(?=[\"'(\[A-Z0-9])|\n+")
+
+
+@dataclass(frozen=True)
+class Snippet:
+    text: str
+    highlights: tuple[tuple[int, int], ...]  # character offsets [start, end) of marked sentences
+
+    def to_html(self) -> str:
+        """Escaped text with <mark> around highlighted sentences."""
+        out, last = [], 0
+        for start, end in self.highlights:
+            out += [html.escape(self.text[last:start]), "<mark>", html.escape(self.text[start:end]), "</mark>"]
+            last = end
+        out.append(html.escape(self.text[last:]))
+        return "".join(out)
+
+
+def split_sentences(text: str) -> list[tuple[int, int]]:
+    """Offsets of sentences (and list lines) in `text`."""
+    spans, start = [], 0
+    for match in SENTENCE_END.finditer(text):
+        if text[start:match.start()].strip():
+            spans.append((start, match.start()))
+        start = match.end()
+    if text[start:].strip():
+        spans.append((start, len(text.rstrip())))
+    return spans
+
+
+def _stem(token: str) -> str:
+    """Very light suffix folding so "syncing" meets "sync" when marking sentences."""
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(token) > len(suffix) + 3 and token.endswith(suffix):
+            return token[: -len(suffix)]
+    return token
+
+
+def mark_sentences(text: str, query: str, codes: tuple[str, ...] = (), limit: int = 2) -> Snippet:
+    """Mark up to `limit` sentences that best match the query.
+
+    A query term scores 1 / (number of sentences of this passage containing it), so words that are
+    everywhere in the passage (the product name) count less than the one that singles a sentence out;
+    an exact code counts 3.
+    """
+    terms = {_stem(t) for t in extract_terms(query, limit=200)}
+    code_tokens = [" ".join(TOKEN.findall(c.lower())) for c in codes]
+    spans = split_sentences(text)
+    words = [{_stem(t) for t in TOKEN.findall(text[s:e].lower())} & terms for s, e in spans]
+    spread = {t: sum(1 for w in words if t in w) for t in terms}
+    scored = []
+    for (start, end), matched in zip(spans, words):
+        flat = " ".join(TOKEN.findall(text[start:end].lower()))
+        score = sum(1.0 / spread[t] for t in matched) + 3.0 * sum(1 for c in code_tokens if c and c in flat)
+        if score > 0:
+            scored.append((score, start, end))
+    best = sorted(scored, key=lambda s: (-s[0], s[1]))[:limit]
+    return Snippet(text, tuple(sorted((s, e) for _, s, e in best)))

@@ -1,0 +1,83 @@
+"""Shared fixtures: the real model (loaded once per session), a tiny deterministic encoder, fixture indexes."""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURE_CONTENT = FIXTURES / "content"
+
+
+class TinyEncoder:
+    """Deterministic bag-of-words vectors (hashed, 64 dims): for fast unit tests of plumbing, never of quality."""
+
+    model_id = "test/tiny-bow"
+    dim = 64
+
+    def __init__(self):
+        self.calls = 0
+        self.texts_encoded = 0
+
+    def _vector(self, text: str) -> np.ndarray:
+        v = np.zeros(self.dim, dtype=np.float32)
+        for word in re.findall(r"\w+", text.lower()):
+            v[int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dim] += 1.0
+        norm = np.linalg.norm(v)
+        return v / norm if norm else v
+
+    def encode_queries(self, texts):
+        return np.stack([self._vector(t) for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
+
+    def encode_passages(self, texts, batch_size=64):
+        self.calls += 1
+        self.texts_encoded += len(texts)
+        return self.encode_queries(texts)
+
+
+@pytest.fixture
+def tiny_encoder() -> TinyEncoder:
+    return TinyEncoder()
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The real packaged all-MiniLM-L6-v2, loaded once for the whole run."""
+    from kb.embedder import Embedder
+
+    return Embedder()
+
+
+@pytest.fixture
+def content_copy(tmp_path: Path) -> Path:
+    """A writable copy of the fixture knowledge base."""
+    target = tmp_path / "content"
+    shutil.copytree(FIXTURE_CONTENT, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def real_index(tmp_path_factory, embedder):
+    """Settings of an index built once from the fixture articles with the real model."""
+    from indexer.build import build_index
+    from kb.settings import load_settings
+
+    root = tmp_path_factory.mktemp("real-index")
+    settings = load_settings({}, content_dir=FIXTURE_CONTENT, index_dir=root / "index")
+    build_index(settings, embedder, progress=False)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def searcher(real_index, embedder):
+    from kb.store import open_current
+    from search.searcher import Searcher
+
+    return Searcher(open_current(real_index.index_dir, embedder.model_id), embedder, real_index)

@@ -1,0 +1,49 @@
+"""Lexical arm: term extraction, safe MATCH expressions, BM25 and exact-code search on a real FTS5 table."""
+import sqlite3
+
+import pytest
+
+from search.lexical import extract_terms, match_expression, phrase_expression, search_codes, search_lexical
+
+
+@pytest.fixture
+def db():
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE VIRTUAL TABLE passages_fts USING fts5(title, headings, body, content='', "
+                 "tokenize='porter unicode61 remove_diacritics 2')")
+    rows = [(0, "Outlook password prompt", "Resolution", "Outlook keeps prompting for a password after the update."),
+            (1, "Error 0x8004010F", "Symptoms", "Send/receive fails with error 0x8004010F in Outlook."),
+            (2, "NDR 5.7.124", "Cause", "Delivery failed with 550 5.7.124 because the sender is not allowed."),
+            (3, "Teams camera", "Solusi", "Kamera Teams tidak berfungsi setelah pembaruan driver.")]
+    conn.executemany("INSERT INTO passages_fts(rowid, title, headings, body) VALUES (?,?,?,?)", rows)
+    return conn
+
+
+def test_terms_drop_stop_words_in_both_languages():
+    assert extract_terms("Hi, my Outlook keeps asking for the password") == ["outlook", "keeps", "asking", "password"]
+    assert extract_terms("saya tidak bisa membuka kamera di Teams") == ["membuka", "kamera", "teams"]
+
+
+def test_hostile_text_is_quoted_not_parsed():
+    expr = match_expression(extract_terms('foo" OR bar* NEAR(x) title:y'))
+    assert expr == '"foo" OR "or" OR "bar" OR "near" OR "title"' or "NEAR(" not in expr
+
+
+def test_bm25_ranks_matching_passage_first(db):
+    scores = search_lexical(db, "outlook password prompt", 10)
+    assert max(scores, key=scores.get) == 0 and all(s > 0 for s in scores.values())
+
+
+def test_stemming_matches_word_forms(db):
+    assert 0 in search_lexical(db, "prompts", 10)
+
+
+def test_query_of_only_stop_words_finds_nothing(db):
+    assert search_lexical(db, "the and of", 10) == {}
+
+
+def test_exact_codes_match_as_phrases(db):
+    assert search_codes(db, ["5.7.124"]) == {2: 1}
+    assert search_codes(db, ["0x8004010F"]) == {1: 1}
+    assert search_codes(db, ["5.7.1"]) == {}
+    assert phrase_expression("5.7.124") == '"5 7 124"'

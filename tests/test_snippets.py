@@ -1,0 +1,34 @@
+"""Snippets: sentence splitting and marking of the sentences that match the query."""
+from search.snippets import Snippet, mark_sentences, split_sentences
+
+TEXT = ("Outlook stores mail in an OST file. When the file is damaged, send/receive fails with error 0x8004010F. "
+        "Rebuild the OST to fix it.\n- Close Outlook\n- Delete the OST file")
+
+
+def spans_text(snippet):
+    return [snippet.text[s:e] for s, e in snippet.highlights]
+
+
+def test_split_sentences_and_list_lines():
+    sentences = [TEXT[s:e] for s, e in split_sentences(TEXT)]
+    assert sentences[0] == "Outlook stores mail in an OST file."
+    assert "- Close Outlook" in sentences and len(sentences) == 5
+
+
+def test_marks_sentence_with_the_code():
+    marked = spans_text(mark_sentences(TEXT, "sync error", ("0x8004010F",), limit=1))
+    assert marked == ["When the file is damaged, send/receive fails with error 0x8004010F."]
+
+
+def test_marks_best_overlap_sentences():
+    marked = spans_text(mark_sentences(TEXT, "how to rebuild a damaged OST file", (), limit=2))
+    assert "Rebuild the OST to fix it." in marked
+
+
+def test_no_overlap_marks_nothing():
+    assert mark_sentences(TEXT, "printer toner", ()).highlights == ()
+
+
+def test_html_is_escaped_around_marks():
+    snippet = Snippet("<b>x</b> fails. ok", ((0, 15),))
+    assert snippet.to_html() == "<mark>&lt;b&gt;x&lt;/b&gt; fails.</mark> ok"
