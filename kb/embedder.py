@@ -1,7 +1,9 @@
 """Embedder: loads the packaged sentence-transformers model offline and encodes queries and passages."""
 from __future__ import annotations
 
+import importlib
 import os
+import threading
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -23,22 +25,38 @@ class TextEncoder(Protocol):
 
 
 class Embedder:
-    """all-MiniLM-L6-v2 loaded from its PyPI package; vectors are float32 and L2-normalised."""
+    """all-MiniLM-L6-v2 loaded from its PyPI package; vectors are float32 and L2-normalised.
+
+    The model loads on first use (or `load()`), so a no-change `kb index` never pays for it.
+    """
 
     def __init__(self, model_name: str = "all-MiniLM-L6-v2"):
         if model_name not in PACKAGED_MODELS:
             raise IndexMismatch(f"model {model_name!r} is not packaged here; known: {sorted(PACKAGED_MODELS)}")
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        import importlib
-
-        from sentence_transformers import SentenceTransformer
-
-        package = importlib.import_module(PACKAGED_MODELS[model_name])
-        self._model = SentenceTransformer(str(package.get_model_path()), device="cpu")
+        self.model_name = model_name
         self.model_id = f"sentence-transformers/{model_name}"
-        self.dim = int(self._model.get_embedding_dimension())
-        self.max_seq_length = int(self._model.max_seq_length)
+        self._model = None
+        self._lock = threading.Lock()
+
+    def load(self):
+        """Load the model now (idempotent, thread-safe) and return it."""
+        with self._lock:
+            if self._model is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                from sentence_transformers import SentenceTransformer
+
+                package = importlib.import_module(PACKAGED_MODELS[self.model_name])
+                self._model = SentenceTransformer(str(package.get_model_path()), device="cpu")
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        return int(self.load().get_embedding_dimension())
+
+    @property
+    def max_seq_length(self) -> int:
+        return int(self.load().max_seq_length)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self._encode(texts, batch_size=32)
@@ -48,13 +66,11 @@ class Embedder:
 
     def count_tokens(self, text: str) -> int:
         """Word pieces the model sees for `text` (before truncation)."""
-        return len(self._model.tokenizer(text, add_special_tokens=True)["input_ids"])
+        return len(self.load().tokenizer(text, add_special_tokens=True)["input_ids"])
 
     def _encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self._model.encode(
-            list(texts), batch_size=batch_size, normalize_embeddings=True,
-            convert_to_numpy=True, show_progress_bar=False,
-        )
+        vectors = self.load().encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                                     convert_to_numpy=True, show_progress_bar=False)
         return np.ascontiguousarray(vectors, dtype=np.float32)

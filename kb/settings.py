@@ -28,7 +28,7 @@ class Settings:
     passage_min_words: int = _setting(40, "KB_PASSAGE_MIN_WORDS", "Sections shorter than this merge with the next one.")
     batch_size: int = _setting(64, "KB_BATCH_SIZE", "Passages per embedding batch.")
     candidates: int = _setting(100, "KB_CANDIDATES", "Passages taken from each retrieval arm before fusion.")
-    lexical_weight: float = _setting(0.3, "KB_LEXICAL_WEIGHT", "Weight of the normalised BM25 score added to the dense cosine.")
+    lexical_weight: float = _setting(0.05, "KB_LEXICAL_WEIGHT", "Weight of the min-max normalised BM25 score added to the normalised dense score.")
     max_query_chars: int = _setting(20_000, "KB_MAX_QUERY_CHARS", "Longest query or ticket text accepted.")
     base_url: str = _setting("/articles", "KB_BASE_URL", "Prefix of article URLs returned to clients.")
     log_level: str = _setting("info", "KB_LOG_LEVEL", "Log level of the service.")

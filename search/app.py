@@ -80,6 +80,7 @@ def create_app(settings: Settings, encoder: TextEncoder | None = None) -> FastAP
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state = ServiceState(settings, encoder or Embedder(settings.model))
+        state.encoder.encode_queries(["warm up"])  # load the model before the first request
         state.load()
         app.state.kb = state
         yield

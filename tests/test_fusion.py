@@ -1,27 +1,30 @@
 """Fusion: score normalisation, weights, exact-code boost, RRF baseline and ranking."""
-from search.fusion import FusionWeights, fuse_scores, normalise_max, rank, reciprocal_rank_fusion
+from search.fusion import FusionWeights, fuse_scores, normalise_minmax, rank, reciprocal_rank_fusion
 
 
-def test_normalise_max_scales_best_to_one():
-    assert normalise_max({1: 10.0, 2: 5.0}) == {1: 1.0, 2: 0.5}
-    assert normalise_max({}) == {}
+def test_normalise_minmax_spans_zero_to_one():
+    assert normalise_minmax({1: 10.0, 2: 5.0, 3: 7.5}) == {1: 1.0, 2: 0.0, 3: 0.5}
+    assert normalise_minmax({4: 0.3}) == {4: 0.0}
+    assert normalise_minmax({}) == {}
 
 
 def test_lexical_weight_can_reorder_close_dense_scores():
-    dense = {1: 0.60, 2: 0.58}
-    lexical = {2: 12.0, 1: 1.0}
-    assert rank(fuse_scores(dense, lexical, {}, FusionWeights(lexical=0.0))) == [1, 2]
-    assert rank(fuse_scores(dense, lexical, {}, FusionWeights(lexical=0.3))) == [2, 1]
+    dense = {1: 0.60, 2: 0.58, 3: 0.20}
+    lexical = {2: 12.0, 1: 1.0, 3: 1.0}
+    assert rank(fuse_scores(dense, lexical, {}, FusionWeights(lexical=0.0)))[:2] == [1, 2]
+    assert rank(fuse_scores(dense, lexical, {}, FusionWeights(lexical=0.3)))[:2] == [2, 1]
 
 
 def test_exact_code_match_counts_strongly():
-    fused = fuse_scores({1: 0.7, 2: 0.6}, {}, {2: 1}, FusionWeights(lexical=0.3, code=0.15))
-    assert rank(fused) == [2, 1]
+    dense = {1: 0.70, 2: 0.66, 3: 0.30}
+    assert rank(fuse_scores(dense, {}, {}, FusionWeights(code=0.15)))[0] == 1
+    assert rank(fuse_scores(dense, {}, {2: 1}, FusionWeights(code=0.15)))[0] == 2
 
 
-def test_rows_only_in_lexical_keep_their_dense_score_if_given():
-    fused = fuse_scores({1: 0.5, 3: 0.2}, {3: 4.0}, {}, FusionWeights(lexical=0.3))
-    assert abs(fused[3] - 0.5) < 1e-9 and fused[1] == 0.5
+def test_every_candidate_of_either_arm_is_scored():
+    fused = fuse_scores({1: 0.5, 3: 0.2}, {3: 4.0, 7: 1.0}, {}, FusionWeights(lexical=0.3))
+    assert set(fused) == {1, 3, 7}
+    assert fused[1] == 1.0 and abs(fused[3] - 0.3) < 1e-9 and fused[7] == 0.0
 
 
 def test_weighted_rrf():
