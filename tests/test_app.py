@@ -1,0 +1,85 @@
+"""HTTP API in-process (real model, fixture index): contract shapes, OpenAPI, and every bad-input case as 4xx JSON."""
+import pytest
+from fastapi.testclient import TestClient
+
+from kb.settings import load_settings
+from search.app import create_app
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def client(real_index, embedder):
+    with TestClient(create_app(real_index, encoder=embedder), raise_server_exceptions=False) as client:
+        yield client
+
+
+def test_healthz(client):
+    body = client.get("/healthz").json()
+    assert body["status"] == "ok" and body["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert body["counts"]["articles"] == 8 and body["index_version"]
+
+
+def test_search_contract(client):
+    response = client.get("/api/search", params={"q": "teams microphone", "k": 3, "product": "Teams"})
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert results[0]["id"] == "Teams/teams-microphone-not-working"
+    assert set(results[0]) >= {"id", "title", "url", "score", "passages"}
+
+
+def test_suggest_contract(client):
+    response = client.post("/api/suggest", json={"subject": "Outlook password", "body": "Outlook keeps prompting "
+                           "for my password every few minutes", "tags": ["outlook"], "k": 2})
+    body = response.json()
+    assert response.status_code == 200 and len(body["articles"]) == 2 and len(body["answers"]) == 2
+    assert set(body["answers"][0]) >= {"article_id", "title", "heading_path", "url", "snippet", "score"}
+    assert set(body["articles"][0]) >= {"id", "title", "summary", "url", "score", "sections"}
+    assert body["articles"][0]["id"] == "Outlook/outlook-password-prompt"
+
+
+def test_article_contract(client):
+    body = client.get("/api/articles/id/teams-kamera-tidak-berfungsi").json()
+    assert body["language"] == "id" and body["html"].startswith("<")
+
+
+def test_openapi_and_docs(client):
+    assert "/api/suggest" in client.get("/openapi.json").json()["paths"]
+    assert client.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize("method, url, kwargs, status, code", [
+    ("get", "/api/search", {"params": {"q": ""}}, 400, "bad_request"),
+    ("get", "/api/search", {"params": {"q": "   "}}, 400, "bad_request"),
+    ("get", "/api/search", {}, 400, "bad_request"),
+    ("get", "/api/search", {"params": {"q": "x" * 20_001}}, 400, "bad_request"),
+    ("get", "/api/search", {"params": {"q": "outlook", "k": 0}}, 400, "bad_request"),
+    ("get", "/api/search", {"params": {"q": "outlook", "k": 101}}, 400, "bad_request"),
+    ("get", "/api/search", {"params": {"q": "outlook", "k": "ten"}}, 422, "invalid_request"),
+    ("post", "/api/suggest", {"content": b"{not json", "headers": {"content-type": "application/json"}},
+     400, "malformed_json"),
+    ("post", "/api/suggest", {"json": {"subject": "", "body": ""}}, 400, "bad_request"),
+    ("post", "/api/suggest", {"json": {"body": "outlook", "k": 0}}, 400, "bad_request"),
+    ("post", "/api/suggest", {"json": {"body": "outlook", "k": 500}}, 400, "bad_request"),
+    ("post", "/api/suggest", {"json": {"body": "y" * 20_001}}, 400, "bad_request"),
+    ("post", "/api/suggest", {"json": {"body": ["not", "a", "string"]}}, 422, "invalid_request"),
+    ("post", "/api/suggest", {"json": ["a list"]}, 422, "invalid_request"),
+    ("get", "/api/articles/Outlook/no-such-article", {}, 404, "article_not_found"),
+    ("get", "/api/articles/Outlook/..%2F..%2Fsecret", {}, 400, "bad_request"),
+    ("get", "/api/articles/%2Fetc%2Fpasswd", {}, 400, "bad_request"),
+    ("get", "/api/articles/..%2F..%2Fetc%2Fpasswd", {}, 400, "bad_request"),
+    ("get", "/api/nothing-here", {}, 404, "not_found"),
+])
+def test_bad_input_is_a_4xx_json_error(client, method, url, kwargs, status, code):
+    response = getattr(client, method)(url, **kwargs)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and error["message"]
+
+
+def test_no_index_is_503_json_not_a_crash(tmp_path, embedder):
+    settings = load_settings({}, index_dir=tmp_path / "empty-index")
+    with TestClient(create_app(settings, encoder=embedder)) as client:
+        response = client.get("/api/search", params={"q": "outlook"})
+        assert response.status_code == 503 and "kb index" in response.json()["error"]["message"]
+        assert client.get("/healthz").status_code == 503

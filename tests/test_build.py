@@ -1,0 +1,209 @@
+"""Builds: full, incremental (only changed articles re-embedded), drafts, broken files, strict, kill safety."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from indexer.build import build_index
+from kb import store
+from kb.errors import ContentError
+from kb.settings import load_settings
+from tests.conftest import FIXTURES
+
+REPO = Path(__file__).parent.parent
+
+
+def settings_for(content: Path, tmp_path: Path, **extra):
+    return load_settings({}, content_dir=content, index_dir=tmp_path / "index", **extra)
+
+
+def article_ids(settings, model_id):
+    version = store.open_current(settings.index_dir, model_id)
+    return {row[0] for row in version.db().execute("SELECT id FROM articles")}
+
+
+def test_full_build_indexes_articles_not_fragments_or_drafts(content_copy, tmp_path, tiny_encoder):
+    settings = settings_for(content_copy, tmp_path)
+    report = build_index(settings, tiny_encoder, progress=False)
+    ids = article_ids(settings, tiny_encoder.model_id)
+    assert "Outlook/send-receive-error-0x8004010f" in ids and "id/reset-kata-sandi-outlook" in ids
+    assert not any(i.startswith(("includes/", "drafts/")) or i == "TOC" for i in ids)
+    assert report.drafts == 1 and report.articles == len(ids) == 8
+    assert report.passages == report.embedded > report.articles
+    version = store.open_current(settings.index_dir, tiny_encoder.model_id)
+    assert version.manifest["counts"] == {"articles": 8, "passages": report.passages}
+    assert version.manifest["model"] == tiny_encoder.model_id and version.manifest["dim"] == tiny_encoder.dim
+
+
+def test_no_change_writes_no_version_and_embeds_nothing(content_copy, tmp_path, tiny_encoder):
+    settings = settings_for(content_copy, tmp_path)
+    first = build_index(settings, tiny_encoder, progress=False)
+    calls = tiny_encoder.calls
+    again = build_index(settings, tiny_encoder, progress=False)
+    assert again.build_id is None and again.parsed == 0 and again.reused == 8
+    assert tiny_encoder.calls == calls
+    assert store.current_id(settings.index_dir) == first.build_id
+
+
+def test_changed_article_is_the_only_one_reembedded(content_copy, tmp_path, tiny_encoder):
+    settings = settings_for(content_copy, tmp_path)
+    build_index(settings, tiny_encoder, progress=False)
+    before = tiny_encoder.texts_encoded
+    page = content_copy / "OneDrive/onedrive-sync-stuck.md"
+    page.write_text(page.read_text() + "\n## Brand new section\n\nReset the sync client with onedrive.exe /reset.\n")
+    report = build_index(settings, tiny_encoder, progress=False)
+    assert report.parsed == 1 and report.reused == 7 and report.build_id
+    assert 1 <= tiny_encoder.texts_encoded - before <= 2  # the new section (and a neighbour it merged with)
+    text = store.open_current(settings.index_dir, tiny_encoder.model_id).db().execute(
+        "SELECT group_concat(text) FROM passages WHERE article_id='OneDrive/onedrive-sync-stuck'").fetchone()[0]
+    assert "onedrive.exe /reset" in text
+
+
+def test_deleted_and_new_articles(content_copy, tmp_path, tiny_encoder):
+    settings = settings_for(content_copy, tmp_path)
+    build_index(settings, tiny_encoder, progress=False)
+    (content_copy / "Exchange/ndr-5-7-124.md").unlink()
+    (content_copy / "Teams/new.md").write_text("---\ntitle: Teams status stuck on Away\n---\n\nSign out and in.\n")
+    report = build_index(settings, tiny_encoder, progress=False)
+    ids = article_ids(settings, tiny_encoder.model_id)
+    assert report.deleted == 1 and "Exchange/ndr-5-7-124" not in ids and "Teams/new" in ids
+
+
+def test_vectors_stay_aligned_with_passages_after_incremental_builds(content_copy, tmp_path, tiny_encoder):
+    settings = settings_for(content_copy, tmp_path)
+    build_index(settings, tiny_encoder, progress=False)
+    (content_copy / "Outlook/outlook-password-prompt.md").unlink()
+    build_index(settings, tiny_encoder, progress=False)
+    version = store.open_current(settings.index_dir, tiny_encoder.model_id)
+    rows = version.db().execute(
+        "SELECT p.row, a.title, p.heading_path, p.text FROM passages p JOIN articles a ON a.id = p.article_id "
+        "ORDER BY p.row").fetchall()
+    assert [r[0] for r in rows] == list(range(version.vectors.ntotal))
+    for row, title, headings, text in rows:
+        import json
+        from kb.articles import Passage
+        expected = tiny_encoder.encode_passages([Passage("", "", title, tuple(json.loads(headings)), "", text).embed_text()])[0]
+        assert abs(float(version.vectors.reconstruct(row) @ expected) - 1.0) < 1e-5
+
+
+def test_changed_include_reparses_the_article(content_copy, tmp_path, tiny_encoder):
+    settings = settings_for(content_copy, tmp_path)
+    build_index(settings, tiny_encoder, progress=False)
+    include = content_copy / "includes/registry-alert.md"
+    include.write_text(include.read_text() + "\nBack up the registry with regedit export first.\n")
+    report = build_index(settings, tiny_encoder, progress=False)
+    assert report.parsed == 1
+    text = store.open_current(settings.index_dir, tiny_encoder.model_id).db().execute(
+        "SELECT group_concat(text) FROM passages WHERE article_id='Outlook/send-receive-error-0x8004010f'").fetchone()[0]
+    assert "regedit export" in text
+
+
+def test_broken_files_are_reported_and_the_rest_indexed(content_copy, tmp_path, tiny_encoder):
+    for name in ("bad-yaml.md", "latin1.md", "empty.md"):
+        shutil.copy(FIXTURES / "broken" / name, content_copy / name)
+    settings = settings_for(content_copy, tmp_path)
+    report = build_index(settings, tiny_encoder, progress=False)
+    errors = {p.path: p for p in report.errors}
+    assert set(errors) == {"bad-yaml.md", "latin1.md", "empty.md"}
+    assert errors["latin1.md"].line == 5 and errors["bad-yaml.md"].line > 0
+    assert report.articles == 8
+
+
+def test_strict_makes_content_errors_fatal_and_keeps_the_old_version(content_copy, tmp_path, tiny_encoder):
+    settings = settings_for(content_copy, tmp_path)
+    good = build_index(settings, tiny_encoder, progress=False).build_id
+    shutil.copy(FIXTURES / "broken" / "bad-yaml.md", content_copy / "bad-yaml.md")
+    with pytest.raises(ContentError, match="bad-yaml.md"):
+        build_index(settings, tiny_encoder, strict=True, progress=False)
+    assert store.current_id(settings.index_dir) == good
+
+
+def test_article_broken_by_an_edit_keeps_its_last_good_version(content_copy, tmp_path, tiny_encoder):
+    settings = settings_for(content_copy, tmp_path)
+    build_index(settings, tiny_encoder, progress=False)
+    (content_copy / "Exchange/ndr-5-7-124.md").write_text("---\ntitle: [unclosed\n---\nBody\n")
+    report = build_index(settings, tiny_encoder, progress=False)
+    assert "Exchange/ndr-5-7-124" in article_ids(settings, tiny_encoder.model_id)
+    assert any("kept the previously indexed version" in p.message for p in report.problems)
+
+
+def test_ids_differing_only_in_case_are_reported(content_copy, tmp_path, tiny_encoder):
+    shutil.copy(content_copy / "Teams/teams-microphone-not-working.md", content_copy / "Teams/Teams-Microphone-Not-Working.md")
+    report = build_index(settings_for(content_copy, tmp_path), tiny_encoder, progress=False)
+    assert any("duplicate article id" in p.message for p in report.errors)
+
+
+def test_empty_content_folder_is_a_clear_error(tmp_path, tiny_encoder):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ContentError, match="no publishable articles"):
+        build_index(settings_for(tmp_path / "empty", tmp_path), tiny_encoder, progress=False)
+    with pytest.raises(ContentError, match="does not exist"):
+        build_index(settings_for(tmp_path / "missing", tmp_path), tiny_encoder, progress=False)
+
+
+def test_old_versions_are_pruned(content_copy, tmp_path, tiny_encoder):
+    settings = settings_for(content_copy, tmp_path, keep_versions=2)
+    page = content_copy / "OneDrive/onedrive-sync-stuck.md"
+    for n in range(4):
+        page.write_text(page.read_text() + f"\nEdit number {n}.\n")
+        build_index(settings, tiny_encoder, progress=False)
+    assert len(store.list_versions(settings.index_dir)) == 2
+
+
+KILLED_BUILD = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    sys.path.insert(0, {repo!r})
+    from tests.conftest import TinyEncoder
+    from indexer.build import build_index
+    from kb import store
+    from kb.settings import load_settings
+
+    ready = Path({ready!r})
+    point = {point!r}
+
+    def pause(*args, **kwargs):
+        ready.write_text(point)
+        time.sleep(60)
+
+    if point == "encode":
+        TinyEncoder.encode_passages = pause
+    elif point == "fsync":
+        store._fsync_path = pause
+    elif point == "switch":
+        store.switch_current = pause
+    settings = load_settings({{}}, content_dir={content!r}, index_dir={index!r})
+    build_index(settings, TinyEncoder(), full=True, progress=False)
+""")
+
+
+@pytest.mark.parametrize("point", ["encode", "fsync", "switch"])
+def test_build_killed_midway_leaves_previous_version_serving(content_copy, tmp_path, tiny_encoder, point):
+    settings = settings_for(content_copy, tmp_path)
+    good = build_index(settings, tiny_encoder, progress=False).build_id
+    (content_copy / "Teams/extra.md").write_text("---\ntitle: Extra\n---\n\nNew text to embed.\n")
+    ready = tmp_path / "ready"
+    script = KILLED_BUILD.format(repo=str(REPO), ready=str(ready), point=point, content=str(content_copy),
+                                 index=str(settings.index_dir))
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.time() + 60
+        while not ready.exists():
+            assert proc.poll() is None, "build process ended before reaching the kill point"
+            assert time.time() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert store.current_id(settings.index_dir) == good
+    version = store.open_current(settings.index_dir, tiny_encoder.model_id)
+    assert version.manifest["counts"]["articles"] == 8
+    report = build_index(settings, tiny_encoder, progress=False)
+    assert report.build_id and report.articles == 9
+    assert not list(settings.index_dir.glob(".tmp-*"))

@@ -1,0 +1,137 @@
+"""End to end with real parts: `kb index` and `kb serve` as processes, the real model, HTTP over loopback."""
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import FIXTURES
+
+pytestmark = pytest.mark.model
+REPO = Path(__file__).parent.parent
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+
+
+def kb(*args, stdin: str | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], input=stdin, capture_output=True, text=True,
+                          env=ENV, cwd=REPO, timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    """Fixture articles plus one broken file, indexed by the CLI, served by a real uvicorn process."""
+    root = tmp_path_factory.mktemp("e2e")
+    content = root / "content"
+    shutil.copytree(FIXTURES / "content", content)
+    shutil.copy(FIXTURES / "broken" / "bad-yaml.md", content / "bad-yaml.md")
+    index = kb("index", "--content", str(content), "--index-dir", str(root / "index"), "--quiet")
+    port = free_port()
+    log = open(root / "server.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--index-dir", str(root / "index"),
+                               "--port", str(port)], env=ENV, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        assert server.poll() is None, (root / "server.log").read_text()
+        try:
+            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.time() < deadline, "server did not come up"
+        time.sleep(0.3)
+    yield {"root": root, "content": content, "index": root / "index", "base": base, "port": port,
+           "index_run": index}
+    server.send_signal(signal.SIGTERM)
+    server.wait(timeout=30)
+    log.close()
+
+
+def test_index_reports_problems_with_file_and_line_and_goes_on(deployment):
+    run = deployment["index_run"]
+    assert run.returncode == 0, run.stderr
+    assert f"{deployment['content'] / 'bad-yaml.md'}:" in run.stderr and "error" in run.stderr
+    assert "8 articles" in run.stdout
+
+
+def test_suggest_over_http(deployment):
+    ticket = {"subject": "RE: mail bounced", "body": "Hello,\nWhen I send to the sales distribution list I get "
+              "'550 5.7.124 Sender not allowed'. I can send to people one by one.\n\nBest regards,\nTom\n"
+              "Sales Manager\nPhone +1 555 0100", "k": 3}
+    body = httpx.post(deployment["base"] + "/api/suggest", json=ticket, timeout=30).json()
+    assert body["articles"][0]["id"] == "Exchange/ndr-5-7-124"
+    assert body["answers"][0]["url"].startswith("/articles/Exchange/ndr-5-7-124")
+
+
+def test_search_and_article_over_http(deployment):
+    results = httpx.get(deployment["base"] + "/api/search", params={"q": "onedrive sync pending"}).json()["results"]
+    assert results[0]["id"] == "OneDrive/onedrive-sync-stuck"
+    article = httpx.get(deployment["base"] + "/api" + results[0]["url"]).json()
+    assert article["title"].startswith("OneDrive")
+
+
+def test_raw_dot_dot_path_is_refused(deployment):
+    conn = http.client.HTTPConnection("127.0.0.1", deployment["port"], timeout=10)
+    try:
+        conn.request("GET", "/api/articles/Outlook/../../../etc/passwd")
+        response = conn.getresponse()
+        status, body = response.status, json.loads(response.read())
+    finally:
+        conn.close()
+    assert 400 <= status < 500 and "error" in body
+
+
+def test_malformed_json_over_http(deployment):
+    response = httpx.post(deployment["base"] + "/api/suggest", content=b'{"body": ', timeout=10,
+                          headers={"content-type": "application/json"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "malformed_json"
+
+
+def test_killed_build_leaves_the_service_answering(deployment):
+    before = httpx.get(deployment["base"] + "/healthz").json()["index_version"]
+    current = (deployment["index"] / "CURRENT").read_text()
+    build = subprocess.Popen([sys.executable, "-m", "cli.main", "index", "--full", "--quiet", "--content",
+                              str(deployment["content"]), "--index-dir", str(deployment["index"])],
+                             env=ENV, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(4)
+    build.send_signal(signal.SIGKILL)
+    build.wait(timeout=30)
+    assert (deployment["index"] / "CURRENT").read_text() == current
+    response = httpx.get(deployment["base"] + "/api/search", params={"q": "teams microphone"})
+    assert response.status_code == 200 and response.json()["results"]
+    assert httpx.get(deployment["base"] + "/healthz").json()["index_version"] == before
+
+
+def test_cli_search_and_suggest(deployment):
+    search = kb("search", "outlook password prompt", "--index-dir", str(deployment["index"]), "-k", "2")
+    assert search.returncode == 0 and search.stdout.startswith("1. Outlook keeps asking for your password")
+    suggest = kb("suggest", "--json", "--index-dir", str(deployment["index"]),
+                 stdin="Halo tim,\nkamera saya tidak berfungsi di rapat Teams, layar hitam saja.\nSalam,\nDewi")
+    assert suggest.returncode == 0, suggest.stderr
+    assert json.loads(suggest.stdout)["articles"][0]["id"] == "id/teams-kamera-tidak-berfungsi"
+
+
+def test_cli_strict_fails_and_names_the_file(deployment, tmp_path):
+    run = kb("index", "--strict", "--quiet", "--content", str(deployment["content"]),
+             "--index-dir", str(tmp_path / "strict-index"))
+    assert run.returncode != 0 and "bad-yaml.md" in run.stderr
+    assert not (tmp_path / "strict-index" / "CURRENT").exists()
+
+
+def test_cli_missing_index_is_a_clear_message(tmp_path):
+    run = kb("search", "outlook", "--index-dir", str(tmp_path / "none"))
+    assert run.returncode == 2 and "kb index" in run.stderr and "Traceback" not in run.stderr

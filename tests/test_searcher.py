@@ -1,0 +1,125 @@
+"""Searcher with the real model over the fixture index: ranking, filters, tickets, snippets, validation."""
+import pytest
+
+from kb.errors import ArticleNotFound, BadRequest
+from search.searcher import Filters, validate_article_id
+
+pytestmark = pytest.mark.model
+
+
+def top_ids(result, key="results"):
+    return [hit["id"] for hit in result[key]]
+
+
+@pytest.mark.parametrize("query, expected", [
+    ("outlook keeps asking me to sign in again and again", "Outlook/outlook-password-prompt"),
+    ("0x8004010F", "Outlook/send-receive-error-0x8004010f"),
+    ("people in the meeting can't hear me", "Teams/teams-microphone-not-working"),
+    ("files not syncing, stuck on processing changes", "OneDrive/onedrive-sync-stuck"),
+    ("mail to all-staff group bounced back", "Exchange/ndr-5-7-124"),
+    ("kamera tidak muncul saat rapat Teams", "id/teams-kamera-tidak-berfungsi"),
+])
+def test_the_right_article_comes_first(searcher, query, expected):
+    assert top_ids(searcher.search(query, k=5))[0] == expected
+
+
+def test_each_arm_alone_also_answers(searcher):
+    for mode in ("dense", "lexical"):
+        assert top_ids(searcher.search("outlook password prompt", mode=mode))[0] == "Outlook/outlook-password-prompt"
+
+
+def test_drafts_are_not_searchable(searcher):
+    ids = top_ids(searcher.search("shared mailbox offline access preview new Outlook", k=20))
+    assert not any(i.startswith("drafts/") for i in ids)
+
+
+def test_results_are_grouped_by_article_with_passages(searcher):
+    result = searcher.search("outlook password", k=3)
+    assert len(result["results"]) == 3 and len(set(top_ids(result))) == 3
+    hit = result["results"][0]
+    assert hit["url"] == "/articles/" + hit["id"]
+    assert hit["passages"] and all(p["article_id"] == hit["id"] for p in hit["passages"])
+    assert all(p["url"].startswith(hit["url"] + "#") or p["url"] == hit["url"] for p in hit["passages"])
+    scores = [h["score"] for h in result["results"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.parametrize("filters, field, value", [
+    (Filters(product="Teams"), "product", "Teams"),
+    (Filters(language="id"), "language", "id"),
+    (Filters(product="teams", language="id"), "language", "id"),
+])
+def test_filters(searcher, filters, field, value):
+    results = searcher.search("password camera microphone sync", k=20, filters=filters)["results"]
+    assert results and all(hit[field] == value for hit in results)
+
+
+def test_filter_with_no_match_returns_nothing(searcher):
+    assert searcher.search("outlook", filters=Filters(product="NoSuchProduct"))["results"] == []
+
+
+def test_suggest_cleans_a_noisy_ticket_and_keeps_the_code(searcher):
+    body = ("Hi team,\n\nHope you're well. Since this morning Outlook shows an error when I click Send/Receive:\n"
+            "'Sending and receiving reported error (0x8004010F): The operation failed. An object could not be "
+            "found.'\nI already restarted the laptop.\n\nThanks,\nRina Putri\nFinance Dept | +62 812 5555 0101\n\n"
+            "-----Original Message-----\nFrom: IT Helpdesk\nSent: Monday\nSubject: Teams microphone\n"
+            "Please check the Teams microphone settings.")
+    result = searcher.suggest("Outlook error when sending", body, k=3)
+    assert "0x8004010F" in result["query"]["codes"]
+    assert "microphone" not in result["query"]["text"].lower() and "Rina" not in result["query"]["text"]
+    assert result["articles"][0]["id"] == "Outlook/send-receive-error-0x8004010f"
+    answer = result["answers"][0]
+    assert answer["article_id"] == "Outlook/send-receive-error-0x8004010f"
+    assert set(answer) >= {"article_id", "title", "heading_path", "url", "snippet", "score"}
+    marked = [answer["snippet"][s:e] for s, e in answer["highlights"]]
+    assert marked and "<mark>" in answer["snippet_html"]
+    assert result["articles"][0]["sections"] and result["articles"][0]["summary"]
+
+
+def test_suggest_indonesian_ticket(searcher):
+    result = searcher.suggest("Lupa kata sandi", "Halo, saya lupa kata sandi akun Microsoft 365 dan tidak bisa "
+                              "masuk ke Outlook. Mohon bantuannya. Terima kasih, Budi", k=3)
+    assert result["query"]["language"] == "id"
+    assert result["articles"][0]["id"] == "id/reset-kata-sandi-outlook"
+
+
+def test_exact_ndr_code_in_ticket(searcher):
+    result = searcher.suggest("", "Our users get 550 5.7.124 when they mail the sales list from outside", k=3)
+    assert result["articles"][0]["id"] == "Exchange/ndr-5-7-124"
+
+
+def test_article_renders_html_and_metadata(searcher):
+    article = searcher.article("Outlook/send-receive-error-0x8004010f")
+    assert article["product"] == "Outlook" and article["reviewed"] == "2023-11-02"
+    assert "<h2" in article["html"] and "<!--" not in article["html"] and ":::image" not in article["html"]
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda s: s.search(""), "empty"),
+    (lambda s: s.search("   \n\t"), "empty"),
+    (lambda s: s.search("x" * 20_001), "20000"),
+    (lambda s: s.search("outlook", k=0), "k must"),
+    (lambda s: s.search("outlook", k=101), "k must"),
+    (lambda s: s.search("outlook", mode="magic"), "mode"),
+    (lambda s: s.suggest("", "  "), "empty"),
+    (lambda s: s.suggest("a", "b", k=1000), "k must"),
+    (lambda s: s.article("../etc/passwd"), "invalid article id"),
+    (lambda s: s.article("/etc/passwd"), "invalid article id"),
+    (lambda s: s.article("Outlook/../../secret"), "invalid article id"),
+])
+def test_bad_input_is_a_bad_request(searcher, call, message):
+    with pytest.raises(BadRequest, match=message):
+        call(searcher)
+
+
+def test_unknown_article(searcher):
+    with pytest.raises(ArticleNotFound):
+        searcher.article("Outlook/no-such-article")
+
+
+def test_a_query_of_only_punctuation_or_symbols_does_not_fail(searcher):
+    assert "results" in searcher.search('"*^ OR NEAR( :: -- ;')
+
+
+def test_validate_article_id_accepts_nested_ids():
+    assert validate_article_id("Outlook/Client/foo") == "Outlook/Client/foo"
