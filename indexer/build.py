@@ -91,7 +91,7 @@ def _load_previous(settings: Settings, encoder: TextEncoder) -> _Previous | None
     for row in db.execute("SELECT * FROM passages ORDER BY row"):
         passages.setdefault(row["article_id"], []).append(tuple(row))
     vectors = version.vectors.reconstruct_n(0, version.vectors.ntotal) if version.vectors.ntotal else \
-        np.zeros((0, encoder.dim), dtype=np.float32)
+        np.zeros((0, version.manifest["dim"]), dtype=np.float32)
     db.close()
     return _Previous(version.manifest, articles, passages, vectors)
 
@@ -189,7 +189,10 @@ def _write(settings: Settings, encoder: TextEncoder, previous: _Previous | None,
         article_rows.append(article_row(article, source_hash))
         titles[article.article_id] = article.title
         new_passages.extend(split_article(article, settings.passage_max_words, settings.passage_min_words))
-    cache = EmbeddingCache(settings.index_dir, encoder.model_id, encoder.dim)
+    # The previous version knows the dimension: asking the encoder would load the model even when every
+    # passage text is already in the cache (deletions, front-matter-only edits).
+    dim = previous.manifest["dim"] if previous else encoder.dim
+    cache = EmbeddingCache(settings.index_dir, encoder.model_id, dim)
     try:
         with tqdm(total=len(new_passages), desc="passages", unit="psg", disable=not progress) as bar:
             vectors, report.embedded = cache.embed(
@@ -203,9 +206,9 @@ def _write(settings: Settings, encoder: TextEncoder, previous: _Previous | None,
     vector_parts.append(vectors)
     passage_rows = [(i, *row[1:]) for i, row in enumerate(passage_rows)]
     fts_rows = [(row[0], titles[row[2]], " ".join(json.loads(row[3])), row[5]) for row in passage_rows]
-    all_vectors = np.concatenate(vector_parts) if vector_parts else np.zeros((0, encoder.dim), np.float32)
+    all_vectors = np.concatenate(vector_parts) if vector_parts else np.zeros((0, dim), np.float32)
     content_hash = hashlib.sha256("".join(sorted(r[0] + r[14] for r in article_rows)).encode()).hexdigest()
-    manifest = {"model": encoder.model_id, "dim": encoder.dim, "normalised": True, "faiss_index": "IndexFlatIP",
+    manifest = {"model": encoder.model_id, "dim": dim, "normalised": True, "faiss_index": "IndexFlatIP",
                 "content_hash": content_hash, "settings": settings_fingerprint(settings, encoder),
                 "library_versions": _library_versions()}
     build_id = store.new_build_id()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Sequence
@@ -129,34 +130,48 @@ class Searcher:
     def url(self, article_id: str, anchor: str = "") -> str:
         return f"{self.settings.base_url}/{article_id}" + (f"#{anchor}" if anchor else "")
 
-    def passages(self, scores: dict[int, float], query: Query, limit: int, per_article: int = 2) -> list[dict]:
-        """The best passages, at most `per_article` from one article, with marked sentences."""
+    def fetch(self, rows: list[int]) -> dict[int, sqlite3.Row]:
+        """Passage rows by FAISS row."""
+        if not rows:
+            return {}
+        return {r["row"]: r for r in self.version.db().execute(
+            f"SELECT row, passage_id, article_id, heading_path, anchor, text FROM passages "
+            f"WHERE row IN ({','.join('?' * len(rows))})", rows)}
+
+    def pick(self, scores: dict[int, float], limit: int, per_article: int) -> list[int]:
+        """The best rows, at most `per_article` from one article."""
         chosen, counts = [], {}
         for row in rank(scores):
             article_id = self.row_article[row]
-            if counts.get(article_id, 0) >= per_article:
-                continue
-            counts[article_id] = counts.get(article_id, 0) + 1
-            chosen.append(row)
-            if len(chosen) >= limit:
-                break
-        if not chosen:
-            return []
-        db = self.version.db()
-        found = {r["row"]: r for r in db.execute(
-            f"SELECT row, passage_id, article_id, heading_path, anchor, text FROM passages "
-            f"WHERE row IN ({','.join('?' * len(chosen))})", chosen)}
+            if counts.get(article_id, 0) < per_article:
+                counts[article_id] = counts.get(article_id, 0) + 1
+                chosen.append(row)
+                if len(chosen) >= limit:
+                    break
+        return chosen
+
+    def passages(self, scores: dict[int, float], query: Query, limit: int, per_article: int = 2) -> list[dict]:
+        """The best passages, at most `per_article` from one article, with marked sentences."""
+        chosen = self.pick(scores, limit, per_article)
+        found = self.fetch(chosen)
         out = []
         for row in chosen:
             p = found[row]
-            article = self.articles[p["article_id"]]
             snippet = mark_sentences(p["text"], query.lexical, query.codes)
-            out.append({"article_id": p["article_id"], "passage_id": p["passage_id"], "title": article["title"],
+            out.append({"article_id": p["article_id"], "passage_id": p["passage_id"],
+                        "title": self.articles[p["article_id"]]["title"],
                         "heading_path": json.loads(p["heading_path"]), "anchor": p["anchor"],
                         "url": self.url(p["article_id"], p["anchor"]), "snippet": snippet.text,
                         "highlights": [list(h) for h in snippet.highlights], "snippet_html": snippet.to_html(),
                         "score": round(scores[row], 4)})
         return out
+
+    def sections(self, scores: dict[int, float], rows: list[int]) -> list[dict]:
+        """The matched sections of one article (no snippets: clients link to them)."""
+        found = self.fetch(rows)
+        return [{"heading_path": json.loads(found[r]["heading_path"]), "anchor": found[r]["anchor"],
+                 "url": self.url(found[r]["article_id"], found[r]["anchor"]), "score": round(scores[r], 4)}
+                for r in rows]
 
     def group_articles(self, scores: dict[int, float], limit: int) -> list[tuple[str, float, list[int]]]:
         """(article id, score, rows best first): an article scores as its best passage."""
@@ -193,11 +208,9 @@ class Searcher:
         articles = []
         for article_id, score, rows in self.group_articles(scores, k):
             article = self.articles[article_id]
-            sections = self.passages({r: scores[r] for r in rows[:3]}, query, 3, per_article=3)
             articles.append({"id": article_id, "title": article["title"], "summary": article["summary"],
                              "url": self.url(article_id), "score": round(score, 4),
-                             "sections": [{"heading_path": s["heading_path"], "anchor": s["anchor"],
-                                           "url": s["url"], "score": s["score"]} for s in sections]})
+                             "sections": self.sections(scores, rows[:3])})
         return {"query": {"text": ticket.text, "codes": list(ticket.codes), "language": ticket.language},
                 "answers": self.passages(scores, query, k), "articles": articles}
 

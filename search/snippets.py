@@ -60,7 +60,7 @@ def mark_sentences(text: str, query: str, codes: tuple[str, ...] = (), limit: in
     scored = []
     for (start, end), matched in zip(spans, words):
         flat = " ".join(TOKEN.findall(text[start:end].lower()))
-        score = sum(1.0 / spread[t] for t in matched) + 3.0 * sum(1 for c in code_tokens if c and c in flat)
+        score = sum(1.0 / spread[t] for t in matched) + 3.0 * sum(1 for c in code_tokens if c and f" {c} " in f" {flat} ")
         if score > 0:
             scored.append((score, start, end))
     best = sorted(scored, key=lambda s: (-s[0], s[1]))[:limit]

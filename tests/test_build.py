@@ -207,3 +207,29 @@ def test_build_killed_midway_leaves_previous_version_serving(content_copy, tmp_p
     report = build_index(settings, tiny_encoder, progress=False)
     assert report.build_id and report.articles == 9
     assert not list(settings.index_dir.glob(".tmp-*"))
+
+
+class CountingLoads:
+    """Wraps an encoder and counts how often its dimension (which loads a real model) is asked for."""
+
+    def __init__(self, inner):
+        self.inner, self.model_id, self.dim_reads = inner, inner.model_id, 0
+
+    @property
+    def dim(self):
+        self.dim_reads += 1
+        return self.inner.dim
+
+    def encode_passages(self, texts, batch_size=64):
+        return self.inner.encode_passages(texts, batch_size)
+
+
+def test_a_deletion_does_not_need_the_model(content_copy, tmp_path, tiny_encoder):
+    settings = settings_for(content_copy, tmp_path)
+    build_index(settings, tiny_encoder, progress=False)
+    (content_copy / "Exchange/ndr-5-7-124.md").unlink()
+    encoder = CountingLoads(tiny_encoder)
+    calls = tiny_encoder.calls
+    report = build_index(settings, encoder, progress=False)
+    assert report.deleted == 1 and report.build_id
+    assert encoder.dim_reads == 0 and tiny_encoder.calls == calls

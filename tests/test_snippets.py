@@ -32,3 +32,9 @@ def test_no_overlap_marks_nothing():
 def test_html_is_escaped_around_marks():
     snippet = Snippet("<b>x</b> fails. ok", ((0, 15),))
     assert snippet.to_html() == "<mark>&lt;b&gt;x&lt;/b&gt; fails.</mark> ok"
+
+
+def test_code_must_match_whole_tokens():
+    text = "Error 550 5.1.10 means the recipient was not found. Error 550 5.1.1 means a bad address."
+    marked = spans_text(mark_sentences(text, "bounce", ("550 5.1.1",), limit=1))
+    assert marked == ["Error 550 5.1.1 means a bad address."]
