@@ -53,9 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_index(args: argparse.Namespace, settings: Settings) -> int:
     from indexer.build import build_index
-    from kb.embedder import Embedder
+    from kb.embedder import make_embedder
 
-    report = build_index(settings, Embedder(settings.model), full=args.full, strict=args.strict,
+    report = build_index(settings, make_embedder(settings, for_queries=False), full=args.full, strict=args.strict,
                          progress=not args.quiet)
     for problem in report.problems:
         print(f"{settings.content_dir / problem.path}:{problem.line}: {problem.severity}: {problem.message}",
@@ -74,11 +74,11 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def open_searcher(settings: Settings):
-    from kb.embedder import Embedder
+    from kb.embedder import make_embedder
     from kb.store import open_current
     from search.searcher import Searcher
 
-    encoder = Embedder(settings.model)
+    encoder = make_embedder(settings)
     return Searcher(open_current(settings.index_dir, encoder.model_id), encoder, settings)
 
 
@@ -125,11 +125,11 @@ def run_suggest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_eval(args: argparse.Namespace, settings: Settings) -> int:
-    from kb.embedder import Embedder
+    from kb.embedder import make_embedder
     from search.evaluation import evaluate_beir, format_table
 
     weights = [float(w) for w in args.weights.split(",")] if args.weights else [settings.lexical_weight]
-    results = evaluate_beir(args.dataset, Embedder(settings.model), settings, weights=weights, limit=args.limit)
+    results = evaluate_beir(args.dataset, make_embedder(settings), settings, weights=weights, limit=args.limit)
     print(json.dumps(results, indent=2) if args.json else format_table(results, args.dataset))
     return 0
 
@@ -140,6 +140,8 @@ COMMANDS = {"index": run_index, "serve": run_serve, "search": run_search, "sugge
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("faiss", "sentence_transformers", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         settings = load_settings(content_dir=args.content_dir, index_dir=args.index_dir,
                                  host=getattr(args, "host", None), port=getattr(args, "port", None))

@@ -299,7 +299,7 @@ def metadata(meta: dict, rel: str, raw: str, ctx: Context) -> dict:
         ctx.warn(rel, key_line(raw, "language"), f"invalid language {language!r}, using 'en'")
         language = "en"
     fields["language"] = language
-    if text_value(meta.get("audience")).lower() in DOCFX_AUDIENCES:
+    if set(text_value(meta.get("audience")).lower().split("|")) <= DOCFX_AUDIENCES:
         fields["audience"] = "public"
     else:
         fields["audience"] = choice(meta, "audience", AUDIENCES, rel, raw, ctx)

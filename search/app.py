@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kb.embedder import Embedder, TextEncoder
+from kb.embedder import TextEncoder, make_embedder
 from kb.errors import KBError
 from kb.settings import Settings
 from kb.store import open_current
@@ -79,7 +79,7 @@ def create_app(settings: Settings, encoder: TextEncoder | None = None) -> FastAP
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state = ServiceState(settings, encoder or Embedder(settings.model))
+        state = ServiceState(settings, encoder or make_embedder(settings))
         state.encoder.encode_queries(["warm up"])  # load the model before the first request
         state.load()
         app.state.kb = state

@@ -48,10 +48,28 @@ def phrase_expression(code: str) -> str:
     return quote(" ".join(TOKEN.findall(code.lower())))
 
 
+def prune_terms(terms: list[str], df: dict[str, int], total: int, max_share: float = 0.1, min_df: int = 1000,
+                max_terms: int = 32, min_terms: int = 3) -> list[str]:
+    """Drop words with long posting lists (in over `max_share` of passages and over `min_df` passages).
+
+    Such words cost most of a BM25 query's time and add least to its ranking; on small knowledge bases
+    nothing is dropped (measured: dropping at 10% of stackfaq's 719 docs cost the lexical arm 0.04 MRR).
+    A query made only of common words keeps its `min_terms` rarest, so it still matches.
+    """
+    if not df or total <= 0:
+        return terms[:max_terms]
+    limit = max(max_share * total, min_df)
+    by_rarity = sorted(terms, key=lambda t: df.get(t, 0))
+    keep = [t for t in by_rarity if df.get(t, 0) <= limit] or by_rarity[:min_terms]
+    chosen = set(keep[:max_terms])
+    return [t for t in terms if t in chosen]
+
+
 def search_lexical(db: sqlite3.Connection, text: str, limit: int,
-                   weights: tuple[float, float, float] = (2.0, 1.5, 1.0)) -> dict[int, float]:
+                   weights: tuple[float, float, float] = (2.0, 1.5, 1.0),
+                   df: dict[str, int] | None = None, total: int = 0) -> dict[int, float]:
     """Passage row -> BM25 score (higher is better) for the best `limit` passages."""
-    terms = extract_terms(text)
+    terms = prune_terms(extract_terms(text), df or {}, total)
     if not terms:
         return {}
     sql = (f"SELECT rowid, -bm25(passages_fts, {weights[0]}, {weights[1]}, {weights[2]}) AS score "

@@ -73,6 +73,8 @@ class Searcher:
         self.articles = {row["id"]: dict(row) for row in db.execute(
             "SELECT id, title, summary, product, language, audience, owner, reviewed, tags FROM articles")}
         self.row_article = [row[0] for row in db.execute("SELECT article_id FROM passages ORDER BY row")]
+        self.term_df = dict(db.execute("SELECT term, df FROM term_df"))
+        faiss.omp_set_num_threads(1)  # one query at a time: OpenMP threads only contend with the encoder
         n = version.vectors.ntotal
         self.matrix = version.vectors.reconstruct_n(0, n) if n else np.zeros((0, encoder.dim), np.float32)
 
@@ -102,7 +104,8 @@ class Searcher:
         allowed = self.allowed_rows(filters)
         keep = set(allowed.tolist()) if allowed is not None else None
         db = self.version.db()
-        lexical = search_lexical(db, query.lexical, limit if keep is None else limit * 20)
+        lexical = search_lexical(db, query.lexical, limit if keep is None else limit * 20,
+                                 df=self.term_df, total=len(self.row_article))
         codes = search_codes(db, list(query.codes)) if query.codes else {}
         if keep is not None:
             lexical = dict([(r, s) for r, s in lexical.items() if r in keep][:limit])
@@ -227,4 +230,4 @@ class Searcher:
     def health(self) -> dict:
         m = self.version.manifest
         return {"status": "ok", "index_version": m["build_id"], "created": m["created"], "model": m["model"],
-                "counts": m["counts"]}
+                "query_engine": getattr(self.encoder, "active_query_engine", "torch"), "counts": m["counts"]}

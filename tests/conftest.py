@@ -48,11 +48,13 @@ def tiny_encoder() -> TinyEncoder:
 
 
 @pytest.fixture(scope="session")
-def embedder():
-    """The real packaged all-MiniLM-L6-v2, loaded once for the whole run."""
+def embedder(tmp_path_factory):
+    """The real packaged all-MiniLM-L6-v2 with the service's default ONNX query encoder, loaded once."""
     from kb.embedder import Embedder
 
-    return Embedder()
+    embedder = Embedder(query_engine="onnx", cache_dir=tmp_path_factory.mktemp("models"))
+    embedder.load()
+    return embedder
 
 
 @pytest.fixture

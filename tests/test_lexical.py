@@ -47,3 +47,18 @@ def test_exact_codes_match_as_phrases(db):
     assert search_codes(db, ["0x8004010F"]) == {1: 1}
     assert search_codes(db, ["5.7.1"]) == {}
     assert phrase_expression("5.7.124") == '"5 7 124"'
+
+
+def test_common_terms_are_pruned_but_some_always_remain():
+    from search.lexical import prune_terms
+    df = {"outlook": 9000, "error": 7000, "0x8004010f": 3, "profile": 400}
+    assert prune_terms(["outlook", "error", "0x8004010f", "profile"], df, 10000) == ["0x8004010f", "profile"]
+    assert prune_terms(["outlook", "error"], df, 10000, min_terms=3) == ["outlook", "error"]
+    assert prune_terms(["outlook", "error", "profile"], df, 10000, max_terms=1) == ["profile"]
+    assert prune_terms(["a1", "b2"], {}, 0) == ["a1", "b2"]
+
+
+def test_small_knowledge_bases_keep_every_term():
+    from search.lexical import prune_terms
+    df = {"gmail": 300, "filter": 20}
+    assert prune_terms(["gmail", "filter"], df, 700) == ["gmail", "filter"]

@@ -94,3 +94,10 @@ def test_build_lock_is_exclusive(tmp_path):
                 pass
     with store.build_lock(tmp_path):
         pass
+
+
+def test_term_document_frequencies_are_stored(tmp_path):
+    write(tmp_path)
+    version = store.open_current(tmp_path, MODEL)
+    df = dict(version.db().execute("SELECT term, df FROM term_df"))
+    assert df["title"] == 3 and df["1"] == 1
