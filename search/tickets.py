@@ -270,9 +270,9 @@ def score_sentence(sentence: str, index: int) -> float:
 def _normalise_language(language: str) -> str:
     lang = re.split(r"[-_]", language.strip().lower())[0]
     lang = "id" if lang == "in" else lang
-    if lang not in ("en", "id"):
-        raise BadRequest(f"unsupported language {language!r}: use 'en' or 'id'")
-    return lang
+    if not re.fullmatch(r"[a-z]{2,3}", lang):
+        raise BadRequest(f"language {language!r} is not a language code such as 'en' or 'id'")
+    return lang  # cleaning knows English and Indonesian; other languages are searched as they are
 
 
 def build_query(subject: str = "", body: str = "", tags: Sequence[str] = (), language: str | None = None,

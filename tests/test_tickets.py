@@ -431,8 +431,9 @@ def test_build_query_question_only_and_empty_inputs():
 def test_build_query_language_override_and_validation():
     assert build_query("Outlook", "outlook can't send email", language="id-ID").language == "id"
     assert build_query("Outlook", "outlook tidak bisa kirim email", language="EN").language == "en"
-    with pytest.raises(BadRequest):
-        build_query("Outlook", "x", language="fr")
+    assert build_query("Outlook", "Outlook ne peut pas envoyer", language="fr-FR").language == "fr"
+    with pytest.raises(BadRequest, match="language code"):
+        build_query("Outlook", "x", language="English (US)")
 
 
 def test_build_query_ranks_code_and_product_sentences_above_filler():
