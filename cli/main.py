@@ -43,11 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=5)
     p.add_argument("--json", action="store_true", help="print the JSON response")
 
-    p = sub.add_parser("eval", parents=[common], help="evaluate retrieval on a BEIR-style folder")
-    p.add_argument("dataset", type=Path, help="folder with corpus.jsonl, queries.jsonl, qrels.tsv")
+    p = sub.add_parser("eval", parents=[common], help="evaluate retrieval on a BEIR folder or a ticket set",
+                       description="A folder with corpus.jsonl is a BEIR set (one passage per document); a folder "
+                                   "without it is a ticket set (queries.jsonl, qrels.tsv) evaluated against the "
+                                   "Markdown knowledge base given by --content, indexed into --index-dir.")
+    p.add_argument("dataset", type=Path, help="folder with queries.jsonl and qrels.tsv (and corpus.jsonl for BEIR)")
     p.add_argument("--limit", type=int, help="evaluate only the first N queries")
     p.add_argument("--weights", help="comma-separated lexical weights to compare (default: the setting)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.add_argument("--confidence", action="store_true",
+                   help="ticket sets: also measure how well `confident` separates answerable from unanswerable "
+                        "tickets and print a calibration refitted on this set")
     return parser
 
 
@@ -73,12 +79,12 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def open_searcher(settings: Settings):
+def open_searcher(settings: Settings, encoder=None):
     from kb.embedder import make_embedder
     from kb.store import open_current
     from search.searcher import Searcher
 
-    encoder = make_embedder(settings)
+    encoder = encoder or make_embedder(settings)
     return Searcher(open_current(settings.index_dir, encoder.model_id), encoder, settings)
 
 
@@ -129,8 +135,22 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     from search.evaluation import evaluate_beir, format_table
 
     weights = [float(w) for w in args.weights.split(",")] if args.weights else [settings.lexical_weight]
-    results = evaluate_beir(args.dataset, make_embedder(settings), settings, weights=weights, limit=args.limit)
-    print(json.dumps(results, indent=2) if args.json else format_table(results, args.dataset))
+    if (args.dataset / "corpus.jsonl").is_file():
+        results = evaluate_beir(args.dataset, make_embedder(settings), settings, weights=weights, limit=args.limit)
+        print(json.dumps(results, indent=2) if args.json else format_table(results, args.dataset))
+        return 0
+    from indexer.build import build_index
+    from search.ticket_evaluation import evaluate_tickets, format_ticket_table
+
+    encoder = make_embedder(settings)
+    print(build_index(settings, encoder, progress=False).summary(), file=sys.stderr)
+    searcher = open_searcher(settings, encoder)
+    results = evaluate_tickets(args.dataset, searcher, weights)
+    print(json.dumps(results, indent=2) if args.json else format_ticket_table(results))
+    if args.confidence:
+        from search.ticket_evaluation import evaluate_confidence
+
+        print(json.dumps(evaluate_confidence(args.dataset, searcher), indent=2))
     return 0
 
 

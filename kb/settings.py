@@ -31,6 +31,8 @@ class Settings:
     batch_size: int = _setting(64, "KB_BATCH_SIZE", "Passages per embedding batch.")
     candidates: int = _setting(100, "KB_CANDIDATES", "Passages taken from each retrieval arm before fusion.")
     lexical_weight: float = _setting(0.05, "KB_LEXICAL_WEIGHT", "Weight of the min-max normalised BM25 score added to the normalised dense score.")
+    translate_indonesian: bool = _setting(True, "KB_TRANSLATE_INDONESIAN", "Render Indonesian queries into English with the support glossary before retrieval.")
+    confidence_threshold: float = _setting(0.5, "KB_CONFIDENCE_THRESHOLD", "Calibrated probability above which a response says confident: true.")
     max_query_chars: int = _setting(20_000, "KB_MAX_QUERY_CHARS", "Longest query or ticket text accepted.")
     base_url: str = _setting("/articles", "KB_BASE_URL", "Prefix of article URLs returned to clients.")
     log_level: str = _setting("info", "KB_LOG_LEVEL", "Log level of the service.")
@@ -44,6 +46,10 @@ def _convert(raw: str, kind: type, name: str) -> Any:
             return int(raw)
         if kind is float:
             return float(raw)
+        if kind is bool:
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(raw)
+            return raw.lower() in ("1", "true", "yes", "on")
         return raw
     except ValueError:
         raise BadRequest(f"setting {name}={raw!r} is not a valid {kind.__name__}") from None
@@ -53,7 +59,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     """Build Settings from defaults, then KB_* variables of `environ`, then non-None `overrides` (CLI flags)."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
-    kinds = {"Path": Path, "int": int, "float": float, "str": str}
+    kinds = {"Path": Path, "int": int, "float": float, "str": str, "bool": bool}
     for f in dataclasses.fields(Settings):
         env = f.metadata["env"]
         if env in environ and environ[env] != "":

@@ -15,10 +15,12 @@ from kb.embedder import TextEncoder
 from kb.errors import ArticleNotFound, BadRequest
 from kb.settings import Settings
 from kb.store import IndexVersion
+from search.confidence import Calibration, features
 from search.fusion import FusionWeights, fuse_scores, rank
 from search.lexical import search_codes, search_lexical
 from search.snippets import mark_sentences
-from search.tickets import build_query, extract_codes
+from search.glossary import Glossary, load_glossary
+from search.tickets import TicketQuery, build_query, detect_language, extract_codes
 
 MODES = ("fused", "dense", "lexical")
 
@@ -37,6 +39,20 @@ class Query:
     dense: str
     lexical: str
     codes: tuple[str, ...] = ()
+
+
+def make_query(ticket: TicketQuery, fallback: str, glossary: Glossary | None) -> Query:
+    """Retrieval query of a cleaned ticket; Indonesian text gets its English glossary rendering as well.
+
+    Dense: the English rendering replaces the Indonesian text (MiniLM reads English only); lexical: both,
+    so Indonesian articles and English ones can match.
+    """
+    dense, lexical = ticket.text or fallback, ticket.lexical or fallback
+    if ticket.language == "id" and glossary is not None and glossary.entries:
+        english = glossary.translate(dense)
+        dense = english or dense
+        lexical = f"{lexical} {glossary.translate(lexical)}"
+    return Query(dense=dense, lexical=lexical, codes=ticket.codes)
 
 
 def validate_text(text: str, max_chars: int, what: str = "q") -> str:
@@ -69,6 +85,8 @@ class Searcher:
                  weights: FusionWeights | None = None):
         self.version, self.encoder, self.settings = version, encoder, settings
         self.weights = weights or FusionWeights(lexical=settings.lexical_weight)
+        self.glossary = load_glossary() if settings.translate_indonesian else None
+        self.calibration = Calibration()
         db = version.db()
         self.articles = {row["id"]: dict(row) for row in db.execute(
             "SELECT id, title, summary, product, language, audience, owner, reviewed, tags FROM articles")}
@@ -120,14 +138,22 @@ class Searcher:
             dense.update(zip(missing, (self.matrix[missing] @ vector).tolist()))
         return dense, lexical, codes
 
-    def retrieve(self, query: Query, filters: Filters = Filters(), mode: str = "fused") -> dict[int, float]:
-        """Row -> score of the candidates of `mode` (fused, dense or lexical)."""
+    def retrieve(self, query: Query, filters: Filters = Filters(), mode: str = "fused"
+                 ) -> tuple[dict[int, float], dict[int, float]]:
+        """(row -> score of the candidates of `mode`, row -> dense cosine) for fused, dense or lexical."""
         dense, lexical, codes = self.candidates(query, filters, lexical_only=(mode == "lexical"))
         if mode == "lexical":
-            return lexical
+            return lexical, dense
         if mode == "dense":
-            return {r: dense[r] for r in rank(dense)[: self.settings.candidates]}
-        return fuse_scores(dense, lexical, codes, self.weights)
+            return {r: dense[r] for r in rank(dense)[: self.settings.candidates]}, dense
+        return fuse_scores(dense, lexical, codes, self.weights), dense
+
+    def assess(self, dense: dict[int, float]) -> dict:
+        """Whether the knowledge base has a good answer, from calibrated dense-score features."""
+        top, gap = features(dense)
+        probability = self.calibration.probability(top, gap)
+        return {"confident": probability >= self.settings.confidence_threshold,
+                "confidence": round(probability, 3)}
 
     # ---- results ---------------------------------------------------------------------------
     def url(self, article_id: str, anchor: str = "") -> str:
@@ -190,8 +216,9 @@ class Searcher:
         k = validate_k(k)
         if mode not in MODES:
             raise BadRequest(f"mode must be one of {', '.join(MODES)}")
-        query = Query(dense=q, lexical=q, codes=tuple(extract_codes(q)))
-        scores = self.retrieve(query, filters, mode)
+        ticket = TicketQuery(text=q, lexical=q, codes=tuple(extract_codes(q)), language=detect_language(q))
+        query = make_query(ticket, q, self.glossary)
+        scores, dense = self.retrieve(query, filters, mode)
         results = []
         for article_id, score, rows in self.group_articles(scores, k):
             article = self.articles[article_id]
@@ -199,22 +226,23 @@ class Searcher:
             results.append({"id": article_id, "title": article["title"], "summary": article["summary"],
                             "product": article["product"], "language": article["language"],
                             "url": self.url(article_id), "score": round(score, 4), "passages": passages})
-        return {"query": q, "total": len(results), "results": results}
+        return {"query": q, "total": len(results), **self.assess(dense), "results": results}
 
     def suggest(self, subject: str = "", body: str = "", tags: Sequence[str] = (), language: str | None = None,
                 k: int = 5) -> dict:
         text = validate_text(f"{subject or ''}\n{body or ''}", self.settings.max_query_chars, "subject and body")
         k = validate_k(k)
         ticket = build_query(subject or "", body or "", tags=tags, language=language)
-        query = Query(dense=ticket.text or text, lexical=ticket.lexical or text, codes=ticket.codes)
-        scores = self.retrieve(query)
+        query = make_query(ticket, text, self.glossary)
+        scores, dense = self.retrieve(query)
         articles = []
         for article_id, score, rows in self.group_articles(scores, k):
             article = self.articles[article_id]
             articles.append({"id": article_id, "title": article["title"], "summary": article["summary"],
                              "url": self.url(article_id), "score": round(score, 4),
                              "sections": self.sections(scores, rows[:3])})
-        return {"query": {"text": ticket.text, "codes": list(ticket.codes), "language": ticket.language},
+        return {"query": {"text": query.dense, "codes": list(ticket.codes), "language": ticket.language},
+                **self.assess(dense),
                 "answers": self.passages(scores, query, k), "articles": articles}
 
     def article(self, article_id: str) -> dict:

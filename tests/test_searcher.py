@@ -123,3 +123,15 @@ def test_a_query_of_only_punctuation_or_symbols_does_not_fail(searcher):
 
 def test_validate_article_id_accepts_nested_ids():
     assert validate_article_id("Outlook/Client/foo") == "Outlook/Client/foo"
+
+
+def test_confidence_separates_an_answerable_ticket_from_an_unrelated_one(searcher):
+    good = searcher.suggest("Outlook password", "Outlook keeps prompting me for my password every few minutes")
+    bad = searcher.suggest("Printer", "The printer on floor 3 jams every time I print double-sided labels")
+    assert good["confident"] is True and bad["confident"] is False
+    assert 0.0 <= bad["confidence"] < good["confidence"] <= 1.0
+
+
+def test_indonesian_query_is_rendered_into_english_for_the_dense_arm(searcher):
+    result = searcher.suggest("", "Halo, Outlook saya terus meminta kata sandi. Terima kasih", k=3)
+    assert result["query"]["language"] == "id" and "password" in result["query"]["text"].lower()

@@ -1,0 +1,60 @@
+"""Confidence that the knowledge base has a good answer: a logistic model over dense-score features."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """P(answerable) = sigmoid(bias + w_top * top cosine + w_gap * (top cosine - 6th best cosine)).
+
+    Defaults were fitted with `kb eval eval/tickets-dev --fit-confidence` on the dev tickets (100 answerable,
+    20 unanswerable) over md-office-support-kb; see docs/quality.md for how well they separate.
+    """
+
+    bias: float = -9.0
+    w_top: float = 14.0
+    w_gap: float = 10.0
+
+    def probability(self, top: float, gap: float) -> float:
+        z = self.bias + self.w_top * top + self.w_gap * gap
+        return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
+
+
+def features(dense: dict[int, float]) -> tuple[float, float]:
+    """(best cosine, best minus sixth-best cosine) of a query's dense candidates."""
+    if not dense:
+        return 0.0, 0.0
+    ordered = sorted(dense.values(), reverse=True)
+    return ordered[0], ordered[0] - ordered[min(5, len(ordered) - 1)]
+
+
+def fit_calibration(rows: list[tuple[float, float, bool]], l2: float = 1e-2, steps: int = 50) -> Calibration:
+    """Class-balanced logistic regression (Newton steps, small L2) of answerable ~ top + gap.
+
+    Balanced, because unanswerable tickets are the minority of a dev set but "confident" on one of them
+    is the costly mistake (an agent pastes a wrong answer).
+    """
+    x = np.array([[1.0, top, gap] for top, gap, _ in rows])
+    y = np.array([1.0 if label else 0.0 for _, _, label in rows])
+    positives = max(y.sum(), 1.0)
+    negatives = max(len(y) - y.sum(), 1.0)
+    weight = np.where(y == 1.0, len(y) / (2 * positives), len(y) / (2 * negatives))
+    w = np.zeros(3)
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-x @ w))
+        gradient = x.T @ (weight * (p - y)) + l2 * np.r_[0.0, w[1:]]
+        hessian = (x * (weight * p * (1 - p))[:, None]).T @ x + l2 * np.diag([0.0, 1.0, 1.0])
+        w -= np.linalg.solve(hessian, gradient)
+    return Calibration(*(round(float(v), 3) for v in w))
+
+
+def auc(positives: list[float], negatives: list[float]) -> float:
+    """Probability that a random positive scores above a random negative (ties count half)."""
+    if not positives or not negatives:
+        return float("nan")
+    wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
+    return wins / (len(positives) * len(negatives))

@@ -1,0 +1,127 @@
+"""Ticket-set evaluation over a Markdown knowledge base: article-level hit rates, MRR and nDCG per language."""
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+from search.evaluation import read_jsonl, read_qrels
+from search.fusion import FusionWeights, fuse_scores, rank
+from search.glossary import Glossary
+from search.searcher import Query, Searcher, make_query
+from search.tickets import build_query
+
+Scores = dict[int, float]
+METRICS = ("R@1", "R@3", "R@10", "MRR@10", "nDCG@10")
+
+
+def article_metrics(ranking: list[str], relevant: dict[str, int]) -> dict[str, float]:
+    """R@k here is the share of queries whose best article (relevance 2) is in the top k."""
+    import math
+
+    best = {a for a, r in relevant.items() if r >= 2} or set(relevant)
+    top = ranking[:10]
+    first = next((i for i, a in enumerate(top) if a in best), None)
+    dcg = sum((2 ** relevant.get(a, 0) - 1) / math.log2(i + 2) for i, a in enumerate(top))
+    ideal = sum((2 ** r - 1) / math.log2(i + 2) for i, r in enumerate(sorted(relevant.values(), reverse=True)[:10]))
+    return {"R@1": float(first is not None and first < 1), "R@3": float(first is not None and first < 3),
+            "R@10": float(first is not None), "MRR@10": 1.0 / (first + 1) if first is not None else 0.0,
+            "nDCG@10": dcg / ideal if ideal else 0.0}
+
+
+def ticket_query(item: dict, glossary: Glossary | None = None) -> Query:
+    ticket = build_query(item.get("subject", ""), item.get("text", ""), language=item.get("lang"))
+    return make_query(ticket, item["text"], glossary)
+
+
+def raw_query(item: dict) -> Query:
+    text = f"{item.get('subject', '')}\n{item.get('text', '')}".strip()
+    return Query(dense=text, lexical=text)
+
+
+def variants(weights: list[float], code_weight: float) -> dict[str, Callable[[Scores, Scores, dict], Scores]]:
+    out: dict[str, Callable[[Scores, Scores, dict], Scores]] = {
+        "lexical": lambda d, l, c: l,
+        "dense": lambda d, l, c: d,
+    }
+    for w in weights:
+        out[f"fused w={w:g}"] = (lambda w: lambda d, l, c: fuse_scores(d, l, c, FusionWeights(w, code_weight)))(w)
+    out[f"fused w={weights[0]:g} no codes"] = lambda d, l, c: fuse_scores(d, l, {}, FusionWeights(weights[0], 0.0))
+    return out
+
+
+def evaluate_tickets(folder: Path, searcher: Searcher, weights: list[float]) -> dict:
+    """Mean metrics per variant and group (all, en, id, tickets, queries) plus suggest latency."""
+    qrels = read_qrels(folder / "qrels.tsv")
+    items = [q for q in read_jsonl(folder / "queries.jsonl") if q["id"] in qrels]
+    combos = variants(weights, searcher.weights.code)
+    sums: dict[tuple[str, str], dict[str, float]] = {}
+    counts: dict[str, int] = {}
+    for item in items:
+        lang, kind = item.get("lang", "en"), item.get("kind", "ticket")
+        groups = ("all", lang, f"{lang} {kind}")
+        for g in groups:
+            counts[g] = counts.get(g, 0) + 1
+        results = {}
+        dense, lexical, codes = searcher.candidates(ticket_query(item, searcher.glossary))
+        dense_top = {r: dense[r] for r in rank(dense)[: searcher.settings.candidates]}
+        for name, combine in combos.items():
+            results[name] = combine(dense_top if name == "dense" else dense, lexical, codes)
+        raw_dense, _, _ = searcher.candidates(raw_query(item), lexical_only=False)
+        results["dense, raw ticket text"] = {r: raw_dense[r] for r in rank(raw_dense)[: searcher.settings.candidates]}
+        if searcher.glossary is not None and item.get("lang") == "id":
+            d0, l0, c0 = searcher.candidates(ticket_query(item, None))
+            results[f"fused w={weights[0]:g} untranslated"] = fuse_scores(d0, l0, c0, FusionWeights(weights[0], searcher.weights.code))
+        for name, scores in results.items():
+            ranking = [a for a, _, _ in searcher.group_articles(scores, 10)]
+            for metric, value in article_metrics(ranking, qrels[item["id"]]).items():
+                for g in (groups[1:] if "untranslated" in name else groups):
+                    sums.setdefault((name, g), {m: 0.0 for m in METRICS})[metric] += value
+    latencies = []
+    for item in items:
+        started = time.perf_counter()
+        searcher.suggest(item.get("subject", ""), item.get("text", ""), language=item.get("lang"), k=10)
+        latencies.append((time.perf_counter() - started) * 1000)
+    table = {f"{name} | {g}": {m: round(v / counts[g], 3) for m, v in s.items()} for (name, g), s in sums.items()}
+    return {"dataset": str(folder), "queries": len(items), "groups": counts, "variants": table,
+            "suggest_ms": {"p50": round(statistics.median(latencies), 1),
+                           "p90": round(sorted(latencies)[int(0.9 * (len(latencies) - 1))], 1),
+                           "mean": round(statistics.fmean(latencies), 1)}}
+
+
+def format_ticket_table(results: dict) -> str:
+    lines = [f"{results['dataset']}: {results['queries']} queries {results['groups']}; in-process suggest "
+             f"latency {results['suggest_ms']}",
+             "| variant | group | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
+    for key, m in sorted(results["variants"].items(), key=lambda kv: (kv[0].split(" | ")[1], kv[0])):
+        name, group = key.split(" | ")
+        lines.append(f"| {name} | {group} | " + " | ".join(f"{m[x]:.3f}" for x in METRICS) + " |")
+    return "\n".join(lines)
+
+
+def evaluate_confidence(folder: Path, searcher: Searcher) -> dict:
+    """How well `confident` separates answerable tickets (in qrels) from unanswerable ones, per language,
+    with the service's calibration and with one refitted on this set."""
+    from search.confidence import auc, features, fit_calibration
+
+    qrels = read_qrels(folder / "qrels.tsv")
+    rows = []
+    for item in read_jsonl(folder / "queries.jsonl"):
+        dense, _, _ = searcher.candidates(ticket_query(item, searcher.glossary))
+        top, gap = features(dense)
+        rows.append((item.get("lang", "en"), top, gap, item["id"] in qrels))
+    fitted = fit_calibration([(top, gap, label) for _, top, gap, label in rows])
+    report = {"fitted": fitted.__dict__, "current": searcher.calibration.__dict__}
+    for name, calibration in (("current", searcher.calibration), ("fitted", fitted)):
+        for lang in ("all", "en", "id"):
+            chosen = [r for r in rows if lang == "all" or r[0] == lang]
+            probs = [(calibration.probability(top, gap), label) for _, top, gap, label in chosen]
+            confident = [(p >= searcher.settings.confidence_threshold, label) for p, label in probs]
+            report[f"{name} | {lang}"] = {
+                "AUC": round(auc([p for p, l in probs if l], [p for p, l in probs if not l]), 3),
+                "accuracy": round(sum(c == l for c, l in confident) / len(confident), 3),
+                "answerable flagged confident": round(sum(c for c, l in confident if l) / max(1, sum(l for _, l in confident)), 3),
+                "unanswerable flagged confident": round(sum(c for c, l in confident if not l) / max(1, sum(not l for _, l in confident)), 3),
+                "n": len(chosen)}
+    return report

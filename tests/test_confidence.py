@@ -1,0 +1,30 @@
+"""Confidence: features, calibrated probability, class-balanced fit, AUC."""
+import math
+
+from search.confidence import Calibration, auc, features, fit_calibration
+
+
+def test_features_top_and_gap():
+    assert features({1: 0.8, 2: 0.7, 3: 0.6, 4: 0.5, 5: 0.4, 6: 0.3, 7: 0.2}) == (0.8, 0.8 - 0.3)
+    assert features({1: 0.5}) == (0.5, 0.0)
+    assert features({}) == (0.0, 0.0)
+
+
+def test_probability_rises_with_the_top_score():
+    c = Calibration()
+    assert c.probability(0.3, 0.02) < 0.5 < c.probability(0.8, 0.1)
+    assert 0.0 <= c.probability(-50, -50) <= c.probability(50, 50) <= 1.0
+
+
+def test_fit_separates_and_balances_classes():
+    rows = [(0.7 + 0.01 * i, 0.08, True) for i in range(30)] + [(0.4 + 0.01 * i, 0.03, False) for i in range(6)]
+    fitted = fit_calibration(rows)
+    assert all(fitted.probability(t, g) > 0.5 for t, g, label in rows if label)
+    assert all(fitted.probability(t, g) < 0.5 for t, g, label in rows if not label)
+    assert not math.isnan(fitted.bias)
+
+
+def test_auc():
+    assert auc([0.9, 0.8], [0.1, 0.2]) == 1.0
+    assert auc([0.5], [0.5]) == 0.5
+    assert math.isnan(auc([], [0.1]))
