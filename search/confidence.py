@@ -15,9 +15,9 @@ class Calibration:
     20 unanswerable) over md-office-support-kb; see docs/quality.md for how well they separate.
     """
 
-    bias: float = -9.0
-    w_top: float = 14.0
-    w_gap: float = 10.0
+    bias: float = -14.6
+    w_top: float = 23.382
+    w_gap: float = 18.464
 
     def probability(self, top: float, gap: float) -> float:
         z = self.bias + self.w_top * top + self.w_gap * gap

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 class FusionWeights:
     """How much the lexical arm and exact identifier matches add to the dense cosine."""
 
-    lexical: float = 0.05
+    lexical: float = 0.07
     code: float = 0.15
 
 

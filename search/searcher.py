@@ -39,19 +39,21 @@ class Query:
     dense: str
     lexical: str
     codes: tuple[str, ...] = ()
+    alternatives: tuple[str, ...] = ()  # further texts to embed; a passage scores its best cosine over all
 
 
-def make_query(ticket: TicketQuery, fallback: str, glossary: Glossary | None) -> Query:
+def make_query(ticket: TicketQuery, fallback: str, glossary: Glossary | None, keep_original: bool = True) -> Query:
     """Retrieval query of a cleaned ticket; Indonesian text gets its English glossary rendering as well.
 
-    Dense: the English rendering replaces the Indonesian text (MiniLM reads English only); lexical: both,
-    so Indonesian articles and English ones can match.
+    Dense: the English rendering is embedded (MiniLM reads English only) and, when `keep_original` (the
+    index holds Indonesian articles, which match it best), the original too; lexical: both texts.
     """
     dense, lexical = ticket.text or fallback, ticket.lexical or fallback
     if ticket.language == "id" and glossary is not None and glossary.entries:
         english = glossary.translate(dense)
-        dense = english or dense
-        lexical = f"{lexical} {glossary.translate(lexical)}"
+        if english and english != dense:
+            return Query(dense=english, lexical=f"{lexical} {glossary.translate(lexical)}", codes=ticket.codes,
+                         alternatives=(dense,) if keep_original else ())
     return Query(dense=dense, lexical=lexical, codes=ticket.codes)
 
 
@@ -91,6 +93,7 @@ class Searcher:
         self.articles = {row["id"]: dict(row) for row in db.execute(
             "SELECT id, title, summary, product, language, audience, owner, reviewed, tags FROM articles")}
         self.row_article = [row[0] for row in db.execute("SELECT article_id FROM passages ORDER BY row")]
+        self.has_indonesian = any(a["language"] == "id" for a in self.articles.values())
         self.term_df = dict(db.execute("SELECT term, df FROM term_df"))
         faiss.omp_set_num_threads(1)  # one query at a time: OpenMP threads only contend with the encoder
         n = version.vectors.ntotal
@@ -130,12 +133,14 @@ class Searcher:
             codes = {r: c for r, c in codes.items() if r in keep}
         if lexical_only:
             return {}, lexical, codes
-        if vector is None:
-            vector = self.encoder.encode_queries([query.dense])[0]
-        dense = self.dense_search(vector, limit, allowed)
-        missing = [r for r in {**lexical, **codes} if r not in dense]
-        if missing:
-            dense.update(zip(missing, (self.matrix[missing] @ vector).tolist()))
+        vectors = self.encoder.encode_queries([query.dense, *query.alternatives]) if vector is None \
+            else vector.reshape(1, -1)
+        dense: dict[int, float] = {}
+        for v in vectors:
+            dense.update(self.dense_search(v, limit, allowed))
+        rows = list(set(dense) | set(lexical) | set(codes))
+        if rows:  # exact cosine for every candidate; with several query texts, the best of them
+            dense = dict(zip(rows, (self.matrix[rows] @ vectors.T).max(axis=1).tolist()))
         return dense, lexical, codes
 
     def retrieve(self, query: Query, filters: Filters = Filters(), mode: str = "fused"
@@ -217,7 +222,7 @@ class Searcher:
         if mode not in MODES:
             raise BadRequest(f"mode must be one of {', '.join(MODES)}")
         ticket = TicketQuery(text=q, lexical=q, codes=tuple(extract_codes(q)), language=detect_language(q))
-        query = make_query(ticket, q, self.glossary)
+        query = make_query(ticket, q, self.glossary, self.has_indonesian)
         scores, dense = self.retrieve(query, filters, mode)
         results = []
         for article_id, score, rows in self.group_articles(scores, k):
@@ -232,8 +237,9 @@ class Searcher:
                 k: int = 5) -> dict:
         text = validate_text(f"{subject or ''}\n{body or ''}", self.settings.max_query_chars, "subject and body")
         k = validate_k(k)
-        ticket = build_query(subject or "", body or "", tags=tags, language=language)
-        query = make_query(ticket, text, self.glossary)
+        ticket = build_query(subject or "", body or "", tags=tags, language=language,
+                             max_words=self.settings.query_max_words)
+        query = make_query(ticket, text, self.glossary, self.has_indonesian)
         scores, dense = self.retrieve(query)
         articles = []
         for article_id, score, rows in self.group_articles(scores, k):

@@ -8,7 +8,6 @@ from typing import Callable
 
 from search.evaluation import read_jsonl, read_qrels
 from search.fusion import FusionWeights, fuse_scores, rank
-from search.glossary import Glossary
 from search.searcher import Query, Searcher, make_query
 from search.tickets import build_query
 
@@ -30,9 +29,11 @@ def article_metrics(ranking: list[str], relevant: dict[str, int]) -> dict[str, f
             "nDCG@10": dcg / ideal if ideal else 0.0}
 
 
-def ticket_query(item: dict, glossary: Glossary | None = None) -> Query:
-    ticket = build_query(item.get("subject", ""), item.get("text", ""), language=item.get("lang"))
-    return make_query(ticket, item["text"], glossary)
+def ticket_query(item: dict, searcher: Searcher, translate: bool = True) -> Query:
+    """The query the service would build for this ticket (optionally without Indonesian translation)."""
+    ticket = build_query(item.get("subject", ""), item.get("text", ""), language=item.get("lang"),
+                         max_words=searcher.settings.query_max_words)
+    return make_query(ticket, item["text"], searcher.glossary if translate else None, searcher.has_indonesian)
 
 
 def raw_query(item: dict) -> Query:
@@ -64,14 +65,14 @@ def evaluate_tickets(folder: Path, searcher: Searcher, weights: list[float]) -> 
         for g in groups:
             counts[g] = counts.get(g, 0) + 1
         results = {}
-        dense, lexical, codes = searcher.candidates(ticket_query(item, searcher.glossary))
+        dense, lexical, codes = searcher.candidates(ticket_query(item, searcher))
         dense_top = {r: dense[r] for r in rank(dense)[: searcher.settings.candidates]}
         for name, combine in combos.items():
             results[name] = combine(dense_top if name == "dense" else dense, lexical, codes)
         raw_dense, _, _ = searcher.candidates(raw_query(item), lexical_only=False)
         results["dense, raw ticket text"] = {r: raw_dense[r] for r in rank(raw_dense)[: searcher.settings.candidates]}
         if searcher.glossary is not None and item.get("lang") == "id":
-            d0, l0, c0 = searcher.candidates(ticket_query(item, None))
+            d0, l0, c0 = searcher.candidates(ticket_query(item, searcher, translate=False))
             results[f"fused w={weights[0]:g} untranslated"] = fuse_scores(d0, l0, c0, FusionWeights(weights[0], searcher.weights.code))
         for name, scores in results.items():
             ranking = [a for a, _, _ in searcher.group_articles(scores, 10)]
@@ -108,7 +109,7 @@ def evaluate_confidence(folder: Path, searcher: Searcher) -> dict:
     qrels = read_qrels(folder / "qrels.tsv")
     rows = []
     for item in read_jsonl(folder / "queries.jsonl"):
-        dense, _, _ = searcher.candidates(ticket_query(item, searcher.glossary))
+        dense, _, _ = searcher.candidates(ticket_query(item, searcher))
         top, gap = features(dense)
         rows.append((item.get("lang", "en"), top, gap, item["id"] in qrels))
     fitted = fit_calibration([(top, gap, label) for _, top, gap, label in rows])
