@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import logging
 import sys
 from pathlib import Path
 
-from kb.errors import KBError
+from kb.errors import BadRequest, KBError
 from kb.settings import Settings, describe_settings, load_settings
 
 
@@ -134,7 +136,14 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     from kb.embedder import make_embedder
     from search.evaluation import evaluate_beir, format_table
 
-    weights = [float(w) for w in args.weights.split(",")] if args.weights else [settings.lexical_weight]
+    try:
+        weights = [float(w) for w in args.weights.split(",")] if args.weights else [settings.lexical_weight]
+    except ValueError:
+        raise BadRequest(f"--weights must be numbers separated by commas, got {args.weights!r}") from None
+    missing = [name for name in ("queries.jsonl", "qrels.tsv") if not (args.dataset / name).is_file()]
+    if missing:
+        raise BadRequest(f"{args.dataset} has no {' or '.join(missing)}: give a folder with queries.jsonl and "
+                         "qrels.tsv (plus corpus.jsonl for a BEIR set)")
     if (args.dataset / "corpus.jsonl").is_file():
         results = evaluate_beir(args.dataset, make_embedder(settings), settings, weights=weights, limit=args.limit)
         print(json.dumps(results, indent=2) if args.json else format_table(results, args.dataset))
@@ -142,6 +151,10 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     from indexer.build import build_index
     from search.ticket_evaluation import evaluate_tickets, format_ticket_table
 
+    if args.index_dir is None:  # never build an evaluation corpus into the index the service answers from
+        digest = hashlib.sha256(str(settings.content_dir.resolve()).encode()).hexdigest()[:8]
+        eval_dir = settings.index_dir.parent / "eval" / f"{settings.content_dir.resolve().name}-{digest}"
+        settings = dataclasses.replace(settings, index_dir=eval_dir)
     encoder = make_embedder(settings)
     print(build_index(settings, encoder, progress=False).summary(), file=sys.stderr)
     searcher = open_searcher(settings, encoder)

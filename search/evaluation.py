@@ -12,24 +12,41 @@ from indexer.cache import EmbeddingCache, hash_text
 from kb import store
 from kb.articles import Passage
 from kb.embedder import TextEncoder
+from kb.errors import BadRequest
 from kb.settings import Settings
 from search.fusion import FusionWeights, fuse_scores, rank, reciprocal_rank_fusion
 from search.searcher import Query, Searcher
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    """Objects of a JSON-lines file; a bad line is an error naming the file and line."""
+    rows = []
     with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BadRequest(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or not ("id" in row or "_id" in row):
+                raise BadRequest(f"{path}:{number}: expected an object with an id")
+            rows.append(row)
+    return rows
 
 
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     qrels: dict[str, dict[str, int]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         parts = line.split("\t")
         if len(parts) < 3 or parts[0] in ("query-id", "query_id", "qid"):
             continue
-        if int(parts[2]) > 0:
-            qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
+        try:
+            relevance = int(parts[2])
+        except ValueError:
+            raise BadRequest(f"{path}:{number}: relevance {parts[2]!r} is not an integer") from None
+        if relevance > 0:
+            qrels.setdefault(parts[0], {})[parts[1]] = relevance
     return qrels
 
 

@@ -135,3 +135,8 @@ def test_cli_strict_fails_and_names_the_file(deployment, tmp_path):
 def test_cli_missing_index_is_a_clear_message(tmp_path):
     run = kb("search", "outlook", "--index-dir", str(tmp_path / "none"))
     assert run.returncode == 2 and "kb index" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_cli_eval_names_a_missing_dataset_file(tmp_path):
+    run = kb("eval", str(tmp_path), "--content", str(FIXTURES / "content"))
+    assert run.returncode == 2 and "queries.jsonl" in run.stderr and "Traceback" not in run.stderr

@@ -1,0 +1,25 @@
+"""BEIR evaluation helpers: metrics and file readers with clear errors."""
+import pytest
+
+from kb.errors import BadRequest
+from search.evaluation import metrics, read_jsonl, read_qrels
+
+
+def test_metrics_recall_mrr_ndcg():
+    m = metrics(["x", "a", "b"], {"a": 1, "b": 1})
+    assert m["R@1"] == 0.0 and m["R@10"] == 1.0 and m["MRR@10"] == 0.5
+    assert 0.0 < m["nDCG@10"] < 1.0
+    assert metrics(["a", "b"], {"a": 1, "b": 1})["nDCG@10"] == pytest.approx(1.0)
+
+
+def test_readers_name_file_and_line(tmp_path):
+    bad = tmp_path / "queries.jsonl"
+    bad.write_text('{"id": "q1", "text": "ok"}\n{"id": "q2", "text": \n')
+    with pytest.raises(BadRequest, match="queries.jsonl:2"):
+        read_jsonl(bad)
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\thigh\n")
+    with pytest.raises(BadRequest, match="qrels.tsv:3"):
+        read_qrels(qrels)
+    qrels.write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td3\t0\n")
+    assert read_qrels(qrels) == {"q1": {"d1": 1}}
