@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 
+from indexer.markdown import unique_slug
 from kb.articles import Article, Passage, Section
 
 SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s+")
@@ -93,16 +94,6 @@ def split_text(text: str, max_words: int) -> list[str]:
     return pack(units, max_words)
 
 
-def unique_id(base: str, used: set[str]) -> str:
-    """base, or base-1, base-2, ... whichever is not used yet; record it."""
-    candidate, n = base, 0
-    while candidate in used:
-        n += 1
-        candidate = f"{base}-{n}"
-    used.add(candidate)
-    return candidate
-
-
 def split_article(article: Article, max_words: int = 180, min_words: int = 40) -> list[Passage]:
     """Passages of an article, in order; ids are `article_id#anchor` plus `~n` for later pieces."""
     passages: list[Passage] = []
@@ -111,9 +102,9 @@ def split_article(article: Article, max_words: int = 180, min_words: int = 40) -
         pieces = split_text(text, max_words)
         if not pieces:
             continue
-        base = unique_id(f"{article.article_id}#{section.anchor}", used)
+        base = unique_slug(f"{article.article_id}#{section.anchor}", used)
         for n, piece in enumerate(pieces):
-            passage_id = base if n == 0 else unique_id(f"{base}~{n}", used)
+            passage_id = base if n == 0 else unique_slug(f"{base}~{n}", used)
             passages.append(
                 Passage(
                     passage_id=passage_id,

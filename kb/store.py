@@ -222,13 +222,17 @@ def open_version(version_dir: Path, model_id: str) -> IndexVersion:
     except (FileNotFoundError, json.JSONDecodeError) as exc:
         raise IndexNotFound(f"index version {version_dir} is incomplete or unreadable: {exc}") from None
     check_manifest(manifest, model_id, version_dir)
-    vectors = faiss.read_index(str(version_dir / VECTORS), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+    try:
+        vectors = faiss.read_index(str(version_dir / VECTORS), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+        version = IndexVersion(path=version_dir, manifest=manifest, vectors=vectors)
+        (rows,) = version.db().execute("SELECT count(*) FROM passages").fetchone()
+    except (RuntimeError, sqlite3.DatabaseError) as exc:
+        raise IndexMismatch(f"index version {version_dir} is damaged ({exc}): rebuild it with `kb index --full`") \
+            from None
     expected = manifest["counts"]["passages"]
     if vectors.ntotal != expected or vectors.d != manifest["dim"]:
         raise IndexMismatch(f"index {version_dir}: {vectors.ntotal} vectors of dim {vectors.d}, manifest says "
                             f"{expected} of dim {manifest['dim']}")
-    version = IndexVersion(path=version_dir, manifest=manifest, vectors=vectors)
-    (rows,) = version.db().execute("SELECT count(*) FROM passages").fetchone()
     if rows != expected:
         raise IndexMismatch(f"index {version_dir}: {rows} passages in meta.sqlite, manifest says {expected}")
     return version

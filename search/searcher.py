@@ -17,9 +17,9 @@ from kb.settings import Settings
 from kb.store import IndexVersion
 from search.confidence import Calibration, features
 from search.fusion import FusionWeights, fuse_scores, rank
+from search.glossary import Glossary, load_glossary
 from search.lexical import search_codes, search_lexical
 from search.snippets import mark_sentences
-from search.glossary import Glossary, load_glossary
 from search.tickets import TicketQuery, build_query, detect_language, extract_codes
 
 MODES = ("fused", "dense", "lexical")
@@ -34,7 +34,7 @@ class Filters:
 
 @dataclass(frozen=True)
 class Query:
-    """What retrieval needs: text to embed, text for BM25, exact codes, and what to show highlights for."""
+    """What retrieval needs: text to embed, text for BM25 (and for marking sentences), exact codes."""
 
     dense: str
     lexical: str
@@ -231,7 +231,8 @@ class Searcher:
             results.append({"id": article_id, "title": article["title"], "summary": article["summary"],
                             "product": article["product"], "language": article["language"],
                             "url": self.url(article_id), "score": round(score, 4), "passages": passages})
-        return {"query": q, "total": len(results), **self.assess(dense), "results": results}
+        confidence = self.assess(dense) if mode != "lexical" else {"confident": None, "confidence": None}
+        return {"query": q, "total": len(results), **confidence, "results": results}
 
     def suggest(self, subject: str = "", body: str = "", tags: Sequence[str] = (), language: str | None = None,
                 k: int = 5) -> dict:

@@ -101,3 +101,11 @@ def test_term_document_frequencies_are_stored(tmp_path):
     version = store.open_current(tmp_path, MODEL)
     df = dict(version.db().execute("SELECT term, df FROM term_df"))
     assert df["title"] == 3 and df["1"] == 1
+
+
+@pytest.mark.parametrize("name", [store.VECTORS, store.META])
+def test_damaged_files_are_a_clear_error(tmp_path, name):
+    build_id = write(tmp_path)
+    (tmp_path / build_id / name).write_bytes(b"garbage" * 10)
+    with pytest.raises(IndexMismatch, match="damaged"):
+        store.open_current(tmp_path, MODEL)
