@@ -69,7 +69,9 @@ _PLEASANTRY = re.compile(
     r"|appreciate (?:your|any)|thank(?:s| you) in advance|let me know if you need|looking forward|sorry to bother"
     r"|have a (?:nice|great|good)|semoga|mohon (?:bantuan\w*|dibantu|arahan\w*|petunjuk\w*|solusi\w*|maaf)"
     r"|tolong dibantu|minta tolong|maaf (?:mengganggu|merepotkan)|terima ?kasih (?:sebelumnya|atas)|atas perhatian"
-    r"|ditunggu (?:kabar|respon|balasan)\w*|salam kenal)", _I)
+    r"|ditunggu (?:kabar|respon|balasan)\w*|salam kenal"
+    r"|^(?:thanks|thank you|many thanks|cheers|regards|best regards|terima ?kasih|makasih|salam)\b[\s,!.]*(?:\w+[\s.]*){0,3}$)",
+    _I)
 _REPLY_PREFIX = re.compile(r"^(?:\s*(?:re|fw|fwd|aw|tr|balas|bls)\s*:|\s*\[[^\]]*\])+\s*", _I)
 _WORD = re.compile(r"\w+(?:[.'’-]\w+)*")
 

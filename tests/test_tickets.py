@@ -451,3 +451,10 @@ def test_clean_trailing_lines_signature_without_signoff_vs_version_line():
         "Outlook crashes on start.")
     assert clean_ticket("Outlook crashes on start.\nVersion 16.0.5435.1000") == (
         "Outlook crashes on start.\nVersion 16.0.5435.1000")
+
+
+def test_inline_sign_off_sentence_is_dropped_but_not_a_sentence_that_starts_with_thanks():
+    assert "Dewi" not in build_query("Teams", "Kamera tidak muncul di rapat Teams. Terima kasih, Dewi").text
+    assert "Bob" not in build_query("Outlook", "Outlook crashes on shared calendars. Thanks, Bob").text
+    kept = build_query("Outlook", "Thanks to the update, Outlook now crashes when opening shared calendars daily").text
+    assert "crashes when opening shared calendars" in kept
