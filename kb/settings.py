@@ -37,6 +37,7 @@ class Settings:
     max_query_chars: int = _setting(20_000, "KB_MAX_QUERY_CHARS", "Longest query or ticket text accepted.")
     base_url: str = _setting("/articles", "KB_BASE_URL", "Prefix of article URLs returned to clients.")
     log_level: str = _setting("info", "KB_LOG_LEVEL", "Log level of the service.")
+    feedback_db: Path = _setting(Path("var/feedback.sqlite"), "KB_FEEDBACK_DB", "SQLite file where agents' yes/no feedback is recorded.")
 
 
 def _convert(raw: str, kind: type, name: str) -> Any:

@@ -7,13 +7,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kb.embedder import TextEncoder, make_embedder
 from kb.errors import KBError
 from kb.settings import Settings
 from kb.store import open_current
-from search.routes import api, health
+from kb.feedback import FeedbackStore
+from search.routes import api, feedback, health, pages
 from search.searcher import Searcher
 
 log = logging.getLogger("kb.app")
@@ -26,6 +28,7 @@ class ServiceState:
         self.settings, self.encoder = settings, encoder
         self.searcher: Searcher | None = None
         self.load_error: KBError | None = None
+        self.feedback = FeedbackStore(settings.feedback_db, settings.max_query_chars)
 
     def load(self) -> None:
         """Open the current index version; keep serving the old one (or none) if it fails its checks."""
@@ -90,4 +93,7 @@ def create_app(settings: Settings, encoder: TextEncoder | None = None) -> FastAP
     install_error_handlers(app)
     app.include_router(api.router)
     app.include_router(health.router)
+    app.include_router(feedback.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=pages.WEB_DIR / "static"), name="static")
     return app

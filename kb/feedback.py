@@ -1,0 +1,120 @@
+"""FeedbackStore: agents' "Was this helpful?" answers recorded in SQLite for quality work and reports."""
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Iterator
+
+from kb.errors import BadRequest
+
+SOURCES = ("search", "suggest", "article")
+MAX_ID_CHARS = 1000  # article and passage ids are paths and slugs; anything longer is not one
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY,
+    created TEXT NOT NULL,              -- ISO 8601 UTC
+    query TEXT NOT NULL,                -- '' for feedback given on an article page without a search
+    article_id TEXT NOT NULL,
+    passage_id TEXT,
+    helpful INTEGER NOT NULL CHECK (helpful IN (0, 1)),
+    source TEXT NOT NULL CHECK (source IN ('search', 'suggest', 'article')),
+    index_version TEXT                  -- build id of the index that produced the result, when known
+);
+CREATE INDEX IF NOT EXISTS feedback_article ON feedback(article_id);
+CREATE INDEX IF NOT EXISTS feedback_created ON feedback(created);
+"""
+
+
+def check_article_id(article_id: object) -> str:
+    """A valid-looking article id (a relative content path); the article itself may no longer exist."""
+    if not isinstance(article_id, str) or not article_id.strip():
+        raise BadRequest("article_id is empty: give the id of the article the feedback is about")
+    if len(article_id) > MAX_ID_CHARS:
+        raise BadRequest(f"article_id is {len(article_id)} characters long; the limit is {MAX_ID_CHARS}")
+    if article_id.startswith(("/", "\\")) or ".." in PurePosixPath(article_id).parts or "\\" in article_id \
+            or "\x00" in article_id:
+        raise BadRequest(f"invalid article_id {article_id!r}: use the path relative to the content root, "
+                         "without '..' or a leading '/'")
+    return article_id
+
+
+class FeedbackStore:
+    """Append-only feedback table in its own SQLite file (WAL); safe to share between threads.
+
+    Every call opens its own connection (SQLite connections are not shared across threads); writes in
+    this process are serialised by a lock, and other processes wait on SQLite's busy timeout.
+    """
+
+    def __init__(self, path: Path, max_query_chars: int = 20_000, timeout: float = 10.0):
+        self.path, self.max_query_chars, self.timeout = Path(path), max_query_chars, timeout
+        self._write_lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(SCHEMA)
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.path, timeout=self.timeout)
+        conn.row_factory = sqlite3.Row
+        try:
+            with conn:  # commit on success, roll back on error
+                yield conn
+        finally:
+            conn.close()
+
+    def validate(self, query: object, article_id: object, passage_id: object, helpful: object,
+                 source: object, index_version: object) -> tuple:
+        """The row to insert, or BadRequest naming the field that is wrong."""
+        if source not in SOURCES:
+            raise BadRequest(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
+        query = "" if query is None else query
+        if not isinstance(query, str):
+            raise BadRequest("query must be a string")
+        if len(query) > self.max_query_chars:
+            raise BadRequest(f"query is {len(query)} characters long; the limit is {self.max_query_chars}")
+        query = query.strip()
+        if not query and source != "article":
+            raise BadRequest(f"query is empty: feedback on a {source} result needs the query that produced it")
+        check_article_id(article_id)
+        if passage_id is not None and (not isinstance(passage_id, str) or len(passage_id) > MAX_ID_CHARS):
+            raise BadRequest(f"passage_id must be a string of at most {MAX_ID_CHARS} characters")
+        if not isinstance(helpful, bool):
+            raise BadRequest(f"helpful must be true or false, got {helpful!r}")
+        if index_version is not None and (not isinstance(index_version, str) or len(index_version) > MAX_ID_CHARS):
+            raise BadRequest("index_version must be a short string")
+        created = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        return (created, query, article_id, passage_id or None, int(helpful), source, index_version)
+
+    def record(self, query: str, article_id: str, helpful: bool, passage_id: str | None = None,
+               source: str = "search", index_version: str | None = None) -> int:
+        """Store one yes/no answer; returns its id."""
+        row = self.validate(query, article_id, passage_id, helpful, source, index_version)
+        with self._write_lock, self._connect() as conn:
+            cursor = conn.execute("INSERT INTO feedback (created, query, article_id, passage_id, helpful, source, "
+                                  "index_version) VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            return int(cursor.lastrowid)
+
+    def summary(self) -> dict:
+        """Totals and, per article, how often it was marked helpful / not helpful (most feedback first)."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT article_id, sum(helpful) AS yes, sum(1 - helpful) AS no FROM feedback "
+                                "GROUP BY article_id ORDER BY count(*) DESC, article_id").fetchall()
+        articles = [{"article_id": r["article_id"], "helpful": r["yes"], "not_helpful": r["no"],
+                     "total": r["yes"] + r["no"]} for r in rows]
+        helpful = sum(a["helpful"] for a in articles)
+        not_helpful = sum(a["not_helpful"] for a in articles)
+        return {"total": helpful + not_helpful, "helpful": helpful, "not_helpful": not_helpful,
+                "articles": articles}
+
+    def recent(self, limit: int = 50) -> list[dict]:
+        """The latest `limit` (1..1000) answers, newest first."""
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
+            raise BadRequest(f"limit must be an integer from 1 to 1000, got {limit!r}")
+        with self._connect() as conn:
+            rows = conn.execute("SELECT * FROM feedback ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [{**dict(r), "helpful": bool(r["helpful"])} for r in rows]

@@ -1,0 +1,119 @@
+""""Was this helpful?": POST /api/feedback (JSON), POST /feedback (form, no JavaScript), GET /api/feedback/summary."""
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import RedirectResponse
+from pydantic import BaseModel, Field
+
+from kb.errors import BadRequest, KBError
+from kb.feedback import SOURCES, FeedbackStore
+
+router = APIRouter(tags=["feedback"])
+
+YES = ("1", "true", "yes", "on", "y")
+NO = ("0", "false", "no", "off", "n")
+MAX_REDIRECT_CHARS = 4000
+
+
+class FeedbackUnavailable(KBError):
+    """The service was started without a feedback store."""
+
+    status = 503
+    code = "feedback_unavailable"
+
+
+class FeedbackRequest(BaseModel):
+    query: str = Field("", description="The search words or ticket text that produced the result; may be empty "
+                                       "only for source=article.")
+    article_id: str = Field(..., description="Id of the article the answer is about (path without .md).")
+    passage_id: str | None = Field(None, description="Id of the passage shown, when the result was a passage.")
+    helpful: bool = Field(..., strict=True, description="true: it helped; false: it did not.")
+    source: str = Field("search", description=f"Where the result was shown: {', '.join(SOURCES)}.")
+
+
+class FeedbackResponse(BaseModel):
+    id: int
+    recorded: bool = True
+
+
+def get_feedback(request: Request) -> FeedbackStore:
+    store = getattr(request.app.state.kb, "feedback", None)
+    if store is None:
+        raise FeedbackUnavailable("feedback is not being recorded by this service")
+    return store
+
+
+FeedbackDep = Annotated[FeedbackStore, Depends(get_feedback)]
+
+
+def index_version(request: Request) -> str | None:
+    """Build id of the index in service, so that feedback can be tied to the results it judged."""
+    searcher = getattr(request.app.state.kb, "searcher", None)
+    version = getattr(searcher, "version", None)
+    return getattr(version, "build_id", None)
+
+
+def parse_helpful(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in YES:
+        return True
+    if lowered in NO:
+        return False
+    raise BadRequest(f"helpful must be yes or no, got {value!r}")
+
+
+def safe_path(target: str | None, request: Request) -> str | None:
+    """`target` as a same-site relative URL (path, query, fragment), or None when it is not one.
+
+    Accepts a relative path ("/articles/x?q=1") or an absolute http(s) URL on this service's own host
+    (what browsers send as Referer); never returns anything a browser could read as another host
+    ("//evil", "/\\evil", control characters, other schemes).
+    """
+    if not target or len(target) > MAX_REDIRECT_CHARS or "\\" in target \
+            or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        if parts.scheme.lower() not in ("http", "https") or parts.netloc.lower() != request.url.netloc.lower():
+            return None
+    if not parts.path.startswith("/") or parts.path.startswith("//"):
+        return None
+    return urlunsplit(("", "", parts.path, parts.query, parts.fragment))
+
+
+def thanked(location: str) -> str:
+    """`location` with feedback=thanks in its query string, so the page can confirm without JavaScript."""
+    parts = urlsplit(location)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "feedback"]
+    query.append(("feedback", "thanks"))
+    return urlunsplit(("", "", parts.path, urlencode(query), parts.fragment))
+
+
+@router.post("/api/feedback", status_code=201, response_model=FeedbackResponse,
+             summary="Record whether a result helped (JSON)")
+def post_feedback(body: FeedbackRequest, store: FeedbackDep, request: Request) -> dict:
+    feedback_id = store.record(body.query, body.article_id, body.helpful, passage_id=body.passage_id,
+                               source=body.source, index_version=index_version(request))
+    return {"id": feedback_id, "recorded": True}
+
+
+@router.post("/feedback", status_code=303, response_class=RedirectResponse,
+             summary="Record whether a result helped (HTML form), then go back to the page")
+def post_feedback_form(store: FeedbackDep, request: Request,
+                       article_id: Annotated[str, Form()], helpful: Annotated[str, Form()],
+                       query: Annotated[str, Form()] = "", passage_id: Annotated[str | None, Form()] = None,
+                       source: Annotated[str, Form()] = "search",
+                       next: Annotated[str | None, Form(description="Relative path to return to; "
+                                                        "defaults to the Referer")] = None) -> RedirectResponse:
+    store.record(query, article_id, parse_helpful(helpful), passage_id=passage_id or None, source=source,
+                 index_version=index_version(request))
+    location = safe_path(next, request) or safe_path(request.headers.get("referer"), request) or "/"
+    return RedirectResponse(thanked(location), status_code=303)
+
+
+@router.get("/api/feedback/summary", summary="Helpful / not helpful counts, overall and per article")
+def feedback_summary(store: FeedbackDep) -> dict:
+    return store.summary()

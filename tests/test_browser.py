@@ -1,0 +1,184 @@
+"""Agent pages in a real browser: Debian's chromium driven by Playwright against the real server and model."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import sync_playwright
+
+from tests.conftest import FIXTURES
+
+pytestmark = pytest.mark.model
+REPO = Path(__file__).parent.parent
+SHOTS = REPO / "test-output" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, embedder):
+    """Fixture articles plus hostile ones, indexed with the real model and served by a real uvicorn process."""
+    from indexer.build import build_index
+    from kb.settings import load_settings
+
+    root = tmp_path_factory.mktemp("browser")
+    content = root / "content"
+    shutil.copytree(FIXTURES / "content", content)
+    (content / "Security").mkdir()
+    shutil.copy(FIXTURES / "hostile" / "outlook-hostile-markup.md", content / "Security")
+    build_index(load_settings({}, content_dir=content, index_dir=root / "index"), embedder, progress=False)
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "KB_FEEDBACK_DB": str(root / "fb.sqlite"),
+           "KB_MODEL_CACHE_DIR": str(root / "models"), "KB_LOG_LEVEL": "warning"}
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--index-dir", str(root / "index"),
+                             "--port", str(port)], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        assert proc.poll() is None, (root / "server.log").read_text()
+        try:
+            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.time() < deadline, "server did not come up"
+        time.sleep(0.3)
+    yield base
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert Path(CHROMIUM).exists(), "Debian's chromium is required: apt-get install -y chromium"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(base_url=server, viewport={"width": 1280, "height": 900})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server)
+    page = context.new_page()
+    page.dialogs = []
+    page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    assert page.dialogs == [], f"a dialog opened: {page.dialogs}"
+    assert errors == [], f"JavaScript errors: {errors}"
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_search_from_the_keyboard(page):
+    page.goto("/")
+    assert page.evaluate("document.activeElement.id") == "q"
+    page.keyboard.type("outlook keeps asking for my password")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("ol.results li.result")
+    first = page.locator("ol.results li.result h3").first.inner_text()
+    assert "Outlook keeps asking for your password" in first
+    assert page.locator(".result-count").inner_text().strip()
+    assert page.locator("ol.results mark").count() > 0
+    shot(page, "search")
+    page.set_viewport_size({"width": 360, "height": 800})
+    shot(page, "search-360")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+
+
+def test_slash_focuses_the_search_box(page):
+    page.goto("/?q=teams")
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("/")
+    assert page.evaluate("document.activeElement.id") == "q"
+
+
+def test_filter_by_product(page):
+    page.goto("/?q=password+camera+microphone")
+    page.select_option("#filter-product", "Teams")
+    page.locator("form.search-form button[type=submit]").click()
+    page.wait_for_selector("ol.results li.result")
+    products = page.locator("ol.results .badge-product").all_inner_texts()
+    assert products and all(p.strip().endswith("Teams") for p in products)
+
+
+def test_open_an_article_and_copy_a_section(page, server):
+    page.goto("/?q=ndr+5.7.124")
+    page.locator("ol.results li.result h3 a").first.click()
+    page.wait_for_selector("article.doc h1")
+    assert "5.7.124" in page.locator("article.doc h1").inner_text()
+    button = page.locator("button.copy").first
+    button.click()
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert "/articles/Exchange/ndr-5-7-124" in copied and len(copied) > 60
+    shot(page, "article")
+
+
+def test_paste_a_ticket(page):
+    page.goto("/suggest")
+    page.fill("#subject", "Mail to the sales list bounced")
+    page.fill("#body", "Hi team,\nwhen I mail the sales distribution group I get '550 5.7.124 Sender not allowed'."
+                       "\nBest regards,\nTom\nSales | +1 555 0100")
+    page.locator("form.suggest-form button[type=submit]").click()
+    page.wait_for_selector("ol.results li.result")
+    assert "5.7.124" in page.locator("ol.results li.result").first.inner_text()
+    assert page.locator(".notice-good").count() == 1
+    shot(page, "suggest")
+
+
+def test_feedback_is_recorded(page, server):
+    before = httpx.get(server + "/api/feedback/summary").json()["total"]
+    page.goto("/?q=onedrive+sync+pending")
+    form = page.locator("form.feedback").first
+    form.locator("button[value=yes]").click()
+    page.wait_for_function("document.querySelector('form.feedback .feedback-status').textContent.length > 0")
+    assert httpx.get(server + "/api/feedback/summary").json()["total"] == before + 1
+
+
+def test_hostile_queries_and_articles_execute_nothing(page):
+    page.goto("/?q=" + httpx.QueryParams({"x": "<script>alert('q')</script><img src=x onerror=alert('q2')>"})["x"])
+    assert "<script>alert('q')</script>" in page.locator("#q").input_value()
+    page.goto("/?q=outlook+calendar+sync+notes")
+    page.locator("ol.results li.result h3 a", has_text="calendar sync notes").first.click()
+    page.wait_for_selector("article.doc h1")
+    shot(page, "hostile-article")
+    for link in page.locator("article.doc a").all():
+        link.hover()
+        link.click(modifiers=["Control"], timeout=2000, no_wait_after=True)
+    page.locator("article.doc").hover()
+    bad = page.evaluate("""() => {
+        const out = [];
+        for (const el of document.querySelectorAll('main *')) {
+            for (const attr of el.attributes) {
+                const v = attr.value.replace(/[\\s\\u0000-\\u001f]/g, '').toLowerCase();
+                if (attr.name.startsWith('on')) out.push(el.tagName + ' ' + attr.name);
+                if (['href', 'src', 'action', 'formaction'].includes(attr.name) &&
+                    /^(javascript|vbscript|data):/.test(v)) out.push(el.tagName + ' ' + attr.name + '=' + v);
+            }
+            if (el.tagName === 'SCRIPT' || el.tagName === 'IFRAME' || el.tagName === 'OBJECT') out.push(el.tagName);
+        }
+        return out;
+    }""")
+    assert bad == []

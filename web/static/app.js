@@ -1,0 +1,81 @@
+/* KB Search agent pages: "/" focuses the search box, copy buttons, feedback posted as JSON. Pages work without it. */
+(function () {
+  "use strict";
+
+  // "/" focuses the query box unless the agent is typing somewhere already.
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "/" || event.ctrlKey || event.metaKey || event.altKey) return;
+    var target = event.target;
+    if (target && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName))) return;
+    var box = document.getElementById("q");
+    if (!box) return;
+    event.preventDefault();
+    box.focus();
+    box.select();
+  });
+
+  function say(element, text) {
+    if (element) element.textContent = text;
+  }
+
+  // Clipboard: the async API needs a secure context (https or localhost); fall back to a hidden textarea.
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
+    return new Promise(function (resolve, reject) {
+      var area = document.createElement("textarea");
+      area.value = text;
+      area.setAttribute("readonly", "");
+      area.style.position = "fixed";
+      area.style.top = "-1000px";
+      document.body.appendChild(area);
+      area.select();
+      var ok = false;
+      try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+      document.body.removeChild(area);
+      if (ok) { resolve(); } else { reject(new Error("copy refused")); }
+    });
+  }
+
+  document.querySelectorAll("button[data-copy]").forEach(function (button) {
+    button.hidden = false;
+    var status = button.parentNode.querySelector(".copy-status");
+    button.addEventListener("click", function () {
+      copyText(button.getAttribute("data-copy")).then(function () {
+        say(status, button.getAttribute("data-copied"));
+        button.classList.add("copied");
+        setTimeout(function () { say(status, ""); button.classList.remove("copied"); }, 2500);
+      }, function () {
+        say(status, button.getAttribute("data-failed"));
+      });
+    });
+  });
+
+  // Feedback: JSON to /api/feedback; the form itself posts to /feedback when this script does not run.
+  document.querySelectorAll("form.feedback").forEach(function (form) {
+    var status = form.querySelector(".feedback-status");
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var submitter = event.submitter || document.activeElement;
+      var payload = {
+        query: form.elements.query.value,
+        article_id: form.elements.article_id.value,
+        source: form.elements.source.value,
+        helpful: !!(submitter && submitter.value === "yes")
+      };
+      var buttons = form.querySelectorAll("button");
+      buttons.forEach(function (b) { b.disabled = true; });
+      fetch(form.getAttribute("data-api"), {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "Accept": "application/json" },
+        body: JSON.stringify(payload)
+      }).then(function (response) {
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        say(status, form.getAttribute("data-thanks"));
+        if (submitter && submitter.setAttribute) submitter.setAttribute("aria-pressed", "true");
+      }).catch(function () {
+        say(status, form.getAttribute("data-failed"));
+        buttons.forEach(function (b) { b.disabled = false; });
+      });
+    });
+  });
+})();
