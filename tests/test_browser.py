@@ -182,3 +182,47 @@ def test_hostile_queries_and_articles_execute_nothing(page):
         return out;
     }""")
     assert bad == []
+
+
+CONTRAST = """() => {
+    const parse = c => c.match(/[\\d.]+/g).map(Number);
+    const lum = ([r, g, b]) => {
+        const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+        return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+    };
+    const background = el => {
+        for (; el; el = el.parentElement) {
+            const c = parse(getComputedStyle(el).backgroundColor);
+            if (c.length < 4 || c[3] > 0) return c;
+        }
+        return [255, 255, 255];
+    };
+    const worst = [];
+    for (const el of document.querySelectorAll('h1, h2, h3, p, a, label, button, .badge, .hint, dt, dd, li, mark')) {
+        if (!el.offsetParent || !el.textContent.trim()) continue;
+        const fg = lum(parse(getComputedStyle(el).color)), bg = lum(background(el));
+        const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+        if (ratio < 4.5) worst.push(el.tagName + '.' + el.className + ' ' + ratio.toFixed(2));
+    }
+    return worst;
+}"""
+
+
+@pytest.mark.parametrize("url", ["/?q=outlook+password", "/suggest", "/articles/Exchange/ndr-5-7-124"])
+def test_text_contrast_is_at_least_4_5(page, url):
+    page.goto(url)
+    assert page.evaluate(CONTRAST) == []
+
+
+def test_results_are_reachable_with_the_tab_key(page):
+    page.goto("/?q=teams+microphone")
+    page.wait_for_selector("ol.results li.result")
+    first_result = page.locator("ol.results li.result h3 a").first.get_attribute("href")
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.getAttribute('href')") == first_result:
+            break
+    else:
+        pytest.fail("the first result link was not reached with Tab")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("article.doc h1")
