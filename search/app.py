@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -54,6 +54,11 @@ def describe_validation(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def wants_html(request: Request) -> bool:
+    """A browser asking for a page (not the JSON API) gets errors as an HTML page."""
+    return not request.url.path.startswith("/api/") and "text/html" in request.headers.get("accept", "")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(KBError)
     async def handle_kb_error(request: Request, exc: KBError) -> JSONResponse:
@@ -67,9 +72,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "invalid_request", describe_validation(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def handle_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, "not_found" if exc.status_code == 404 else "http_error",
-                              str(exc.detail))
+    async def handle_http(request: Request, exc: StarletteHTTPException) -> Response:
+        code = "not_found" if exc.status_code == 404 else "http_error"
+        if wants_html(request):
+            error = KBError(str(exc.detail))
+            error.status, error.code = exc.status_code, code
+            return pages.error_page(request, error)
+        return error_response(exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(Exception)
     async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:

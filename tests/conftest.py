@@ -72,7 +72,8 @@ def real_index(tmp_path_factory, embedder):
     from kb.settings import load_settings
 
     root = tmp_path_factory.mktemp("real-index")
-    settings = load_settings({}, content_dir=FIXTURE_CONTENT, index_dir=root / "index")
+    settings = load_settings({}, content_dir=FIXTURE_CONTENT, index_dir=root / "index",
+                             feedback_db=root / "feedback.sqlite")
     build_index(settings, embedder, progress=False)
     return settings
 

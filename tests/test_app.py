@@ -78,8 +78,16 @@ def test_bad_input_is_a_4xx_json_error(client, method, url, kwargs, status, code
 
 
 def test_no_index_is_503_json_not_a_crash(tmp_path, embedder):
-    settings = load_settings({}, index_dir=tmp_path / "empty-index")
+    settings = load_settings({}, index_dir=tmp_path / "empty-index", feedback_db=tmp_path / "fb.sqlite")
     with TestClient(create_app(settings, encoder=embedder)) as client:
         response = client.get("/api/search", params={"q": "outlook"})
         assert response.status_code == 503 and "kb index" in response.json()["error"]["message"]
         assert client.get("/healthz").status_code == 503
+
+
+def test_unknown_path_is_json_for_api_clients_and_html_for_browsers(client):
+    assert client.get("/nothing", headers={"accept": "application/json"}).json()["error"]["code"] == "not_found"
+    page = client.get("/nothing", headers={"accept": "text/html,application/xhtml+xml"})
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
+    assert client.get("/api/nothing", headers={"accept": "text/html"}).headers["content-type"].startswith(
+        "application/json")

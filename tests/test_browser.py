@@ -226,3 +226,10 @@ def test_results_are_reachable_with_the_tab_key(page):
         pytest.fail("the first result link was not reached with Tab")
     page.keyboard.press("Enter")
     page.wait_for_selector("article.doc h1")
+
+
+def test_unknown_page_is_an_html_404(page):
+    response = page.goto("/no/such/page")
+    assert response.status == 404 and page.locator("main").inner_text().strip()
+    assert page.locator("a[href='/']").count() >= 1
+    shot(page, "not-found")

@@ -42,7 +42,8 @@ def deployment(tmp_path_factory):
     port = free_port()
     log = open(root / "server.log", "w")
     server = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--index-dir", str(root / "index"),
-                               "--port", str(port)], env=ENV, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+                               "--port", str(port)], env={**ENV, "KB_FEEDBACK_DB": str(root / "fb.sqlite")},
+                              cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while True:
