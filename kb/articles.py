@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from kb.errors import BadRequest
 
 
 @dataclass(frozen=True)
@@ -63,3 +66,12 @@ class Passage:
         """Text given to the embedding model: title and headings for context, then the text."""
         context = " > ".join((self.title, *self.heading_path))
         return f"{context}\n{self.text}"
+
+
+def validate_article_id(article_id: str) -> str:
+    """An id that is a path relative to the content root: not empty, no '..', no leading '/', no backslash."""
+    if not article_id or article_id.startswith(("/", "\\")) or ".." in PurePosixPath(article_id).parts \
+            or "\\" in article_id or "\x00" in article_id:
+        raise BadRequest(f"invalid article id {article_id!r}: use the path relative to the content root, "
+                         "without '..' or a leading '/'")
+    return article_id

@@ -5,9 +5,10 @@ import contextlib
 import sqlite3
 import threading
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Iterator
 
+from kb.articles import validate_article_id
 from kb.errors import BadRequest
 
 SOURCES = ("search", "suggest", "article")
@@ -35,11 +36,7 @@ def check_article_id(article_id: object) -> str:
         raise BadRequest("article_id is empty: give the id of the article the feedback is about")
     if len(article_id) > MAX_ID_CHARS:
         raise BadRequest(f"article_id is {len(article_id)} characters long; the limit is {MAX_ID_CHARS}")
-    if article_id.startswith(("/", "\\")) or ".." in PurePosixPath(article_id).parts or "\\" in article_id \
-            or "\x00" in article_id:
-        raise BadRequest(f"invalid article_id {article_id!r}: use the path relative to the content root, "
-                         "without '..' or a leading '/'")
-    return article_id
+    return validate_article_id(article_id)
 
 
 class FeedbackStore:

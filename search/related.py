@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kb.articles import validate_article_id
 from kb.errors import ArticleNotFound
-from search.searcher import Searcher, validate_article_id
+from search.searcher import Searcher
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,13 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Sequence
 
 import faiss
 import numpy as np
 
 from indexer.parse import render_html
+from kb.articles import validate_article_id
 from kb.embedder import TextEncoder
 from kb.errors import ArticleNotFound, BadRequest
 from kb.settings import Settings
@@ -69,15 +69,6 @@ def validate_k(k: int) -> int:
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 100:
         raise BadRequest(f"k must be an integer from 1 to 100, got {k!r}")
     return k
-
-
-def validate_article_id(article_id: str) -> str:
-    path = PurePosixPath(article_id)
-    if not article_id or article_id.startswith(("/", "\\")) or ".." in path.parts or "\\" in article_id \
-            or "\x00" in article_id:
-        raise BadRequest(f"invalid article id {article_id!r}: use the path relative to the content root, "
-                         "without '..' or a leading '/'")
-    return article_id
 
 
 class Searcher:

@@ -2,7 +2,8 @@
 import pytest
 
 from kb.errors import ArticleNotFound, BadRequest
-from search.searcher import Filters, validate_article_id
+from kb.articles import validate_article_id
+from search.searcher import Filters
 
 pytestmark = pytest.mark.model
 
