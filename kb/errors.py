@@ -54,3 +54,10 @@ class ContentError(KBError):
 
     status = 422
     code = "content_error"
+
+
+class FeedbackUnavailable(KBError):
+    """The service was started without a feedback store."""
+
+    status = 503
+    code = "feedback_unavailable"

@@ -1,10 +1,16 @@
 """Shared fixtures: the real model (loaded once per session), a tiny deterministic encoder, fixture indexes."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +18,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+REPO = Path(__file__).parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
 FIXTURE_CONTENT = FIXTURES / "content"
 
@@ -84,3 +91,39 @@ def searcher(real_index, embedder):
     from search.searcher import Searcher
 
     return Searcher(open_current(real_index.index_dir, embedder.model_id), embedder, real_index)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(index_dir: Path, workdir: Path, env: dict[str, str] | None = None):
+    """`kb serve` as a real process on a free loopback port; yields (base URL, port) once /healthz is 200."""
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO),
+           "KB_FEEDBACK_DB": str(workdir / "feedback.sqlite"), **(env or {})}
+    log_path = workdir / "server.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--index-dir", str(index_dir),
+                                 "--port", str(port)], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.time() + 120
+            while True:
+                assert proc.poll() is None, log_path.read_text()
+                try:
+                    if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.time() < deadline, "server did not come up"
+                time.sleep(0.3)
+            yield base, port
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)

@@ -1,18 +1,12 @@
 """Agent pages in a real browser: Debian's chromium driven by Playwright against the real server and model."""
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, running_server
 
 pytestmark = pytest.mark.model
 REPO = Path(__file__).parent.parent
@@ -20,12 +14,6 @@ SHOTS = REPO / "test-output" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -40,27 +28,9 @@ def server(tmp_path_factory, embedder):
     (content / "Security").mkdir()
     shutil.copy(FIXTURES / "hostile" / "outlook-hostile-markup.md", content / "Security")
     build_index(load_settings({}, content_dir=content, index_dir=root / "index"), embedder, progress=False)
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "KB_FEEDBACK_DB": str(root / "fb.sqlite"),
-           "KB_MODEL_CACHE_DIR": str(root / "models"), "KB_LOG_LEVEL": "warning"}
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--index-dir", str(root / "index"),
-                             "--port", str(port)], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        assert proc.poll() is None, (root / "server.log").read_text()
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.time() < deadline, "server did not come up"
-        time.sleep(0.3)
-    yield base
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=30)
-    log.close()
+    with running_server(root / "index", root, {"KB_MODEL_CACHE_DIR": str(root / "models"),
+                                               "KB_LOG_LEVEL": "warning"}) as (base, _):
+        yield base
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, running_server
 
 pytestmark = pytest.mark.model
 REPO = Path(__file__).parent.parent
@@ -25,12 +24,6 @@ def kb(*args, stdin: str | None = None, timeout: int = 300) -> subprocess.Comple
                           env=ENV, cwd=REPO, timeout=timeout)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
     """Fixture articles plus one broken file, indexed by the CLI, served by a real uvicorn process."""
@@ -39,27 +32,9 @@ def deployment(tmp_path_factory):
     shutil.copytree(FIXTURES / "content", content)
     shutil.copy(FIXTURES / "broken" / "bad-yaml.md", content / "bad-yaml.md")
     index = kb("index", "--content", str(content), "--index-dir", str(root / "index"), "--quiet")
-    port = free_port()
-    log = open(root / "server.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--index-dir", str(root / "index"),
-                               "--port", str(port)], env={**ENV, "KB_FEEDBACK_DB": str(root / "fb.sqlite")},
-                              cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        assert server.poll() is None, (root / "server.log").read_text()
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.time() < deadline, "server did not come up"
-        time.sleep(0.3)
-    yield {"root": root, "content": content, "index": root / "index", "base": base, "port": port,
-           "index_run": index}
-    server.send_signal(signal.SIGTERM)
-    server.wait(timeout=30)
-    log.close()
+    with running_server(root / "index", root) as (base, port):
+        yield {"root": root, "content": content, "index": root / "index", "base": base, "port": port,
+               "index_run": index}
 
 
 def test_index_reports_problems_with_file_and_line_and_goes_on(deployment):

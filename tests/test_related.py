@@ -1,7 +1,6 @@
 """Related articles: nearest articles by embedding (real model on the fixture index; tiny vectors for the plumbing)."""
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import numpy as np
 import pytest

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 
-from kb.errors import BadRequest, KBError
+from kb.errors import BadRequest, FeedbackUnavailable
 from kb.feedback import SOURCES, FeedbackStore
 
 router = APIRouter(tags=["feedback"])
@@ -16,13 +16,6 @@ router = APIRouter(tags=["feedback"])
 YES = ("1", "true", "yes", "on", "y")
 NO = ("0", "false", "no", "off", "n")
 MAX_REDIRECT_CHARS = 4000
-
-
-class FeedbackUnavailable(KBError):
-    """The service was started without a feedback store."""
-
-    status = 503
-    code = "feedback_unavailable"
 
 
 class FeedbackRequest(BaseModel):
