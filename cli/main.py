@@ -31,6 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", parents=[common], help="serve the HTTP API")
     p.add_argument("--host", help="bind address (KB_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (KB_PORT, default 8000)")
+    p.add_argument("--watch", action=argparse.BooleanOptionalAction, default=None,
+                   help="re-index the content folder when it changes and swap the new version in without a "
+                        "restart (KB_WATCH, default on); --no-watch only follows versions built by other processes")
+
+    p = sub.add_parser("watch", parents=[common], help="watch the content folder and re-index on change "
+                       "(a separate process; a running `kb serve` picks each new version up)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("search", parents=[common], help="search from the command line")
     p.add_argument("query")
@@ -77,7 +84,42 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from search.app import create_app
 
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    watch = settings.watch if args.watch is None else args.watch
+    uvicorn.run(create_app(settings, watch=watch), host=settings.host, port=settings.port,
+                log_level=settings.log_level)
+    return 0
+
+
+def run_watch(args: argparse.Namespace, settings: Settings) -> int:
+    import threading
+
+    from indexer.build import build_index
+    from indexer.watch import watch_content
+    from kb.embedder import make_embedder
+    from kb.errors import Conflict, ContentError
+
+    encoder = make_embedder(settings, for_queries=False)
+
+    def build(paths: set[str] | None = None) -> None:
+        try:
+            report = build_index(settings, encoder, progress=not args.quiet)
+        except (Conflict, ContentError) as exc:  # another builder, or an empty folder: wait for the next change
+            print(f"kb watch: {exc.message}", file=sys.stderr)
+            return
+        for problem in report.problems:
+            print(f"{settings.content_dir / problem.path}:{problem.line}: {problem.severity}: {problem.message}",
+                  file=sys.stderr)
+        print(report.summary(), flush=True)
+
+    if not settings.content_dir.is_dir():
+        raise ContentError(f"content folder {settings.content_dir} does not exist")
+    build()
+    print(f"watching {settings.content_dir} (Ctrl+C to stop)", flush=True)
+    stop = threading.Event()
+    try:
+        watch_content(settings.content_dir, build, settings.watch_debounce_ms, stop)
+    except KeyboardInterrupt:
+        stop.set()
     return 0
 
 
@@ -167,7 +209,7 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-COMMANDS = {"index": run_index, "serve": run_serve, "search": run_search, "suggest": run_suggest, "eval": run_eval}
+COMMANDS = {"index": run_index, "serve": run_serve, "watch": run_watch, "search": run_search, "suggest": run_suggest, "eval": run_eval}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -21,6 +22,11 @@ from kb.settings import Settings
 from kb import store
 
 log = logging.getLogger("kb.build")
+Progress = Callable[[str, int, int], None]
+
+
+def _ignore_progress(stage: str, done: int, total: int) -> None:
+    pass
 
 
 @dataclass
@@ -48,6 +54,15 @@ class BuildReport:
                 f"{self.reused} unchanged, {self.deleted} removed, {self.drafts} drafts skipped, "
                 f"{self.embedded} passages embedded) in {self.seconds:.1f}s; "
                 f"{len(self.errors)} errors, {len(self.problems) - len(self.errors)} warnings")
+
+    def to_dict(self, max_problems: int = 200) -> dict:
+        """JSON form for the admin API: counts, then at most `max_problems` problems."""
+        return {"build_id": self.build_id, "articles": self.articles, "passages": self.passages,
+                "parsed": self.parsed, "reused": self.reused, "deleted": self.deleted, "drafts": self.drafts,
+                "embedded": self.embedded, "seconds": round(self.seconds, 3), "errors": len(self.errors),
+                "warnings": len(self.problems) - len(self.errors), "summary": self.summary(),
+                "problems": [{"path": p.path, "line": p.line, "severity": p.severity, "message": p.message}
+                             for p in self.problems[:max_problems]]}
 
 
 @dataclass
@@ -110,9 +125,14 @@ def _passage_row(passage: Passage) -> tuple:
 
 
 def build_index(settings: Settings, encoder: TextEncoder, *, full: bool = False, strict: bool = False,
-                progress: bool = True) -> BuildReport:
-    """Index `settings.content_dir` into a new version of `settings.index_dir` and switch to it."""
+                progress: bool = True, on_progress: Progress | None = None) -> BuildReport:
+    """Index `settings.content_dir` into a new version of `settings.index_dir` and switch to it.
+
+    `progress` shows tqdm bars; `on_progress(stage, done, total)` (stages scanning, embedding, writing)
+    feeds the admin API's job status.
+    """
     started = time.perf_counter()
+    on_progress = on_progress or _ignore_progress
     content_root = settings.content_dir
     if not content_root.is_dir():
         raise ContentError(f"content folder {content_root} does not exist")
@@ -125,7 +145,9 @@ def build_index(settings: Settings, encoder: TextEncoder, *, full: bool = False,
         kept_rows: dict[str, tuple] = {}  # article id -> row reused from the previous version
         fresh: list[tuple[Article, str]] = []
         seen_ids: dict[str, str] = {}
-        for path in tqdm(files, desc="articles", unit="art", disable=not progress):
+        for n, path in enumerate(tqdm(files, desc="articles", unit="art", disable=not progress)):
+            if n % 200 == 0:
+                on_progress("scanning", n, len(files))
             rel = path.relative_to(content_root).as_posix()
             article_id = rel[:-3]
             if article_id.lower() in seen_ids:
@@ -163,14 +185,15 @@ def build_index(settings: Settings, encoder: TextEncoder, *, full: bool = False,
             report.passages = sum(len(previous.passages.get(a, [])) for a in kept_rows)
             report.seconds = time.perf_counter() - started
             return report
-        report.build_id = _write(settings, encoder, previous, kept_rows, fresh, report, progress)
+        on_progress("scanning", len(files), len(files))
+        report.build_id = _write(settings, encoder, previous, kept_rows, fresh, report, progress, on_progress)
         store.prune_versions(settings.index_dir, settings.keep_versions)
     report.seconds = time.perf_counter() - started
     return report
 
 
 def _write(settings: Settings, encoder: TextEncoder, previous: _Previous | None, kept_rows: dict[str, tuple],
-           fresh: list[tuple[Article, str]], report: BuildReport, progress: bool) -> str:
+           fresh: list[tuple[Article, str]], report: BuildReport, progress: bool, on_progress: Progress) -> str:
     """Chunk and embed fresh articles, carry kept ones over, and write the version."""
     article_rows: list[tuple] = []
     passage_rows: list[tuple] = []
@@ -195,10 +218,15 @@ def _write(settings: Settings, encoder: TextEncoder, previous: _Previous | None,
     cache = EmbeddingCache(settings.index_dir, encoder.model_id, dim)
     try:
         with tqdm(total=len(new_passages), desc="passages", unit="psg", disable=not progress) as bar:
+            def advance(n: int) -> None:
+                bar.update(n)
+                on_progress("embedding", bar.n, len(new_passages))
+
+            on_progress("embedding", 0, len(new_passages))
             vectors, report.embedded = cache.embed(
                 [p.embed_text() for p in new_passages],
                 lambda texts: encoder.encode_passages(texts, batch_size=settings.batch_size),
-                progress=bar.update)
+                progress=advance)
             bar.update(len(new_passages) - bar.n)
     finally:
         cache.close()
@@ -212,6 +240,7 @@ def _write(settings: Settings, encoder: TextEncoder, previous: _Previous | None,
                 "content_hash": content_hash, "settings": settings_fingerprint(settings, encoder),
                 "library_versions": _library_versions()}
     build_id = store.new_build_id()
+    on_progress("writing", 0, len(passage_rows))
     store.write_version(settings.index_dir, build_id, article_rows, passage_rows, fts_rows, all_vectors, manifest)
     report.articles, report.passages = len(article_rows), len(passage_rows)
     return build_id

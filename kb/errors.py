@@ -61,3 +61,10 @@ class FeedbackUnavailable(KBError):
 
     status = 503
     code = "feedback_unavailable"
+
+
+class Unauthorized(KBError):
+    """An admin endpoint was called without the configured bearer token."""
+
+    status = 401
+    code = "unauthorized"

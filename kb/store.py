@@ -163,6 +163,7 @@ def write_version(index_dir: Path, build_id: str, articles: list[tuple], passage
     (tmp / MANIFEST).write_text(json.dumps(full_manifest, indent=2, sort_keys=True), encoding="utf-8")
     _fsync_path(tmp / MANIFEST)
     _fsync_path(tmp)
+    verify_version(tmp, manifest["model"])
     final = index_dir / build_id
     os.rename(tmp, final)
     switch_current(index_dir, build_id)
@@ -236,6 +237,12 @@ def open_version(version_dir: Path, model_id: str) -> IndexVersion:
     if rows != expected:
         raise IndexMismatch(f"index {version_dir}: {rows} passages in meta.sqlite, manifest says {expected}")
     return version
+
+
+def verify_version(version_dir: Path, model_id: str) -> None:
+    """Open a freshly written version as the service will, so that one failing its checks is never switched to."""
+    version = open_version(version_dir, model_id)
+    version.db().close()
 
 
 def open_current(index_dir: Path, model_id: str) -> IndexVersion:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -10,36 +11,95 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from indexer.build import BuildReport, build_index
+from indexer.jobs import BuildJobs
+from indexer.watch import ContentWatcher
 from kb.embedder import TextEncoder, make_embedder
 from kb.errors import KBError
 from kb.settings import Settings
-from kb.store import open_current
+from kb.store import current_id, open_current
 from kb.feedback import FeedbackStore
-from search.routes import api, feedback, health, pages
+from search.routes import admin, api, feedback, health, pages
 from search.searcher import Searcher
 
 log = logging.getLogger("kb.app")
 
 
 class ServiceState:
-    """What the running service holds: the encoder and the searcher of the version in service."""
+    """What the running service holds: the encoder, the searcher of the version in service, build jobs.
+
+    A new version goes into service by one reference swap (`self.searcher`): a request holds the searcher
+    it started with, so requests in flight finish on their version. A version that fails its checks on
+    open is never swapped in; it is remembered in `failed` and reported by /healthz.
+    """
 
     def __init__(self, settings: Settings, encoder: TextEncoder):
         self.settings, self.encoder = settings, encoder
         self.searcher: Searcher | None = None
         self.load_error: KBError | None = None
+        self.failed: dict[str, str] = {}  # build id -> why it was not put into service
         self.feedback = FeedbackStore(settings.feedback_db, settings.max_query_chars)
+        self.jobs = BuildJobs(self.build, on_built=lambda report: self.refresh())
+        self.watcher: ContentWatcher | None = None
+        self._swap = threading.Lock()
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    def build(self, on_progress) -> BuildReport:
+        """One incremental build of the content folder (run by a build job)."""
+        return build_index(self.settings, self.encoder, progress=False, on_progress=on_progress)
 
     def load(self) -> None:
         """Open the current index version; keep serving the old one (or none) if it fails its checks."""
-        try:
-            version = open_current(self.settings.index_dir, self.encoder.model_id)
-            self.searcher = Searcher(version, self.encoder, self.settings)
-            self.load_error = None
-            log.info("serving index version %s", version.build_id)
-        except KBError as exc:
-            self.load_error = exc
-            log.error("index not loaded: %s", exc.message)
+        self.refresh()
+
+    def refresh(self) -> bool:
+        """Swap in the version named by CURRENT if it is new and passes its checks; True when swapped."""
+        with self._swap:
+            build_id = current_id(self.settings.index_dir)
+            serving = self.searcher.version.build_id if self.searcher else None
+            if build_id is not None and (build_id == serving or build_id in self.failed):
+                return False
+            try:
+                version = open_current(self.settings.index_dir, self.encoder.model_id)
+                searcher = Searcher(version, self.encoder, self.settings)
+            except KBError as exc:
+                self.load_error = exc
+                if build_id is not None:
+                    self.failed[build_id] = exc.message
+                if self.searcher is None:
+                    log.error("index not loaded: %s", exc.message)
+                else:
+                    log.error("index version %s not put into service, still serving %s: %s", build_id, serving,
+                              exc.message)
+                return False
+            self.searcher, self.load_error = searcher, None
+            log.info("serving index version %s (%d passages)", version.build_id, version.vectors.ntotal)
+            return True
+
+    def start_background(self, watch: bool) -> None:
+        """Follow CURRENT (builds by `kb index` / `kb watch`) and, with `watch`, re-index on content changes."""
+        if self.settings.reload_poll_seconds > 0:
+            self._poller = threading.Thread(target=self._follow, name="version-follower", daemon=True)
+            self._poller.start()
+        if watch:
+            self.watcher = ContentWatcher(self.settings.content_dir, lambda paths: self.jobs.request("watch"),
+                                          self.settings.watch_debounce_ms)
+            self.watcher.start()
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.settings.reload_poll_seconds):
+            if self.jobs.running is None:  # the job swaps in its own version when it finishes
+                try:
+                    self.refresh()
+                except Exception:  # noqa: BLE001 - keep following
+                    log.exception("checking for a new index version failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.watcher is not None:
+            self.watcher.stop()
+        self.jobs.wait(timeout=60)
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
@@ -86,21 +146,27 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(500, "internal_error", "unexpected error; see the service log")
 
 
-def create_app(settings: Settings, encoder: TextEncoder | None = None) -> FastAPI:
-    """The service for `settings`; pass `encoder` to share an already loaded model (tests, benchmarks)."""
+def create_app(settings: Settings, encoder: TextEncoder | None = None, watch: bool = False) -> FastAPI:
+    """The service for `settings`; pass `encoder` to share an already loaded model (tests, benchmarks).
+
+    With `watch`, changes in the content folder are indexed and swapped in while the service runs.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state = ServiceState(settings, encoder or make_embedder(settings))
         state.encoder.encode_queries(["warm up"])  # load the model before the first request
         state.load()
+        state.start_background(watch)
         app.state.kb = state
         yield
+        state.stop()
 
     app = FastAPI(title="KB Search", version="0.1.0", lifespan=lifespan,
                   description="Search and ticket suggestions over a Markdown support knowledge base.")
     install_error_handlers(app)
     app.include_router(api.router)
+    app.include_router(admin.router)
     app.include_router(health.router)
     app.include_router(feedback.router)
     app.include_router(pages.router)

@@ -100,8 +100,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(index_dir: Path, workdir: Path, env: dict[str, str] | None = None):
-    """`kb serve` as a real process on a free loopback port; yields (base URL, port) once /healthz is 200."""
+def running_server(index_dir: Path, workdir: Path, env: dict[str, str] | None = None,
+                   args: tuple[str, ...] = ("--no-watch",)):
+    """`kb serve ARGS` as a real process on a free loopback port; yields (base URL, port) once /healthz is 200."""
     import httpx
 
     port = free_port()
@@ -110,7 +111,7 @@ def running_server(index_dir: Path, workdir: Path, env: dict[str, str] | None = 
     log_path = workdir / "server.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--index-dir", str(index_dir),
-                                 "--port", str(port)], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+                                 "--port", str(port), *args], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         try:
             base = f"http://127.0.0.1:{port}"
             deadline = time.time() + 120

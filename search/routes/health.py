@@ -1,4 +1,4 @@
-"""GET /healthz: the index version in service, its counts and the model."""
+"""GET /healthz: the index version in service, its counts, the model, and versions refused on open."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
@@ -7,12 +7,17 @@ from fastapi.responses import JSONResponse
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="Index version, counts and model")
+@router.get("/healthz", summary="Index version, counts, model and reload status")
 def healthz(request: Request):
     state = request.app.state.kb
-    if state.searcher is None:
-        error = state.load_error
-        return JSONResponse({"status": "no_index", "model": state.encoder.model_id,
-                             "error": {"code": error.code, "message": error.message} if error else None},
-                            status_code=503)
-    return state.searcher.health()
+    error = state.load_error
+    reload = {"watching": state.watcher is not None,
+              "build_running": state.jobs.running.id if state.jobs.running else None,
+              "failed_versions": dict(state.failed),
+              "error": {"code": error.code, "message": error.message} if error else None}
+    searcher = state.searcher
+    if searcher is None:
+        return JSONResponse({"status": "no_index", "model": state.encoder.model_id, "error": reload["error"],
+                             "reload": reload}, status_code=503)
+    # A newer version that failed its checks: still answering from the previous one, but say so.
+    return {**searcher.health(), "status": "degraded" if error else "ok", "reload": reload}

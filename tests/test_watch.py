@@ -1,0 +1,40 @@
+"""Content watching: Markdown changes only, a burst of writes arrives as one batch, stop ends the watch."""
+import queue
+import threading
+import time
+
+import pytest
+
+from indexer.watch import is_content_file, watch_content
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("/c/Outlook/a.md", True), ("/c/a.markdown", True), ("/c/.a.md.swp", False), ("/c/a.md~", False),
+    ("/c/.#a.md", False), ("/c/media/a.png", False), ("/c/.hidden.md", False), ("/c/notes.txt", False),
+])
+def test_is_content_file(path, expected):
+    assert is_content_file(path) is expected
+
+
+def test_a_burst_of_writes_is_one_batch_and_other_files_are_ignored(tmp_path):
+    (tmp_path / "sub").mkdir()
+    batches: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    thread = threading.Thread(target=watch_content, args=(tmp_path, batches.put, 200, stop), daemon=True)
+    thread.start()
+    time.sleep(0.5)  # let inotify watches settle
+    try:
+        for name in ("a.md", "b.md", "sub/c.md"):
+            (tmp_path / name).write_text("# x\n")
+        batch = batches.get(timeout=10)
+        assert {p.removeprefix(str(tmp_path) + "/") for p in batch} == {"a.md", "b.md", "sub/c.md"}
+        (tmp_path / "image.png").write_bytes(b"x")
+        (tmp_path / ".a.md.swp").write_text("x")
+        with pytest.raises(queue.Empty):
+            batches.get(timeout=1.5)
+        (tmp_path / "a.md").unlink()
+        assert batches.get(timeout=10) == {str(tmp_path / "a.md")}
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
