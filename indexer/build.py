@@ -67,12 +67,10 @@ class BuildReport:
 
 @dataclass
 class _Previous:
-    """The version in service, as far as an incremental build needs it."""
+    """The version in service, as far as an incremental build needs it: what each article was built from."""
 
-    manifest: dict
-    articles: dict[str, tuple]  # id -> article row
-    passages: dict[str, list[tuple]]  # article id -> passage rows
-    vectors: np.ndarray
+    version: store.IndexVersion
+    articles: dict[str, tuple[list[str], str, int]]  # id -> (include paths, source hash, passages)
 
 
 def settings_fingerprint(settings: Settings, encoder: TextEncoder) -> dict:
@@ -101,14 +99,10 @@ def _load_previous(settings: Settings, encoder: TextEncoder) -> _Previous | None
     if version.manifest.get("settings") != settings_fingerprint(settings, encoder):
         return None
     db = version.db()
-    articles = {row["id"]: tuple(row) for row in db.execute("SELECT * FROM articles")}
-    passages: dict[str, list[tuple]] = {}
-    for row in db.execute("SELECT * FROM passages ORDER BY row"):
-        passages.setdefault(row["article_id"], []).append(tuple(row))
-    vectors = version.vectors.reconstruct_n(0, version.vectors.ntotal) if version.vectors.ntotal else \
-        np.zeros((0, version.manifest["dim"]), dtype=np.float32)
-    db.close()
-    return _Previous(version.manifest, articles, passages, vectors)
+    counts = dict(db.execute("SELECT article_id, count(*) FROM passages GROUP BY article_id"))
+    articles = {aid: (json.loads(includes), source_hash, counts.get(aid, 0))
+                for aid, includes, source_hash in db.execute("SELECT id, includes, source_hash FROM articles")}
+    return _Previous(version, articles)
 
 
 def article_row(article: Article, source_hash: str) -> tuple:
@@ -142,7 +136,7 @@ def build_index(settings: Settings, encoder: TextEncoder, *, full: bool = False,
         previous = None if full else _load_previous(settings, encoder)
         old_articles = previous.articles if previous else {}
         files = discover(content_root)
-        kept_rows: dict[str, tuple] = {}  # article id -> row reused from the previous version
+        kept: set[str] = set()  # ids of articles carried over unchanged from the previous version
         fresh: list[tuple[Article, str]] = []
         seen_ids: dict[str, str] = {}
         for n, path in enumerate(tqdm(files, desc="articles", unit="art", disable=not progress)):
@@ -156,10 +150,9 @@ def build_index(settings: Settings, encoder: TextEncoder, *, full: bool = False,
                 continue
             seen_ids[article_id.lower()] = rel
             old = old_articles.get(article_id)
-            old_includes = json.loads(old[12]) if old else []
-            source_hash = hash_source(path, content_root, old_includes)
-            if old is not None and old[14] == source_hash:
-                kept_rows[article_id] = old
+            source_hash = hash_source(path, content_root, old[0] if old else [])
+            if old is not None and old[1] == source_hash:
+                kept.add(article_id)
                 continue
             article, problems = parse_article(path, content_root)
             report.problems.extend(problems)
@@ -167,7 +160,7 @@ def build_index(settings: Settings, encoder: TextEncoder, *, full: bool = False,
                 if old is not None:
                     report.problems.append(Problem(rel, 0, "kept the previously indexed version of this article",
                                                    "warning"))
-                    kept_rows[article_id] = old
+                    kept.add(article_id)
                 continue
             if article.status == "draft":
                 report.drafts += 1
@@ -176,74 +169,75 @@ def build_index(settings: Settings, encoder: TextEncoder, *, full: bool = False,
         if strict and report.errors:
             raise ContentError(f"{len(report.errors)} content errors (--strict): " +
                                "; ".join(str(p) for p in report.errors[:5]))
-        if not kept_rows and not fresh:
+        if not kept and not fresh:
             raise ContentError(f"no publishable articles found in {content_root}")
-        report.deleted = len(set(old_articles) - set(kept_rows) - {a.article_id for a, _ in fresh})
-        report.reused, report.parsed = len(kept_rows), len(fresh)
+        report.deleted = len(set(old_articles) - kept - {a.article_id for a, _ in fresh})
+        report.reused, report.parsed = len(kept), len(fresh)
         if previous is not None and not fresh and not report.deleted:
-            report.articles = len(kept_rows)
-            report.passages = sum(len(previous.passages.get(a, [])) for a in kept_rows)
+            report.articles = len(kept)
+            report.passages = sum(old_articles[a][2] for a in kept)
             report.seconds = time.perf_counter() - started
             return report
         on_progress("scanning", len(files), len(files))
-        report.build_id = _write(settings, encoder, previous, kept_rows, fresh, report, progress, on_progress)
+        report.build_id = _write(settings, encoder, previous, kept, fresh, report, progress, on_progress)
         store.prune_versions(settings.index_dir, settings.keep_versions)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _write(settings: Settings, encoder: TextEncoder, previous: _Previous | None, kept_rows: dict[str, tuple],
+def _write(settings: Settings, encoder: TextEncoder, previous: _Previous | None, kept: set[str],
            fresh: list[tuple[Article, str]], report: BuildReport, progress: bool, on_progress: Progress) -> str:
-    """Chunk and embed fresh articles, carry kept ones over, and write the version."""
-    article_rows: list[tuple] = []
-    passage_rows: list[tuple] = []
-    vector_parts: list[np.ndarray] = []
-    titles: dict[str, str] = {}
-    for article_id in sorted(kept_rows):
-        row = kept_rows[article_id]
-        article_rows.append(row)
-        titles[article_id] = row[2]
-        old = previous.passages.get(article_id, []) if previous else []
-        passage_rows.extend(old)
-        if old:
-            vector_parts.append(previous.vectors[[p[0] for p in old]])
-    new_passages: list[Passage] = []
-    for article, source_hash in fresh:
-        article_rows.append(article_row(article, source_hash))
-        titles[article.article_id] = article.title
-        new_passages.extend(split_article(article, settings.passage_max_words, settings.passage_min_words))
+    """Chunk and embed fresh articles and write the version: from scratch, or as a patch of the previous one."""
+    article_rows = [article_row(article, source_hash) for article, source_hash in fresh]
+    new_passages = [passage for article, _ in fresh
+                    for passage in split_article(article, settings.passage_max_words, settings.passage_min_words)]
     # The previous version knows the dimension: asking the encoder would load the model even when every
     # passage text is already in the cache (deletions, front-matter-only edits).
-    dim = previous.manifest["dim"] if previous else encoder.dim
-    cache = EmbeddingCache(settings.index_dir, encoder.model_id, dim)
-    try:
-        with tqdm(total=len(new_passages), desc="passages", unit="psg", disable=not progress) as bar:
-            def advance(n: int) -> None:
-                bar.update(n)
-                on_progress("embedding", bar.n, len(new_passages))
-
-            on_progress("embedding", 0, len(new_passages))
-            vectors, report.embedded = cache.embed(
-                [p.embed_text() for p in new_passages],
-                lambda texts: encoder.encode_passages(texts, batch_size=settings.batch_size),
-                progress=advance)
-            bar.update(len(new_passages) - bar.n)
-    finally:
-        cache.close()
-    passage_rows.extend(_passage_row(p) for p in new_passages)
-    vector_parts.append(vectors)
-    passage_rows = [(i, *row[1:]) for i, row in enumerate(passage_rows)]
-    fts_rows = [(row[0], titles[row[2]], " ".join(json.loads(row[3])), row[5]) for row in passage_rows]
-    all_vectors = np.concatenate(vector_parts) if vector_parts else np.zeros((0, dim), np.float32)
-    content_hash = hashlib.sha256("".join(sorted(r[0] + r[14] for r in article_rows)).encode()).hexdigest()
+    dim = previous.version.manifest["dim"] if previous else encoder.dim
+    vectors = _embed(settings, encoder, dim, new_passages, report, progress, on_progress)
+    passage_rows = [_passage_row(p) for p in new_passages]
+    hashes = {row[0]: row[14] for row in article_rows}
+    if previous is not None:
+        hashes.update((aid, previous.articles[aid][1]) for aid in kept)
+    content_hash = hashlib.sha256("".join(sorted(aid + h for aid, h in hashes.items())).encode()).hexdigest()
     manifest = {"model": encoder.model_id, "dim": dim, "normalised": True, "faiss_index": "IndexFlatIP",
                 "content_hash": content_hash, "settings": settings_fingerprint(settings, encoder),
                 "library_versions": _library_versions()}
     build_id = store.new_build_id()
     on_progress("writing", 0, len(passage_rows))
-    store.write_version(settings.index_dir, build_id, article_rows, passage_rows, fts_rows, all_vectors, manifest)
-    report.articles, report.passages = len(article_rows), len(passage_rows)
+    if previous is None:
+        passage_rows = [(i, *row[1:]) for i, row in enumerate(passage_rows)]
+        titles = {row[0]: row[2] for row in article_rows}
+        fts_rows = [(row[0], titles[row[2]], " ".join(json.loads(row[3])), row[5]) for row in passage_rows]
+        store.write_version(settings.index_dir, build_id, article_rows, passage_rows, fts_rows, vectors, manifest)
+    else:
+        remove = set(previous.articles) - kept
+        store.write_delta_version(settings.index_dir, build_id, previous.version, remove, article_rows,
+                                  passage_rows, vectors, manifest)
+    report.articles = len(hashes)
+    report.passages = len(passage_rows) + (sum(previous.articles[a][2] for a in kept) if previous else 0)
     return build_id
+
+
+def _embed(settings: Settings, encoder: TextEncoder, dim: int, passages: list[Passage], report: BuildReport,
+           progress: bool, on_progress: Progress) -> np.ndarray:
+    """Vectors of `passages`, from the embedding cache where it has them."""
+    cache = EmbeddingCache(settings.index_dir, encoder.model_id, dim)
+    try:
+        with tqdm(total=len(passages), desc="passages", unit="psg", disable=not progress) as bar:
+            def advance(n: int) -> None:
+                bar.update(n)
+                on_progress("embedding", bar.n, len(passages))
+
+            on_progress("embedding", 0, len(passages))
+            vectors, report.embedded = cache.embed(
+                [p.embed_text() for p in passages],
+                lambda texts: encoder.encode_passages(texts, batch_size=settings.batch_size),
+                progress=advance)
+            bar.update(len(passages) - bar.n)
+    finally:
+        cache.close()
+    return vectors if len(passages) else np.zeros((0, dim), np.float32)
 
 
 def _library_versions() -> dict:

@@ -233,3 +233,42 @@ def test_a_deletion_does_not_need_the_model(content_copy, tmp_path, tiny_encoder
     report = build_index(settings, encoder, progress=False)
     assert report.deleted == 1 and report.build_id
     assert encoder.dim_reads == 0 and tiny_encoder.calls == calls
+
+
+def snapshot(settings, model_id) -> dict:
+    """A version's content keyed by passage id, independent of row order: what a delta build must reproduce."""
+    from search.lexical import search_lexical
+
+    version = store.open_current(settings.index_dir, model_id)
+    db = version.db()
+    pid = dict(db.execute("SELECT row, passage_id FROM passages"))
+    assert sorted(pid) == list(range(version.vectors.ntotal))  # rows dense, FAISS row i = passage row i
+    vectors = {pid[r]: version.vectors.reconstruct(r).round(5).tolist() for r in pid}
+    bm25 = {q: {pid[r]: round(s, 6) for r, s in search_lexical(db, q, 100).items()}
+            for q in ("outlook password", "teams microphone", "sync onedrive", "kata sandi", "error", "tombol")}
+    return {"articles": sorted(tuple(r) for r in db.execute("SELECT * FROM articles")),
+            "passages": sorted(tuple(r)[1:] for r in db.execute("SELECT * FROM passages")),
+            "vectors": vectors, "bm25": bm25, "term_df": dict(db.execute("SELECT term, df FROM term_df")),
+            "counts": version.manifest["counts"], "content_hash": version.manifest["content_hash"]}
+
+
+def test_delta_builds_equal_a_full_build_of_the_same_content(content_copy, tmp_path, tiny_encoder):
+    settings = settings_for(content_copy, tmp_path)
+    build_index(settings, tiny_encoder, progress=False)
+    teams = content_copy / "Teams/teams-microphone-not-working.md"
+    steps = [
+        lambda: (content_copy / "Outlook/outlook-password-prompt.md").unlink(),  # rows freed: tail rows move
+        lambda: teams.write_text(teams.read_text() + "\n\n## More\n\n" + "Extra microphone tip. " * 300),  # grows
+        lambda: (content_copy / "Teams/new.md").write_text("---\ntitle: New one\n---\n\nSync error text here.\n"),
+        lambda: teams.write_text("---\ntitle: Teams microphone\n---\n\nShort now.\n"),  # shrinks
+    ]
+    for step in steps:
+        step()
+        report = build_index(settings, tiny_encoder, progress=False)
+        assert report.build_id and report.passages == store.open_current(
+            settings.index_dir, tiny_encoder.model_id).vectors.ntotal
+        delta = snapshot(settings, tiny_encoder.model_id)
+        full_settings = settings_for(content_copy, tmp_path / "full")
+        shutil.rmtree(full_settings.index_dir, ignore_errors=True)
+        build_index(full_settings, tiny_encoder, full=True, progress=False)
+        assert delta == snapshot(full_settings, tiny_encoder.model_id)

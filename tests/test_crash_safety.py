@@ -72,15 +72,19 @@ def edit(content: Path, n: int) -> str:
     return token
 
 
+WRITING = {"write_version", "write_delta_version", "_publish", "_fsync_path", "verify_version"}
+
+
 def pick_kill_points(trace: list, rng: random.Random) -> list[list]:
-    """20 distinct lines: 3 in switch_current, 5 in write_version, 12 anywhere else; a random occurrence each."""
-    by_group: dict[str, list] = {"switch_current": [], "write_version": [], "other": []}
+    """20 distinct lines: 3 in switch_current, 5 while the version's files are written and published,
+    12 anywhere else in the build; a random occurrence of each."""
+    groups: dict[str, list] = {"switch": [], "write": [], "other": []}
     for path, line, function, count in trace:
-        group = function if function in by_group else "other"
-        by_group[group].append((path, line, function, count))
+        group = "switch" if function == "switch_current" else "write" if function in WRITING else "other"
+        groups[group].append((path, line, function, count))
     chosen = []
-    for group, n in (("switch_current", 3), ("write_version", 5), ("other", 12)):
-        chosen += rng.sample(sorted(by_group[group]), n)
+    for group, n in (("switch", 3), ("write", 5), ("other", 12)):
+        chosen += rng.sample(sorted(groups[group]), n)
     return [[path, line, rng.randint(1, count), function] for path, line, function, count in chosen]
 
 

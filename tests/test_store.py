@@ -109,3 +109,18 @@ def test_damaged_files_are_a_clear_error(tmp_path, name):
     (tmp_path / build_id / name).write_bytes(b"garbage" * 10)
     with pytest.raises(IndexMismatch, match="damaged"):
         store.open_current(tmp_path, MODEL)
+
+
+@pytest.mark.parametrize("n_old, removed, added", [
+    (10, [2, 5], 0), (10, [2, 5], 2), (10, [2, 5], 5), (10, [8, 9], 0), (10, [0, 9], 1), (5, [], 3),
+    (4, [0, 1, 2, 3], 0), (4, [0, 1, 2, 3], 6), (0, [], 2), (12, [1, 3, 11], 1),
+])
+def test_plan_rows_keeps_rows_dense_and_moves_only_tail_rows(n_old, removed, added):
+    rows_for_new, moves, n_new = store.plan_rows(n_old, removed, added)
+    assert n_new == n_old - len(removed) + added and len(rows_for_new) == added
+    survivors = {r for r in range(n_old) if r not in removed}
+    final = {dst for _, dst in moves} | (survivors - {src for src, _ in moves}) | set(rows_for_new)
+    assert final == set(range(n_new))  # every row 0..n_new-1 is used exactly once
+    assert len(final) == len(moves) + len(survivors) - len(moves) + len(rows_for_new)
+    assert all(src in survivors and src >= n_new for src, _ in moves)
+    assert len(moves) <= len(removed)
