@@ -79,13 +79,30 @@ def settings_fingerprint(settings: Settings, encoder: TextEncoder) -> dict:
             "passage_min_words": settings.passage_min_words}
 
 
+# path -> ((mtime ns, ctime ns, size, inode), sha256 of the bytes). Builds in one long-lived process
+# (`kb serve --watch`, `kb watch`) re-read only files whose stat changed; `kb index` starts empty.
+_digests: dict[str, tuple[tuple[int, int, int, int], bytes]] = {}
+
+
+def file_digest(path: Path) -> bytes:
+    """sha256 of a file's bytes, re-read only when its stat changed since the last call."""
+    st = path.stat()
+    key = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+    hit = _digests.get(str(path))
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    digest = hashlib.sha256(path.read_bytes()).digest()
+    _digests[str(path)] = (key, digest)
+    return digest
+
+
 def hash_source(path: Path, content_root: Path, includes: list[str]) -> str:
     """Hash of the article file plus the include files it used last time."""
-    digest = hashlib.sha256(path.read_bytes())
+    digest = hashlib.sha256(file_digest(path))
     for rel in includes:
         include = content_root / rel
         digest.update(rel.encode())
-        digest.update(include.read_bytes() if include.is_file() else b"<missing>")
+        digest.update(file_digest(include) if include.is_file() else b"<missing>")
     return digest.hexdigest()
 
 

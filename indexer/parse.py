@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,18 +45,24 @@ class Context:
 
 
 def discover(content_root: Path) -> list[Path]:
-    """All article files under content_root, sorted, without includes, TOCs and root README/SOURCE."""
+    """All article files under content_root, sorted, without includes, TOCs and root README/SOURCE.
+
+    os.walk rather than Path.rglob: hidden and includes folders are pruned before they are read, and a
+    4,500-article tree is listed in a fraction of the time (this runs on every watch-triggered build).
+    """
     found = []
-    for path in content_root.rglob("*.md"):
-        parts = path.relative_to(content_root).parts
-        if any(part.startswith(".") for part in parts) or not path.is_file():
-            continue
-        if any(part.lower() == "includes" for part in parts[:-1]) or parts[-1].lower() == "toc.md":
-            continue
-        if len(parts) == 1 and parts[0].lower() in ROOT_FRAGMENTS:
-            continue
-        found.append(path)
-    return sorted(found)
+    for folder, dirs, files in os.walk(content_root):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d.lower() != "includes"]
+        at_root = folder == str(content_root)  # os.walk yields the top folder exactly as given
+        for name in files:
+            if not name.endswith(".md") or name.startswith(".") or name.lower() == "toc.md":
+                continue
+            if at_root and name.lower() in ROOT_FRAGMENTS:
+                continue
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                found.append(path)
+    return [Path(path) for path in sorted(found)]
 
 
 def relative_path(path: Path, content_root: Path) -> str:
