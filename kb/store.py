@@ -10,6 +10,7 @@ import secrets
 import shutil
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -283,14 +284,23 @@ def remove_leftovers(index_dir: Path) -> list[str]:
     return removed
 
 
-def prune_versions(index_dir: Path, keep: int) -> list[str]:
-    """Delete the oldest versions beyond `keep`, never the one in service."""
+def prune_versions(index_dir: Path, keep: int, grace_seconds: float = 0.0) -> list[str]:
+    """Delete the oldest versions beyond `keep`, never the one in service, nor one replaced less than
+    `grace_seconds` ago (a service that follows CURRENT may still be answering from it)."""
     current = current_id(index_dir)
-    versions = [v for v in list_versions(index_dir) if v != current]
-    doomed = versions[: max(0, len(versions) - max(keep - 1, 0))]
+    versions = list_versions(index_dir)
+    others = [v for v in versions if v != current]
+    doomed = others[: max(0, len(others) - max(keep - 1, 0))]
+    now = time.time()
+    removed = []
     for name in doomed:
+        position = versions.index(name)
+        successor = versions[position + 1] if position + 1 < len(versions) else name
+        if now - (index_dir / successor / MANIFEST).stat().st_mtime < grace_seconds:
+            continue
         shutil.rmtree(index_dir / name)
-    return doomed
+        removed.append(name)
+    return removed
 
 
 def read_manifest(version_dir: Path) -> dict:

@@ -148,12 +148,18 @@ def test_empty_content_folder_is_a_clear_error(tmp_path, tiny_encoder):
 
 
 def test_old_versions_are_pruned(content_copy, tmp_path, tiny_encoder):
-    settings = settings_for(content_copy, tmp_path, keep_versions=2)
+    settings = settings_for(content_copy, tmp_path, keep_versions=2, prune_grace_seconds=0.0)
     page = content_copy / "OneDrive/onedrive-sync-stuck.md"
     for n in range(4):
         page.write_text(page.read_text() + f"\nEdit number {n}.\n")
         build_index(settings, tiny_encoder, progress=False)
     assert len(store.list_versions(settings.index_dir)) == 2
+    # Within the grace period a replaced version stays: a service following CURRENT may still use it.
+    graceful = settings_for(content_copy, tmp_path, keep_versions=2, prune_grace_seconds=60.0)
+    for n in range(2):
+        page.write_text(page.read_text() + f"\nLater edit {n}.\n")
+        build_index(graceful, tiny_encoder, progress=False)
+    assert len(store.list_versions(settings.index_dir)) == 4
 
 
 KILLED_BUILD = textwrap.dedent("""
