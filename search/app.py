@@ -86,6 +86,7 @@ class ServiceState:
             self.watcher = ContentWatcher(self.settings.content_dir, lambda paths: self.jobs.request("watch"),
                                           self.settings.watch_debounce_ms)
             self.watcher.start()
+            self.jobs.request("start")  # catch up with edits made while the service was down (or no index yet)
 
     def _follow(self) -> None:
         while not self._stop.wait(self.settings.reload_poll_seconds):

@@ -163,3 +163,13 @@ def test_service_follows_versions_built_by_another_process(content_copy, tmp_pat
             time.sleep(0.05)
         assert client.get("/healthz").json()["index_version"] == report.build_id
         assert finds(client) == [ARTICLE]
+
+
+def test_watching_service_started_without_an_index_builds_one(content_copy, tmp_path, tiny_encoder):
+    settings = make_settings(content_copy, tmp_path)
+    with TestClient(create_app(settings, encoder=tiny_encoder, watch=True)) as client:
+        deadline = time.time() + 30
+        while client.get("/healthz").status_code != 200 and time.time() < deadline:
+            time.sleep(0.1)
+        health = client.get("/healthz").json()
+        assert health["status"] == "ok" and health["counts"]["articles"] == 8
