@@ -116,3 +116,31 @@ def test_cli_missing_index_is_a_clear_message(tmp_path):
 def test_cli_eval_names_a_missing_dataset_file(tmp_path):
     run = kb("eval", str(tmp_path), "--content", str(FIXTURES / "content"))
     assert run.returncode == 2 and "queries.jsonl" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_kb_watch_process_publishes_edits_to_a_running_service(tmp_path):
+    """`kb watch` in one process, `kb serve --no-watch` in another: a saved edit becomes searchable over HTTP."""
+    content, index = tmp_path / "content", tmp_path / "index"
+    shutil.copytree(FIXTURES / "content", content)
+    assert kb("index", "--content", str(content), "--index-dir", str(index), "--quiet").returncode == 0
+    env = {**ENV, "KB_WATCH_DEBOUNCE_MS": "100"}
+    with open(tmp_path / "watch.log", "w") as log:
+        watcher = subprocess.Popen([sys.executable, "-m", "cli.main", "watch", "--quiet", "--content", str(content),
+                                    "--index-dir", str(index)], env=env, cwd=REPO, stdout=log, stderr=log)
+    try:
+        with running_server(index, tmp_path, env={"KB_RELOAD_POLL_SECONDS": "0.2"}) as (base, _):
+            deadline = time.time() + 120
+            while "watching" not in (tmp_path / "watch.log").read_text():
+                assert watcher.poll() is None and time.time() < deadline, (tmp_path / "watch.log").read_text()
+                time.sleep(0.2)
+            page = content / "OneDrive/onedrive-sync-stuck.md"
+            page.write_text(page.read_text() + "\n\n## Quokkaflare\n\nThe quokkaflare toggle resets the sync.\n")
+            found = []
+            while not found and time.time() < deadline:
+                time.sleep(0.2)
+                found = httpx.get(base + "/api/search", params={"q": "quokkaflare", "mode": "lexical"}).json()["results"]
+            assert [hit["id"] for hit in found] == ["OneDrive/onedrive-sync-stuck"], (tmp_path / "watch.log").read_text()
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        assert watcher.wait(timeout=30) == 0
+    assert "1 parsed" in (tmp_path / "watch.log").read_text()
