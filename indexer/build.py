@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,25 +85,28 @@ def settings_fingerprint(settings: Settings, encoder: TextEncoder) -> dict:
 _digests: dict[str, tuple[tuple[int, int, int, int], bytes]] = {}
 
 
-def file_digest(path: Path) -> bytes:
+def file_digest(path: str) -> bytes:
     """sha256 of a file's bytes, re-read only when its stat changed since the last call."""
-    st = path.stat()
+    st = os.stat(path)
     key = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
-    hit = _digests.get(str(path))
+    hit = _digests.get(path)
     if hit is not None and hit[0] == key:
         return hit[1]
-    digest = hashlib.sha256(path.read_bytes()).digest()
-    _digests[str(path)] = (key, digest)
+    with open(path, "rb") as handle:
+        digest = hashlib.sha256(handle.read()).digest()
+    _digests[path] = (key, digest)
     return digest
 
 
 def hash_source(path: Path, content_root: Path, includes: list[str]) -> str:
     """Hash of the article file plus the include files it used last time."""
-    digest = hashlib.sha256(file_digest(path))
+    digest = hashlib.sha256(file_digest(str(path)))
     for rel in includes:
-        include = content_root / rel
         digest.update(rel.encode())
-        digest.update(file_digest(include) if include.is_file() else b"<missing>")
+        try:
+            digest.update(file_digest(os.path.join(content_root, rel)))
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            digest.update(b"<missing>")
     return digest.hexdigest()
 
 
@@ -153,13 +157,15 @@ def build_index(settings: Settings, encoder: TextEncoder, *, full: bool = False,
         previous = None if full else _load_previous(settings, encoder)
         old_articles = previous.articles if previous else {}
         files = discover(content_root)
+        root_prefix = os.path.join(content_root, "")  # discover() joins onto the root exactly as given
         kept: set[str] = set()  # ids of articles carried over unchanged from the previous version
         fresh: list[tuple[Article, str]] = []
         seen_ids: dict[str, str] = {}
         for n, path in enumerate(tqdm(files, desc="articles", unit="art", disable=not progress)):
             if n % 200 == 0:
                 on_progress("scanning", n, len(files))
-            rel = path.relative_to(content_root).as_posix()
+            rel = str(path)[len(root_prefix):] if str(path).startswith(root_prefix) else \
+                path.relative_to(content_root).as_posix()
             article_id = rel[:-3]
             if article_id.lower() in seen_ids:
                 report.problems.append(Problem(rel, 0, f"duplicate article id: differs only in case from "

@@ -130,6 +130,15 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def _scratch_connection(path: Path) -> sqlite3.Connection:
+    """A connection to a file in a temp folder: no journal, no syncs (a killed build's folder is discarded,
+    and the finished file is fsynced once before it is published)."""
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode = OFF")
+    conn.execute("PRAGMA synchronous = OFF")
+    return conn
+
+
 def write_version(index_dir: Path, build_id: str, articles: list[tuple], passages: list[tuple],
                   fts_rows: list[tuple], vectors: np.ndarray, manifest: dict) -> Path:
     """Write a complete version into a temp folder, rename it into place, then switch CURRENT to it.
@@ -146,7 +155,7 @@ def write_version(index_dir: Path, build_id: str, articles: list[tuple], passage
     if len(vectors):
         index.add(np.ascontiguousarray(vectors, dtype=np.float32))
     faiss.write_index(index, str(tmp / VECTORS))
-    conn = sqlite3.connect(tmp / META)
+    conn = _scratch_connection(tmp / META)
     try:
         conn.executescript(SCHEMA)
         conn.executemany(f"INSERT INTO articles VALUES ({','.join('?' * len(ARTICLE_COLUMNS))})", articles)
@@ -205,7 +214,7 @@ def write_delta_version(index_dir: Path, build_id: str, previous: IndexVersion, 
     tmp = index_dir / f"{TMP_PREFIX}{build_id}"
     tmp.mkdir(parents=True)
     shutil.copyfile(previous.path / META, tmp / META)
-    conn = sqlite3.connect(tmp / META)
+    conn = _scratch_connection(tmp / META)
     try:
         removed = []
         for ids in _chunks(sorted(remove)):
