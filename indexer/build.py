@@ -203,7 +203,7 @@ def build_index(settings: Settings, encoder: TextEncoder, *, full: bool = False,
             return report
         on_progress("scanning", len(files), len(files))
         report.build_id = _write(settings, encoder, previous, kept, fresh, report, progress, on_progress)
-        store.prune_versions(settings.index_dir, settings.keep_versions, settings.prune_grace_seconds)
+        store.prune_versions(settings.index_dir, settings.keep_versions)
     report.seconds = time.perf_counter() - started
     return report
 

@@ -26,7 +26,6 @@ class Settings:
     query_engine: str = _setting("onnx", "KB_QUERY_ENGINE", "Query encoder: onnx (same weights exported once, faster) or torch.")
     model_cache_dir: Path = _setting(Path("var/models"), "KB_MODEL_CACHE_DIR", "Folder for the ONNX export of the query encoder.")
     keep_versions: int = _setting(3, "KB_KEEP_VERSIONS", "Index versions kept on disk after a build.")
-    prune_grace_seconds: float = _setting(60.0, "KB_PRUNE_GRACE_SECONDS", "A version replaced less than this long ago is not pruned yet (services following CURRENT may still answer from it).")
     passage_max_words: int = _setting(180, "KB_PASSAGE_MAX_WORDS", "Upper bound of words in a passage (model reads 256 word pieces).")
     passage_min_words: int = _setting(40, "KB_PASSAGE_MIN_WORDS", "Sections shorter than this merge with the next one.")
     batch_size: int = _setting(64, "KB_BATCH_SIZE", "Passages per embedding batch.")

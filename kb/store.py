@@ -10,7 +10,7 @@ import secrets
 import shutil
 import sqlite3
 import threading
-import time
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,6 +61,11 @@ class IndexVersion:
     manifest: dict
     vectors: faiss.Index
     _local: threading.local = field(default_factory=threading.local, repr=False)
+    _lease: object = field(default=None, repr=False)  # shared flock on the manifest while this object lives
+
+    def __post_init__(self) -> None:
+        if self._lease is not None:
+            weakref.finalize(self, self._lease.close)  # released when the version is garbage
 
     @property
     def build_id(self) -> str:
@@ -293,19 +298,35 @@ def remove_leftovers(index_dir: Path) -> list[str]:
     return removed
 
 
-def prune_versions(index_dir: Path, keep: int, grace_seconds: float = 0.0) -> list[str]:
-    """Delete the oldest versions beyond `keep`, never the one in service, nor one replaced less than
-    `grace_seconds` ago (a service that follows CURRENT may still be answering from it)."""
+def take_lease(version_dir: Path):
+    """A shared lock on the version's manifest, held as long as the returned file is open: prune skips the
+    version meanwhile (a service, or a request still finishing on a replaced version, is using it)."""
+    handle = open(version_dir / MANIFEST, "rb")
+    fcntl.flock(handle, fcntl.LOCK_SH)
+    return handle
+
+
+def in_use(version_dir: Path) -> bool:
+    """Whether any process (this one included) holds a lease on the version."""
+    try:
+        with open(version_dir / MANIFEST, "rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+    except BlockingIOError:
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def prune_versions(index_dir: Path, keep: int) -> list[str]:
+    """Delete the oldest versions beyond `keep`, never the one CURRENT names nor one that is in use."""
     current = current_id(index_dir)
-    versions = list_versions(index_dir)
-    others = [v for v in versions if v != current]
-    doomed = others[: max(0, len(others) - max(keep - 1, 0))]
-    now = time.time()
+    versions = [v for v in list_versions(index_dir) if v != current]
+    doomed = versions[: max(0, len(versions) - max(keep - 1, 0))]
     removed = []
     for name in doomed:
-        position = versions.index(name)
-        successor = versions[position + 1] if position + 1 < len(versions) else name
-        if now - (index_dir / successor / MANIFEST).stat().st_mtime < grace_seconds:
+        if in_use(index_dir / name):
             continue
         shutil.rmtree(index_dir / name)
         removed.append(name)
@@ -335,7 +356,7 @@ def open_version(version_dir: Path, model_id: str) -> IndexVersion:
     check_manifest(manifest, model_id, version_dir)
     try:
         vectors = faiss.read_index(str(version_dir / VECTORS), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
-        version = IndexVersion(path=version_dir, manifest=manifest, vectors=vectors)
+        version = IndexVersion(path=version_dir, manifest=manifest, vectors=vectors, _lease=take_lease(version_dir))
         (rows,) = version.db().execute("SELECT count(*) FROM passages").fetchone()
     except (RuntimeError, sqlite3.DatabaseError) as exc:
         raise IndexMismatch(f"index version {version_dir} is damaged ({exc}): rebuild it with `kb index --full`") \

@@ -148,18 +148,23 @@ def test_empty_content_folder_is_a_clear_error(tmp_path, tiny_encoder):
 
 
 def test_old_versions_are_pruned(content_copy, tmp_path, tiny_encoder):
-    settings = settings_for(content_copy, tmp_path, keep_versions=2, prune_grace_seconds=0.0)
+    settings = settings_for(content_copy, tmp_path, keep_versions=2)
     page = content_copy / "OneDrive/onedrive-sync-stuck.md"
     for n in range(4):
         page.write_text(page.read_text() + f"\nEdit number {n}.\n")
         build_index(settings, tiny_encoder, progress=False)
     assert len(store.list_versions(settings.index_dir)) == 2
-    # Within the grace period a replaced version stays: a service following CURRENT may still use it.
-    graceful = settings_for(content_copy, tmp_path, keep_versions=2, prune_grace_seconds=60.0)
-    for n in range(2):
+    # A version someone still has open (a service, a request finishing on it) survives pruning.
+    held = store.open_current(settings.index_dir, tiny_encoder.model_id)
+    for n in range(3):
         page.write_text(page.read_text() + f"\nLater edit {n}.\n")
-        build_index(graceful, tiny_encoder, progress=False)
-    assert len(store.list_versions(settings.index_dir)) == 4
+        build_index(settings, tiny_encoder, progress=False)
+    assert held.build_id in store.list_versions(settings.index_dir)
+    assert len(store.list_versions(settings.index_dir)) == 3
+    del held
+    page.write_text(page.read_text() + "\nLast edit.\n")
+    build_index(settings, tiny_encoder, progress=False)
+    assert len(store.list_versions(settings.index_dir)) == 2
 
 
 KILLED_BUILD = textwrap.dedent("""

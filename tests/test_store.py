@@ -1,7 +1,5 @@
 """Index versions on disk: atomic write, CURRENT switch, checks on open, pruning, leftovers."""
 import json
-import os
-import time
 
 import numpy as np
 import pytest
@@ -128,10 +126,11 @@ def test_plan_rows_keeps_rows_dense_and_moves_only_tail_rows(n_old, removed, add
     assert len(moves) <= len(removed)
 
 
-def test_prune_spares_versions_replaced_within_the_grace_period(tmp_path):
+def test_prune_spares_a_version_that_is_open(tmp_path):
     ids = [write(tmp_path) for _ in range(3)]
-    assert store.prune_versions(tmp_path, keep=1, grace_seconds=60) == []
-    old = time.time() - 120
-    os.utime(tmp_path / ids[1] / store.MANIFEST, (old, old))  # ids[0] was replaced two minutes ago
-    assert store.prune_versions(tmp_path, keep=1, grace_seconds=60) == [ids[0]]
-    assert store.list_versions(tmp_path) == ids[1:]
+    held = store.open_version(tmp_path / ids[0], MODEL)
+    assert store.in_use(tmp_path / ids[0]) and not store.in_use(tmp_path / ids[1])
+    assert store.prune_versions(tmp_path, keep=1) == [ids[1]]
+    del held
+    assert store.prune_versions(tmp_path, keep=1) == [ids[0]]
+    assert store.list_versions(tmp_path) == [ids[2]]
