@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from search.routes.deps import SearcherDep
+from search.routes.deps import SearcherDep, record_returned
 from search.searcher import Filters
 
 router = APIRouter(prefix="/api", tags=["search"])
@@ -21,16 +21,20 @@ class SuggestRequest(BaseModel):
 
 
 @router.get("/search", summary="Search articles; passages grouped into articles")
-def search(searcher: SearcherDep, q: Annotated[str, Query(description="Search words")] = "",
+def search(searcher: SearcherDep, http: Request, q: Annotated[str, Query(description="Search words")] = "",
            k: int = 10, product: str | None = None, language: str | None = None,
            audience: str | None = None, mode: str = "fused") -> dict:
     filters = Filters(product=product or None, language=language or None, audience=audience or None)
-    return searcher.search(q, k, filters, mode)
+    result = searcher.search(q, k, filters, mode)
+    record_returned(http, result)
+    return result
 
 
 @router.post("/suggest", summary="Suggest answers and articles for a ticket")
-def suggest(searcher: SearcherDep, request: SuggestRequest) -> dict:
-    return searcher.suggest(request.subject, request.body, request.tags, request.language, request.k)
+def suggest(searcher: SearcherDep, request: SuggestRequest, http: Request) -> dict:
+    result = searcher.suggest(request.subject, request.body, request.tags, request.language, request.k)
+    record_returned(http, result)
+    return result
 
 
 @router.get("/articles/{article_id:path}", summary="One article: metadata and rendered HTML")

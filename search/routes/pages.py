@@ -17,7 +17,7 @@ from jinja2 import Environment, FileSystemLoader
 from kb.errors import BadRequest, KBError
 from search.i18n import LANGUAGE_NAMES, LANGUAGES, choose_language, normalise, translate
 from search.related import related_articles
-from search.routes.deps import get_searcher
+from search.routes.deps import get_searcher, record_returned
 from search.searcher import Filters, Searcher
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
@@ -189,6 +189,7 @@ def search_page(request: Request, q: str = "", product: str = "", language: str 
             started = perf_counter()
             results = searcher.search(q, RESULTS_PER_PAGE, Filters(**{k: v or None for k, v in selected.items()}))
             elapsed_ms = round((perf_counter() - started) * 1000)
+            record_returned(request, results)
         options = filter_options(searcher)
     except KBError as exc:
         return error_page(request, exc)
@@ -212,6 +213,7 @@ def suggest_page(request: Request, subject: Annotated[str, Form()] = "", body: A
     context = {"page": "suggest", "subject": subject, "body": body, "result": None}
     try:
         context["result"] = get_searcher(request).suggest(subject, body, k=ANSWERS_PER_TICKET)
+        record_returned(request, context["result"])
     except BadRequest as exc:  # keep what the agent pasted: show the form again with the problem
         return render(request, "suggest.html", {**context, "error": exc.message}, exc.status)
     except KBError as exc:

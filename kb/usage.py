@@ -1,0 +1,82 @@
+"""UsageLog: how often searches returned each article, in SQLite; article ids and dates only, never query text."""
+from __future__ import annotations
+
+import sqlite3
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS returned (
+    article_id TEXT PRIMARY KEY,
+    times INTEGER NOT NULL,             -- responses (search or suggest) that listed the article
+    first_returned TEXT NOT NULL,       -- ISO date, UTC
+    last_returned TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+MAX_ID_CHARS = 1000
+
+
+class UsageLog:
+    """Per-article counters of search results; the file is created on the first `record`.
+
+    One connection, used under a lock, so an instance can be shared by the service's threads; WAL lets
+    `kb check` read the file while the service writes it. Customer text is never stored: callers pass ids.
+    """
+
+    def __init__(self, path: Path, timeout: float = 10.0):
+        self.path, self.timeout = Path(path), timeout
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    def _connection(self, create: bool) -> sqlite3.Connection | None:
+        """The open connection (call with the lock held); None when the file does not exist and create is False."""
+        if self._conn is None:
+            if not create and not self.path.is_file():
+                return None
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=self.timeout, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(SCHEMA)
+            self._conn = conn
+        return self._conn
+
+    def record(self, article_ids: Iterable[str]) -> None:
+        """Count one response that returned these articles (each id once however often it is listed)."""
+        ids = sorted({i for i in article_ids if isinstance(i, str) and 0 < len(i) <= MAX_ID_CHARS})
+        if not ids:
+            return
+        today = datetime.now(timezone.utc).date().isoformat()
+        with self._lock:
+            conn = self._connection(create=True)
+            with conn:
+                conn.executemany(
+                    "INSERT INTO returned VALUES (?, 1, ?, ?) ON CONFLICT(article_id) DO UPDATE SET "
+                    "times = times + 1, last_returned = excluded.last_returned", [(i, today, today) for i in ids])
+
+    def _query(self, sql: str) -> list[tuple]:
+        with self._lock:
+            conn = self._connection(create=False)
+            return [] if conn is None else conn.execute(sql).fetchall()
+
+    def returned(self) -> dict[str, int]:
+        """Article id -> number of responses that returned it."""
+        return dict(self._query("SELECT article_id, times FROM returned"))
+
+    def has_data(self) -> bool:
+        """Has any search been recorded yet?"""
+        return bool(self._query("SELECT 1 FROM returned LIMIT 1"))
+
+    def since(self) -> str | None:
+        """ISO date of the first recorded search, None before any."""
+        rows = self._query("SELECT min(first_returned) FROM returned")
+        return rows[0][0] if rows else None
+
+    def close(self) -> None:
+        """Close the connection (a later call opens it again)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
