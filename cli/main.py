@@ -63,6 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confidence", action="store_true",
                    help="ticket sets: also measure how well `confident` separates answerable from unanswerable "
                         "tickets and print a calibration refitted on this set")
+
+    p = sub.add_parser("check", parents=[common], help="check content health: links, front matter, duplicates, "
+                       "staleness (exit 1 on errors)",
+                       description="Checks the content folder for writers and CI: invalid front matter, broken "
+                                   "links and anchors, missing includes (errors: exit code 1), empty sections, "
+                                   "duplicate and near-duplicate articles (with an index), stale articles, old "
+                                   "drafts and articles no search has returned (warnings).")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--today", help="date to measure ages from, YYYY-MM-DD (default: today), for reproducible runs")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, and list errors only (warnings are "
+                   "still counted)")
     return parser
 
 
@@ -209,7 +220,28 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-COMMANDS = {"index": run_index, "serve": run_serve, "watch": run_watch, "search": run_search, "suggest": run_suggest, "eval": run_eval}
+def run_check(args: argparse.Namespace, settings: Settings) -> int:
+    import datetime as dt
+    import os
+
+    from indexer.health import check_content
+    from indexer.health_report import format_report
+
+    try:
+        today = dt.date.fromisoformat(args.today) if args.today else None
+    except ValueError:
+        raise BadRequest(f"--today must be a date as YYYY-MM-DD, got {args.today!r}") from None
+    report = check_content(settings, today=today, progress=not (args.quiet or args.json),
+                           workers=os.cpu_count() or 1)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        print(format_report(report, settings.content_dir, errors_only=args.quiet))
+    return 1 if report.errors else 0
+
+
+COMMANDS = {"index": run_index, "serve": run_serve, "watch": run_watch, "search": run_search, "suggest": run_suggest,
+            "eval": run_eval, "check": run_check}
 
 
 def main(argv: list[str] | None = None) -> int:

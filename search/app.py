@@ -19,7 +19,8 @@ from kb.errors import KBError
 from kb.settings import Settings
 from kb.store import current_id, open_current
 from kb.feedback import FeedbackStore
-from search.routes import admin, api, feedback, health, pages
+from kb.usage import UsageLog
+from search.routes import admin, api, content, feedback, health, pages
 from search.searcher import Searcher
 
 log = logging.getLogger("kb.app")
@@ -39,6 +40,7 @@ class ServiceState:
         self.load_error: KBError | None = None
         self.failed: dict[str, str] = {}  # build id -> why it was not put into service
         self.feedback = FeedbackStore(settings.feedback_db, settings.max_query_chars)
+        self.usage = UsageLog(settings.usage_db)
         self.jobs = BuildJobs(self.build, on_built=lambda report: self.refresh())
         self.watcher: ContentWatcher | None = None
         self._swap = threading.Lock()
@@ -58,17 +60,20 @@ class ServiceState:
         with self._swap:
             build_id = current_id(self.settings.index_dir)
             serving = self.searcher.version.build_id if self.searcher else None
-            if build_id is not None and (build_id == serving or build_id in self.failed):
+            if build_id in self.failed or (build_id is not None and build_id == serving) or \
+                    (build_id is None and self.searcher is not None):
                 return False
             try:
                 version = open_current(self.settings.index_dir, self.encoder.model_id)
                 searcher = Searcher(version, self.encoder, self.settings)
             except KBError as exc:
+                repeated = self.load_error is not None and self.load_error.message == exc.message
                 self.load_error = exc
                 if build_id is not None:
                     self.failed[build_id] = exc.message
                 if self.searcher is None:
-                    log.error("index not loaded: %s", exc.message)
+                    if not repeated:  # polled every second while there is no index: say it once
+                        log.error("index not loaded: %s", exc.message)
                 else:
                     log.error("index version %s not put into service, still serving %s: %s", build_id, serving,
                               exc.message)
@@ -169,6 +174,7 @@ def create_app(settings: Settings, encoder: TextEncoder | None = None, watch: bo
     app.include_router(api.router)
     app.include_router(admin.router)
     app.include_router(health.router)
+    app.include_router(content.router)
     app.include_router(feedback.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.WEB_DIR / "static"), name="static")
