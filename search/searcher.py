@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from dataclasses import dataclass
 from typing import Sequence
@@ -23,6 +24,7 @@ from search.snippets import mark_sentences
 from search.tickets import TicketQuery, build_query, detect_language, extract_codes
 
 MODES = ("fused", "dense", "lexical")
+WORD = re.compile(r"\w+", re.UNICODE)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,12 @@ def make_query(ticket: TicketQuery, fallback: str, glossary: Glossary | None, ke
             return Query(dense=english, lexical=f"{lexical} {glossary.translate(lexical)}", codes=ticket.codes,
                          alternatives=(dense,) if keep_original else ())
     return Query(dense=dense, lexical=lexical, codes=ticket.codes)
+
+
+def is_code_only(query: Query) -> bool:
+    """Every word of the query belongs to one of its exact codes ("0x800CCC0E", "550 5.1.10")."""
+    words = set(WORD.findall(query.dense.lower()))
+    return bool(words) and words <= set(WORD.findall(" ".join(query.codes).lower()))
 
 
 def validate_text(text: str, max_chars: int, what: str = "q") -> str:
@@ -135,19 +143,26 @@ class Searcher:
         return dense, lexical, codes
 
     def retrieve(self, query: Query, filters: Filters = Filters(), mode: str = "fused"
-                 ) -> tuple[dict[int, float], dict[int, float]]:
-        """(row -> score of the candidates of `mode`, row -> dense cosine) for fused, dense or lexical."""
+                 ) -> tuple[dict[int, float], dict[int, float], dict[int, int]]:
+        """(row -> score of the candidates of `mode`, row -> dense cosine, row -> exact codes found) for
+        fused, dense or lexical."""
         dense, lexical, codes = self.candidates(query, filters, lexical_only=(mode == "lexical"))
         if mode == "lexical":
-            return lexical, dense
+            return lexical, dense, codes
         if mode == "dense":
-            return {r: dense[r] for r in rank(dense)[: self.settings.candidates]}, dense
-        return fuse_scores(dense, lexical, codes, self.weights), dense
+            return {r: dense[r] for r in rank(dense)[: self.settings.candidates]}, dense, codes
+        return fuse_scores(dense, lexical, codes, self.weights), dense, codes
 
-    def assess(self, dense: dict[int, float]) -> dict:
-        """Whether the knowledge base has a good answer, from calibrated dense-score features."""
+    def assess(self, dense: dict[int, float], query: Query, code_hits: dict[int, int]) -> dict:
+        """Whether the knowledge base has a good answer, from calibrated dense-score features.
+
+        A query made of nothing but error codes that no passage contains is never confident: cosines of
+        hex strings say nothing (0x800CCC0E lands near 0x8007007A).
+        """
         top, gap = features(dense)
         probability = self.calibration.probability(top, gap)
+        if query.codes and not code_hits and is_code_only(query):
+            probability = 0.0
         return {"confident": probability >= self.settings.confidence_threshold,
                 "confidence": round(probability, 3)}
 
@@ -214,7 +229,7 @@ class Searcher:
             raise BadRequest(f"mode must be one of {', '.join(MODES)}")
         ticket = TicketQuery(text=q, lexical=q, codes=tuple(extract_codes(q)), language=detect_language(q))
         query = make_query(ticket, q, self.glossary, self.has_indonesian)
-        scores, dense = self.retrieve(query, filters, mode)
+        scores, dense, code_hits = self.retrieve(query, filters, mode)
         results = []
         for article_id, score, rows in self.group_articles(scores, k):
             article = self.articles[article_id]
@@ -222,7 +237,7 @@ class Searcher:
             results.append({"id": article_id, "title": article["title"], "summary": article["summary"],
                             "product": article["product"], "language": article["language"],
                             "url": self.url(article_id), "score": round(score, 4), "passages": passages})
-        confidence = self.assess(dense) if mode != "lexical" else {"confident": None, "confidence": None}
+        confidence = self.assess(dense, query, code_hits) if mode != "lexical" else {"confident": None, "confidence": None}
         return {"query": q, "total": len(results), **confidence, "results": results}
 
     def suggest(self, subject: str = "", body: str = "", tags: Sequence[str] = (), language: str | None = None,
@@ -232,7 +247,7 @@ class Searcher:
         ticket = build_query(subject or "", body or "", tags=tags, language=language,
                              max_words=self.settings.query_max_words)
         query = make_query(ticket, text, self.glossary, self.has_indonesian)
-        scores, dense = self.retrieve(query)
+        scores, dense, code_hits = self.retrieve(query)
         articles = []
         for article_id, score, rows in self.group_articles(scores, k):
             article = self.articles[article_id]
@@ -240,7 +255,7 @@ class Searcher:
                              "url": self.url(article_id), "score": round(score, 4),
                              "sections": self.sections(scores, rows[:3])})
         return {"query": {"text": query.dense, "codes": list(ticket.codes), "language": ticket.language},
-                **self.assess(dense),
+                **self.assess(dense, query, code_hits),
                 "answers": self.passages(scores, query, k), "articles": articles}
 
     def article(self, article_id: str) -> dict:

@@ -101,28 +101,37 @@ def format_ticket_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+SHORT_QUERY_WORDS = 10  # up to this many words: an agent's search rather than a ticket (reported apart)
+
+
 def evaluate_confidence(folder: Path, searcher: Searcher) -> dict:
-    """How well `confident` separates answerable tickets (in qrels) from unanswerable ones, per language,
-    with the service's calibration and with one refitted on this set."""
+    """How well `confident` separates answerable queries (in qrels) from unanswerable ones, overall, for
+    tickets and short queries apart, and per language; with the service's calibration and with one
+    refitted on this set."""
     from search.confidence import auc, features, fit_calibration
 
     qrels = read_qrels(folder / "qrels.tsv")
     rows = []
     for item in read_jsonl(folder / "queries.jsonl"):
-        dense, _, _ = searcher.candidates(ticket_query(item, searcher))
+        query = ticket_query(item, searcher)
+        dense, _, codes = searcher.candidates(query)
         top, gap = features(dense)
-        rows.append((item.get("lang", "en"), top, gap, item["id"] in qrels))
-    fitted = fit_calibration([(top, gap, label) for _, top, gap, label in rows])
+        kind = "short" if len(query.dense.split()) <= SHORT_QUERY_WORDS else "ticket"
+        service = searcher.assess(dense, query, codes)["confidence"]  # calibration plus the exact-code rule
+        rows.append((kind, item.get("lang", "en"), top, gap, item["id"] in qrels, service))
+    fitted = fit_calibration([(top, gap, label) for _, _, top, gap, label, _ in rows])
     report = {"fitted": fitted.__dict__, "current": searcher.calibration.__dict__}
-    for name, calibration in (("current", searcher.calibration), ("fitted", fitted)):
-        for lang in ("all", "en", "id"):
-            chosen = [r for r in rows if lang == "all" or r[0] == lang]
-            probs = [(calibration.probability(top, gap), label) for _, top, gap, label in chosen]
-            confident = [(p >= searcher.settings.confidence_threshold, label) for p, label in probs]
-            report[f"{name} | {lang}"] = {
-                "AUC": round(auc([p for p, l in probs if l], [p for p, l in probs if not l]), 3),
-                "accuracy": round(sum(c == l for c, l in confident) / len(confident), 3),
-                "answerable flagged confident": round(sum(c for c, l in confident if l) / max(1, sum(l for _, l in confident)), 3),
-                "unanswerable flagged confident": round(sum(c for c, l in confident if not l) / max(1, sum(not l for _, l in confident)), 3),
-                "n": len(chosen)}
+    for name in ("current", "fitted"):
+        for group in ("all", "ticket", "short"):
+            for lang in ("all", "en", "id"):
+                chosen = [r for r in rows if group in ("all", r[0]) and lang in ("all", r[1])]
+                probs = [(service if name == "current" else fitted.probability(top, gap), label)
+                         for _, _, top, gap, label, service in chosen]
+                confident = [(p >= searcher.settings.confidence_threshold, label) for p, label in probs]
+                report[f"{name} | {group} | {lang}"] = {
+                    "AUC": round(auc([p for p, l in probs if l], [p for p, l in probs if not l]), 3),
+                    "accuracy": round(sum(c == l for c, l in confident) / max(1, len(confident)), 3),
+                    "answerable flagged confident": round(sum(c for c, l in confident if l) / max(1, sum(l for _, l in confident)), 3),
+                    "unanswerable flagged confident": round(sum(c for c, l in confident if not l) / max(1, sum(not l for _, l in confident)), 3),
+                    "n": len(chosen)}
     return report

@@ -136,3 +136,21 @@ def test_confidence_separates_an_answerable_ticket_from_an_unrelated_one(searche
 def test_indonesian_query_is_rendered_into_english_for_the_dense_arm(searcher):
     result = searcher.suggest("", "Halo, Outlook saya terus meminta kata sandi. Terima kasih", k=3)
     assert result["query"]["language"] == "id" and "password" in result["query"]["text"].lower()
+
+
+def test_is_code_only():
+    from search.searcher import Query, is_code_only
+
+    assert is_code_only(Query(dense="0x800CCC0E", lexical="0x800CCC0E", codes=("0x800CCC0E",)))
+    assert is_code_only(Query(dense="550 5.1.10", lexical="550 5.1.10", codes=("550", "5.1.10")))
+    assert not is_code_only(Query(dense="outlook 0x800CCC0E", lexical="", codes=("0x800CCC0E",)))
+    assert not is_code_only(Query(dense="", lexical="", codes=()))
+
+
+@pytest.mark.model
+def test_an_error_code_no_article_contains_is_never_confident(searcher):
+    absent = searcher.search("0x800CCC0E", 3)
+    assert absent["confident"] is False and absent["confidence"] == 0.0
+    present = searcher.search("0x8004010F", 3)
+    assert present["results"][0]["id"] == "Outlook/send-receive-error-0x8004010f" and present["confidence"] > 0.0
+    assert searcher.suggest("", "0x800CCC0E")["confident"] is False

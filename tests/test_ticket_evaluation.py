@@ -31,4 +31,5 @@ def test_evaluate_tickets_on_the_fixture_index(searcher, tmp_path):
     assert results["variants"]["fused w=0.1 | all"]["R@3"] == 1.0
     assert "| fused w=0.1 | en ticket |" in format_ticket_table(results)
     confidence = evaluate_confidence(tmp_path, searcher)
-    assert confidence["current | all"]["n"] == 3 and confidence["current | en"]["AUC"] == 1.0
+    assert confidence["current | all | all"]["n"] == 3 and confidence["current | all | en"]["AUC"] == 1.0
+    assert confidence["current | short | all"]["n"] == 3 and confidence["current | ticket | all"]["n"] == 0
