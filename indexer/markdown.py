@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import posixpath
 import re
 import unicodedata
 from functools import lru_cache
@@ -172,12 +173,40 @@ def assign_heading_ids(state: StateCore) -> None:
             token.attrSet("id", unique_slug(slugify(text), seen))
 
 
+def article_link(href: str, article_id: str, base_url: str) -> str | None:
+    """The page URL of a relative link to another article (`../x/y.md#a`, `~/x/y.md`), None for other links."""
+    path, _, anchor = href.partition("#")
+    if not path.lower().endswith(".md") or "://" in path or path.startswith(("/", "mailto:")):
+        return None
+    if path.startswith("~/"):
+        target = posixpath.normpath(path[2:])
+    else:
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(article_id), path))
+    if target.startswith("../") or target == "..":
+        return None
+    return f"{base_url}/{target[:-3]}" + (f"#{anchor}" if anchor else "")
+
+
+def rewrite_article_links(state: StateCore) -> None:
+    """Point links between articles at their pages (when rendering for an article, see `render_html`)."""
+    article_id, base_url = state.env.get("article_id"), state.env.get("base_url")
+    if article_id is None:
+        return
+    for block in state.tokens:
+        for token in block.children or ():
+            if token.type == "link_open":
+                url = article_link(str(token.attrGet("href") or ""), article_id, base_url or "")
+                if url is not None:
+                    token.attrSet("href", url)
+
+
 @lru_cache(maxsize=1)
 def parser() -> MarkdownIt:
     """The one markdown-it setup: CommonMark + tables + strikethrough, raw HTML off, DocFX callouts."""
     md = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable(["table", "strikethrough"])
     md.core.ruler.after("block", "docfx_callouts", mark_callouts)
     md.core.ruler.push("heading_ids", assign_heading_ids)
+    md.core.ruler.push("article_links", rewrite_article_links)
     md.validateLink = is_safe_link
     md.add_render_rule("blockquote_open", render_callout_open)
     return md
@@ -188,9 +217,10 @@ def parse_tree(markdown: str) -> SyntaxTreeNode:
     return SyntaxTreeNode(parser().parse(markdown))
 
 
-def render_html(body: str) -> str:
-    """HTML for display: no raw HTML, unsafe link schemes refused, heading ids = section anchors."""
-    return parser().render(body)
+def render_html(body: str, article_id: str | None = None, base_url: str = "/articles") -> str:
+    """HTML for display: no raw HTML, unsafe link schemes refused, heading ids = section anchors; with
+    `article_id`, relative links to other articles' `.md` files point at their pages under `base_url`."""
+    return parser().render(body, {"article_id": article_id, "base_url": base_url})
 
 
 def block_text(node: SyntaxTreeNode) -> str:

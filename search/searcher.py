@@ -266,7 +266,7 @@ class Searcher:
         return {"id": row["id"], "title": row["title"], "summary": row["summary"], "product": row["product"],
                 "tags": json.loads(row["tags"]), "language": row["language"], "audience": row["audience"],
                 "owner": row["owner"], "reviewed": row["reviewed"], "url": self.url(row["id"]),
-                "html": render_html(row["body"])}
+                "html": render_html(row["body"], row["id"], self.settings.base_url)}
 
     def health(self) -> dict:
         m = self.version.manifest
