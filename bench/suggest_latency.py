@@ -153,7 +153,7 @@ class Server:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "KB_LOG_LEVEL": self.log_level,
                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
         command = [sys.executable, "-m", "cli.main", "serve", "--index-dir", str(self.index_dir),
-                   "--host", "127.0.0.1", "--port", str(self.port)]
+                   "--host", "127.0.0.1", "--port", str(self.port), "--no-watch"]  # measure serving only
         self.proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
 

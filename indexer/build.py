@@ -224,7 +224,7 @@ def _write(settings: Settings, encoder: TextEncoder, previous: _Previous | None,
         hashes.update((aid, previous.articles[aid][1]) for aid in kept)
     content_hash = hashlib.sha256("".join(sorted(aid + h for aid, h in hashes.items())).encode()).hexdigest()
     manifest = {"model": encoder.model_id, "dim": dim, "normalised": True, "faiss_index": "IndexFlatIP",
-                "content_hash": content_hash, "settings": settings_fingerprint(settings, encoder),
+                "content_dir": str(settings.content_dir.resolve()), "content_hash": content_hash, "settings": settings_fingerprint(settings, encoder),
                 "library_versions": _library_versions()}
     build_id = store.new_build_id()
     on_progress("writing", 0, len(passage_rows))

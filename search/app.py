@@ -43,6 +43,7 @@ class ServiceState:
         self.usage = UsageLog(settings.usage_db)
         self.jobs = BuildJobs(self.build, on_built=lambda report: self.refresh())
         self.watcher: ContentWatcher | None = None
+        self.watch_refused: str | None = None
         self._swap = threading.Lock()
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
@@ -87,11 +88,23 @@ class ServiceState:
         if self.settings.reload_poll_seconds > 0:
             self._poller = threading.Thread(target=self._follow, name="version-follower", daemon=True)
             self._poller.start()
-        if watch:
+        if watch and self._may_watch():
             self.watcher = ContentWatcher(self.settings.content_dir, lambda paths: self.jobs.request("watch"),
                                           self.settings.watch_debounce_ms)
             self.watcher.start()
             self.jobs.request("start")  # catch up with edits made while the service was down (or no index yet)
+
+    def _may_watch(self) -> bool:
+        """Never rebuild an index from a folder it was not built from (`kb serve --index-dir X` run from
+        another directory would otherwise replace X with whatever ./content holds)."""
+        built_from = self.searcher.version.manifest.get("content_dir") if self.searcher else None
+        here = str(self.settings.content_dir.resolve())
+        if built_from is not None and built_from != here:
+            self.watch_refused = (f"not watching {here}: the index in service was built from {built_from}; "
+                                  f"pass --content {built_from} to watch it, or --no-watch")
+            log.warning(self.watch_refused)
+            return False
+        return True
 
     def _follow(self) -> None:
         while not self._stop.wait(self.settings.reload_poll_seconds):

@@ -173,3 +173,15 @@ def test_watching_service_started_without_an_index_builds_one(content_copy, tmp_
             time.sleep(0.1)
         health = client.get("/healthz").json()
         assert health["status"] == "ok" and health["counts"]["articles"] == 8
+
+
+def test_watch_refuses_a_folder_the_index_was_not_built_from(content_copy, tmp_path, tiny_encoder):
+    build_index(make_settings(content_copy, tmp_path), tiny_encoder, progress=False)
+    other = tmp_path / "other"
+    shutil.copytree(content_copy / "Teams", other / "Teams")
+    settings = make_settings(other, tmp_path)
+    with TestClient(create_app(settings, encoder=tiny_encoder, watch=True)) as client:
+        reload = client.get("/healthz").json()["reload"]
+        assert reload["watching"] is False and str(content_copy.resolve()) in reload["watch_refused"]
+        client.app.state.kb.jobs.wait(30)  # had a catch-up build started, it would have replaced the index
+        assert client.get("/healthz").json()["counts"]["articles"] == 8

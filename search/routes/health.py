@@ -11,7 +11,7 @@ router = APIRouter(tags=["health"])
 def healthz(request: Request):
     state = request.app.state.kb
     error = state.load_error
-    reload = {"watching": state.watcher is not None,
+    reload = {"watching": state.watcher is not None, "watch_refused": state.watch_refused,
               "build_running": state.jobs.running.id if state.jobs.running else None,
               "failed_versions": dict(state.failed),
               "error": {"code": error.code, "message": error.message} if error else None}
