@@ -224,10 +224,14 @@ def check_content(settings: Settings, *, index: IndexVersion | None = None, usag
     with timed(report.seconds, "usage"):
         log = usage or UsageLog(settings.usage_db)
         try:
-            if log.has_data():
-                report.findings += usage_findings(scans, log, indexed)
-            else:
+            since = log.since() if log.has_data() else None
+            if since is None:
                 report.notes.append(f"never-returned articles not checked: no searches recorded yet in {log.path}")
+            elif (today - dt.date.fromisoformat(since)).days < settings.usage_min_days:
+                report.notes.append(f"never-returned articles not checked yet: the usage log starts on {since}, "
+                                    f"less than {settings.usage_min_days} days before {today.isoformat()}")
+            else:
+                report.findings += usage_findings(scans, log, indexed)
         finally:
             if usage is None:
                 log.close()

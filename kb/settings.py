@@ -43,6 +43,7 @@ class Settings:
     watch_debounce_ms: int = _setting(300, "KB_WATCH_DEBOUNCE_MS", "Quiet time after the last file change before a watch-triggered build starts.")
     reload_poll_seconds: float = _setting(1.0, "KB_RELOAD_POLL_SECONDS", "How often the service checks CURRENT for versions built by another process (0: never).")
     admin_token: str = _setting("", "KB_ADMIN_TOKEN", "Bearer token required by /api/admin/* when set (unset: open, as the service binds to loopback).")
+    usage_min_days: int = _setting(7, "KB_USAGE_MIN_DAYS", "`kb check`: never-returned articles are reported once the usage log covers at least this many days.")
     stale_days: int = _setting(180, "KB_STALE_DAYS", "`kb check`: articles whose `reviewed` date is older than this are stale.")
     draft_max_age_days: int = _setting(30, "KB_DRAFT_MAX_AGE_DAYS", "`kb check`: drafts older than this (by `reviewed` date or file time) are reported.")
     near_duplicate_threshold: float = _setting(0.95, "KB_NEAR_DUPLICATE_THRESHOLD", "`kb check`: cosine of two articles' mean passage vectors above which they are near-duplicates.")

@@ -25,7 +25,7 @@ def settings_for(content, tmp_path, **extra):
 @pytest.fixture
 def service(content_copy, tmp_path, tiny_encoder):
     append(content_copy / "Teams" / "teams-microphone-not-working.md", BROKEN)
-    settings = settings_for(content_copy, tmp_path)
+    settings = settings_for(content_copy, tmp_path, usage_min_days=0)  # a fresh log counts at once
     build_index(settings, tiny_encoder, progress=False)
     with TestClient(create_app(settings, encoder=tiny_encoder)) as client:
         yield client

@@ -251,7 +251,10 @@ def test_never_returned_only_once_the_usage_log_has_data(indexed_kb, tmp_path):
     assert not by_kind(report, "never_returned") and any("no searches recorded" in n for n in report.notes)
     assert not (tmp_path / "usage.sqlite").exists()  # checking never creates the log
     usage.record(["Outlook/prompt", "Outlook/prompt"])
-    report = check_content(indexed_kb, usage=usage, today=TODAY)
+    started = dt.date.fromisoformat(usage.since())
+    report = check_content(indexed_kb, usage=usage, today=started + dt.timedelta(days=6))
+    assert not by_kind(report, "never_returned") and any("less than 7 days" in n for n in report.notes)
+    report = check_content(indexed_kb, usage=usage, today=started + dt.timedelta(days=7))
     # drafts are not searchable, so they are not reported
     assert sorted(f.path for f in by_kind(report, "never_returned")) == ["Outlook/prompt-copy.md", "Teams/camera.md"]
     usage.close()
