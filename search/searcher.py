@@ -42,6 +42,7 @@ class Query:
     lexical: str
     codes: tuple[str, ...] = ()
     alternatives: tuple[str, ...] = ()  # further texts to embed; a passage scores its best cosine over all
+    language: str = "en"
 
 
 def make_query(ticket: TicketQuery, fallback: str, glossary: Glossary | None, keep_original: bool = True) -> Query:
@@ -55,8 +56,8 @@ def make_query(ticket: TicketQuery, fallback: str, glossary: Glossary | None, ke
         english = glossary.translate(dense)
         if english and english != dense:
             return Query(dense=english, lexical=f"{lexical} {glossary.translate(lexical)}", codes=ticket.codes,
-                         alternatives=(dense,) if keep_original else ())
-    return Query(dense=dense, lexical=lexical, codes=ticket.codes)
+                         alternatives=(dense,) if keep_original else (), language="id")
+    return Query(dense=dense, lexical=lexical, codes=ticket.codes, language=ticket.language)
 
 
 def is_code_only(query: Query) -> bool:
@@ -86,6 +87,7 @@ class Searcher:
                  weights: FusionWeights | None = None):
         self.version, self.encoder, self.settings = version, encoder, settings
         self.weights = weights or FusionWeights(lexical=settings.lexical_weight)
+        self.weights_id = FusionWeights(lexical=settings.lexical_weight_id, code=self.weights.code)
         self.glossary = load_glossary() if settings.translate_indonesian else None
         self.calibration = Calibration()
         db = version.db()
@@ -151,7 +153,11 @@ class Searcher:
             return lexical, dense, codes
         if mode == "dense":
             return {r: dense[r] for r in rank(dense)[: self.settings.candidates]}, dense, codes
-        return fuse_scores(dense, lexical, codes, self.weights), dense, codes
+        return fuse_scores(dense, lexical, codes, self.weights_for(query)), dense, codes
+
+    def weights_for(self, query: Query) -> FusionWeights:
+        """Indonesian queries lean more on BM25: MiniLM's cosines say less about them (docs/quality.md)."""
+        return self.weights_id if query.language == "id" else self.weights
 
     def assess(self, dense: dict[int, float], query: Query, code_hits: dict[int, int]) -> dict:
         """Whether the knowledge base has a good answer, from calibrated dense-score features.

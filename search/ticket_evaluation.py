@@ -65,10 +65,12 @@ def evaluate_tickets(folder: Path, searcher: Searcher, weights: list[float]) -> 
         for g in groups:
             counts[g] = counts.get(g, 0) + 1
         results = {}
-        dense, lexical, codes = searcher.candidates(ticket_query(item, searcher))
+        query = ticket_query(item, searcher)
+        dense, lexical, codes = searcher.candidates(query)
         dense_top = {r: dense[r] for r in rank(dense)[: searcher.settings.candidates]}
         for name, combine in combos.items():
             results[name] = combine(dense_top if name == "dense" else dense, lexical, codes)
+        results["fused, service weights"] = fuse_scores(dense, lexical, codes, searcher.weights_for(query))
         raw_dense, _, _ = searcher.candidates(raw_query(item), lexical_only=False)
         results["dense, raw ticket text"] = {r: raw_dense[r] for r in rank(raw_dense)[: searcher.settings.candidates]}
         if searcher.glossary is not None and item.get("lang") == "id":

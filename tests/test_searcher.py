@@ -154,3 +154,17 @@ def test_an_error_code_no_article_contains_is_never_confident(searcher):
     present = searcher.search("0x8004010F", 3)
     assert present["results"][0]["id"] == "Outlook/send-receive-error-0x8004010f" and present["confidence"] > 0.0
     assert searcher.suggest("", "0x800CCC0E")["confident"] is False
+
+
+def test_indonesian_queries_lean_more_on_the_lexical_arm(searcher):
+    from search.glossary import load_glossary
+    from search.searcher import make_query
+    from search.tickets import TicketQuery
+
+    english = make_query(TicketQuery("outlook password", "outlook password", (), "en"), "", None)
+    indonesian = make_query(TicketQuery("kata sandi outlook", "kata sandi outlook", (), "id"), "",
+                            load_glossary())
+    assert english.language == "en" and indonesian.language == "id"
+    assert searcher.weights_for(english).lexical == searcher.settings.lexical_weight == 0.07
+    assert searcher.weights_for(indonesian).lexical == searcher.settings.lexical_weight_id == 0.3
+    assert searcher.weights_for(indonesian).code == searcher.weights.code
