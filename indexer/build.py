@@ -20,7 +20,7 @@ from kb.articles import Article, Passage, Problem
 from kb.errors import ContentError, IndexMismatch, KBError
 from kb.embedder import TextEncoder
 from kb.settings import Settings
-from kb import store
+from kb import delta, store
 
 log = logging.getLogger("kb.build")
 Progress = Callable[[str, int, int], None]
@@ -235,7 +235,7 @@ def _write(settings: Settings, encoder: TextEncoder, previous: _Previous | None,
         store.write_version(settings.index_dir, build_id, article_rows, passage_rows, fts_rows, vectors, manifest)
     else:
         remove = set(previous.articles) - kept
-        store.write_delta_version(settings.index_dir, build_id, previous.version, remove, article_rows,
+        delta.write_delta_version(settings.index_dir, build_id, previous.version, remove, article_rows,
                                   passage_rows, vectors, manifest)
     report.articles = len(hashes)
     report.passages = len(passage_rows) + (sum(previous.articles[a][2] for a in kept) if previous else 0)

@@ -127,7 +127,7 @@ def count_terms(fts_rows: list[tuple]) -> dict[str, int]:
     return counts
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -135,7 +135,7 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def _scratch_connection(path: Path) -> sqlite3.Connection:
+def scratch_connection(path: Path) -> sqlite3.Connection:
     """A connection to a file in a temp folder: no journal, no syncs (a killed build's folder is discarded,
     and the finished file is fsynced once before it is published)."""
     conn = sqlite3.connect(path)
@@ -160,7 +160,7 @@ def write_version(index_dir: Path, build_id: str, articles: list[tuple], passage
     if len(vectors):
         index.add(np.ascontiguousarray(vectors, dtype=np.float32))
     faiss.write_index(index, str(tmp / VECTORS))
-    conn = _scratch_connection(tmp / META)
+    conn = scratch_connection(tmp / META)
     try:
         conn.executescript(SCHEMA)
         conn.executemany(f"INSERT INTO articles VALUES ({','.join('?' * len(ARTICLE_COLUMNS))})", articles)
@@ -171,109 +171,22 @@ def write_version(index_dir: Path, build_id: str, articles: list[tuple], passage
     finally:
         conn.close()
     for name in (VECTORS, META):
-        _fsync_path(tmp / name)
-    return _publish(index_dir, tmp, build_id, manifest, {"articles": len(articles), "passages": len(passages)})
+        fsync_path(tmp / name)
+    return publish(index_dir, tmp, build_id, manifest, {"articles": len(articles), "passages": len(passages)})
 
 
-def _publish(index_dir: Path, tmp: Path, build_id: str, manifest: dict, counts: dict) -> Path:
+def publish(index_dir: Path, tmp: Path, build_id: str, manifest: dict, counts: dict) -> Path:
     """Manifest last, fsync, check the version opens, rename the folder into place, switch CURRENT."""
     full_manifest = {**manifest, "format_version": FORMAT_VERSION, "build_id": build_id,
                      "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "counts": counts}
     (tmp / MANIFEST).write_text(json.dumps(full_manifest, indent=2, sort_keys=True), encoding="utf-8")
-    _fsync_path(tmp / MANIFEST)
-    _fsync_path(tmp)
+    fsync_path(tmp / MANIFEST)
+    fsync_path(tmp)
     verify_version(tmp, manifest["model"])
     final = index_dir / build_id
     os.rename(tmp, final)
     switch_current(index_dir, build_id)
     return final
-
-
-def _chunks(items: list, size: int = 500) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
-def plan_rows(n_old: int, removed: list[int], n_added: int) -> tuple[list[int], list[tuple[int, int]], int]:
-    """Keep rows dense after removing `removed` rows and adding `n_added`: (rows for the added passages,
-    (from, to) moves of surviving tail rows into holes, new row count). Work is proportional to the change."""
-    gone = set(removed)
-    n_new = n_old - len(gone) + n_added
-    targets = sorted(r for r in gone if r < n_new) + list(range(n_old, n_new))
-    added, holes = targets[:n_added], targets[n_added:]
-    movers = [r for r in range(n_new, n_old) if r not in gone]
-    assert len(movers) == len(holes), (n_old, len(gone), n_added)
-    return added, list(zip(movers, holes)), n_new
-
-
-def write_delta_version(index_dir: Path, build_id: str, previous: IndexVersion, remove: set[str],
-                        articles: list[tuple], passages: list[tuple], vectors: np.ndarray, manifest: dict) -> Path:
-    """Write a version as `previous` minus the articles `remove`, plus `articles` / `passages` (row None) /
-    `vectors`: its SQLite file is copied and patched, so the cost follows the change, not the corpus.
-
-    Rows stay dense (tail rows move into holes) so that FAISS row i is still passage row i. Same atomic
-    publishing as `write_version`.
-    """
-    if len(passages) != len(vectors):
-        raise ValueError(f"{len(passages)} passages but {len(vectors)} vectors")
-    tmp = index_dir / f"{TMP_PREFIX}{build_id}"
-    tmp.mkdir(parents=True)
-    shutil.copyfile(previous.path / META, tmp / META)
-    conn = _scratch_connection(tmp / META)
-    try:
-        removed = []
-        for ids in _chunks(sorted(remove)):
-            removed += conn.execute(
-                f"SELECT p.row, a.title, p.heading_path, p.text FROM passages p JOIN articles a ON a.id = p.article_id "
-                f"WHERE p.article_id IN ({','.join('?' * len(ids))})", ids).fetchall()
-        n_old = previous.vectors.ntotal
-        added, moves, n_new = plan_rows(n_old, [r[0] for r in removed], len(passages))
-        moved = []
-        for pairs in _chunks(moves):
-            by_row = {r[0]: r for r in conn.execute(
-                f"SELECT p.row, a.title, p.heading_path, p.text FROM passages p JOIN articles a ON a.id = p.article_id "
-                f"WHERE p.row IN ({','.join('?' * len(pairs))})", [src for src, _ in pairs])}
-            moved += [(by_row[src], dst) for src, dst in pairs]
-        old_fts = [(row, title, " ".join(json.loads(headings)), text) for row, title, headings, text in removed]
-        moved_fts = [((row, title, " ".join(json.loads(headings)), text), dst) for (row, title, headings, text), dst
-                     in moved]
-        delete_fts = "INSERT INTO passages_fts(passages_fts, rowid, title, headings, body) VALUES ('delete', ?, ?, ?, ?)"
-        insert_fts = "INSERT INTO passages_fts(rowid, title, headings, body) VALUES (?, ?, ?, ?)"
-        conn.executemany(delete_fts, old_fts + [fts for fts, _ in moved_fts])
-        conn.executemany("DELETE FROM passages WHERE row = ?", [(r[0],) for r in removed])
-        conn.executemany("UPDATE passages SET row = ? WHERE row = ?", [(dst, fts[0]) for fts, dst in moved_fts])
-        conn.executemany(insert_fts, [(dst, *fts[1:]) for fts, dst in moved_fts])
-        conn.executemany("DELETE FROM articles WHERE id = ?", [(a,) for a in sorted(remove)])
-        conn.executemany(f"INSERT INTO articles VALUES ({','.join('?' * len(ARTICLE_COLUMNS))})", articles)
-        new_passages = [(row, *p[1:]) for row, p in zip(added, passages)]
-        conn.executemany(f"INSERT INTO passages VALUES ({','.join('?' * len(PASSAGE_COLUMNS))})", new_passages)
-        titles = {a[0]: a[2] for a in articles}
-        new_fts = [(p[0], titles[p[2]], " ".join(json.loads(p[3])), p[5]) for p in new_passages]
-        conn.executemany(insert_fts, new_fts)
-        conn.executemany("UPDATE term_df SET df = df - ? WHERE term = ?",
-                         [(n, term) for term, n in count_terms(old_fts).items()])
-        conn.execute("DELETE FROM term_df WHERE df <= 0")
-        conn.executemany("INSERT INTO term_df VALUES (?, ?) ON CONFLICT(term) DO UPDATE SET df = df + excluded.df",
-                         count_terms(new_fts).items())
-        (n_articles,) = conn.execute("SELECT count(*) FROM articles").fetchone()
-        conn.commit()
-    finally:
-        conn.close()
-    old = previous.vectors.reconstruct_n(0, n_old) if n_old else np.zeros((0, previous.vectors.d), np.float32)
-    matrix = np.empty((n_new, previous.vectors.d), dtype=np.float32)
-    keep = min(n_old, n_new)
-    matrix[:keep] = old[:keep]
-    for (fts, dst) in moved_fts:
-        matrix[dst] = old[fts[0]]
-    if len(passages):
-        matrix[added] = vectors
-    index = faiss.IndexFlatIP(previous.vectors.d)
-    if n_new:
-        index.add(matrix)
-    faiss.write_index(index, str(tmp / VECTORS))
-    for name in (VECTORS, META):
-        _fsync_path(tmp / name)
-    return _publish(index_dir, tmp, build_id, manifest, {"articles": n_articles, "passages": n_new})
 
 
 def switch_current(index_dir: Path, build_id: str) -> None:
@@ -284,7 +197,7 @@ def switch_current(index_dir: Path, build_id: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, index_dir / CURRENT)
-    _fsync_path(index_dir)
+    fsync_path(index_dir)
 
 
 def remove_leftovers(index_dir: Path) -> list[str]:

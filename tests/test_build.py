@@ -186,7 +186,7 @@ KILLED_BUILD = textwrap.dedent("""
     if point == "encode":
         TinyEncoder.encode_passages = pause
     elif point == "fsync":
-        store._fsync_path = pause
+        store.fsync_path = pause
     elif point == "switch":
         store.switch_current = pause
     settings = load_settings({{}}, content_dir={content!r}, index_dir={index!r})

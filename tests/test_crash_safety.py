@@ -29,10 +29,10 @@ CHILD = textwrap.dedent("""
     sys.path.insert(0, {repo!r})
     from tests.conftest import TinyEncoder
     from indexer import build, cache
-    from kb import store
+    from kb import delta, store
     from kb.settings import load_settings
 
-    targets = {{os.path.realpath(m.__file__) for m in (build, cache, store)}}
+    targets = {{os.path.realpath(m.__file__) for m in (build, cache, delta, store)}}
     kill = {kill!r}
     seen = {{}}
 
@@ -72,7 +72,7 @@ def edit(content: Path, n: int) -> str:
     return token
 
 
-WRITING = {"write_version", "write_delta_version", "_publish", "_fsync_path", "verify_version"}
+WRITING = {"write_version", "write_delta_version", "publish", "fsync_path", "verify_version"}
 
 
 def pick_kill_points(trace: list, rng: random.Random) -> list[list]:

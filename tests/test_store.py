@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from kb import store
+from kb import delta, store
 from kb.errors import Conflict, IndexMismatch, IndexNotFound
 
 MODEL = "test/tiny"
@@ -116,7 +116,7 @@ def test_damaged_files_are_a_clear_error(tmp_path, name):
     (4, [0, 1, 2, 3], 0), (4, [0, 1, 2, 3], 6), (0, [], 2), (12, [1, 3, 11], 1),
 ])
 def test_plan_rows_keeps_rows_dense_and_moves_only_tail_rows(n_old, removed, added):
-    rows_for_new, moves, n_new = store.plan_rows(n_old, removed, added)
+    rows_for_new, moves, n_new = delta.plan_rows(n_old, removed, added)
     assert n_new == n_old - len(removed) + added and len(rows_for_new) == added
     survivors = {r for r in range(n_old) if r not in removed}
     final = {dst for _, dst in moves} | (survivors - {src for src, _ in moves}) | set(rows_for_new)
