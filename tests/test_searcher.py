@@ -148,11 +148,12 @@ def test_is_code_only():
 
 
 @pytest.mark.model
-def test_an_error_code_no_article_contains_is_never_confident(searcher):
+def test_a_query_of_only_error_codes_is_judged_by_exact_matching(searcher):
     absent = searcher.search("0x800CCC0E", 3)
     assert absent["confident"] is False and absent["confidence"] == 0.0
-    present = searcher.search("0x8004010F", 3)
-    assert present["results"][0]["id"] == "Outlook/send-receive-error-0x8004010f" and present["confidence"] > 0.0
+    present = searcher.search("0x8004010F", 3)  # the cosine alone is low; the exact match decides
+    assert present["results"][0]["id"] == "Outlook/send-receive-error-0x8004010f"
+    assert present["confident"] is True and present["confidence"] >= 0.9
     assert searcher.suggest("", "0x800CCC0E")["confident"] is False
 
 
@@ -168,3 +169,18 @@ def test_indonesian_queries_lean_more_on_the_lexical_arm(searcher):
     assert searcher.weights_for(english).lexical == searcher.settings.lexical_weight == 0.07
     assert searcher.weights_for(indonesian).lexical == searcher.settings.lexical_weight_id == 0.3
     assert searcher.weights_for(indonesian).code == searcher.weights.code
+
+
+def test_assess_rules_for_queries_of_only_codes(searcher):
+    from search.searcher import Query
+
+    low = {1: 0.21, 2: 0.2, 3: 0.2, 4: 0.19, 5: 0.19, 6: 0.18}  # hex strings: cosines say nothing
+    code = Query(dense="AADSTS50107", lexical="AADSTS50107", codes=("AADSTS50107",))
+    assert searcher.assess(low, code, {})["confidence"] == 0.0
+    found = searcher.assess(low, code, {1: 1})
+    assert found["confident"] is True and found["confidence"] == 0.9
+    words = Query(dense="sign in error AADSTS50107", lexical="", codes=("AADSTS50107",))
+    assert searcher.assess(low, words, {1: 1}) == searcher.assess(low, words, {})  # calibration only
+    assert searcher.assess(low, words, {})["confident"] is False
+    two = Query(dense="550 5.1.10", lexical="", codes=("550", "5.1.10"))
+    assert searcher.assess(low, two, {1: 1})["confident"] is False  # not every code in one passage
