@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Iterator
 
 from indexer.health_report import KINDS, Finding, HealthReport, plural
-from indexer.links import Link, resolve
+from indexer.links import Link
+from indexer.markdown import resolve
 from indexer.scan import INCLUDE_PROBLEM, FileScan, Inventory, scan_all, take_inventory
 from kb.errors import BadRequest, KBError
 from kb.settings import Settings

@@ -15,7 +15,6 @@ HTML_ANCHOR_RE = re.compile(r"""<[A-Za-z][^<>]*?\s(?:name|id)\s*=\s*(?:"([^"<>]*
 HEADING_LINE_RE = re.compile(r"^ {0,3}#{1,6}(?:[ \t]|$)", re.MULTILINE)
 HEADING_TEXT_RE = re.compile(r"^ {0,3}#{1,6}[ \t].*$", re.MULTILINE)
 INCLUDE_MARKER_RE = re.compile(r"\(include [^()\s]*\)")
-SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 MEDIA_EXTENSIONS = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp", ".bmp", ".ico", ".tif", ".tiff",
                     ".mp4", ".webm", ".mov", ".avi", ".wmv", ".mp3", ".wav"}
 
@@ -46,15 +45,6 @@ class Outline:
     links: list[Link] = field(default_factory=list)
     anchors: set[str] = field(default_factory=set)
     empty: list[Heading] = field(default_factory=list)  # headings with nothing under them
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where a link points: kind is external, site, outside, page (this file) or file (content path)."""
-
-    kind: str
-    path: str = ""
-    fragment: str = ""
 
 
 def include_marker(match: re.Match) -> str:
@@ -175,29 +165,6 @@ def empty_headings(blocks: list[Heading | None]) -> list[Heading]:
         open_.append([block, False])
     empty.extend(heading for heading, has_content in open_ if not has_content)
     return sorted(empty, key=lambda h: h.line)
-
-
-def resolve(target: str, source: str) -> Target:
-    """Where `target`, written in content file `source` (content-relative), points.
-
-    external: has a scheme (http:, mailto:, xref:) or starts with //; site: starts with / (a URL on the
-    published site, not a content path); outside: climbs above the content root; page: only #fragment or
-    ?query; file: a content-relative path (`~/` is the content root, as in DocFX).
-    """
-    target = target.strip()
-    if target.startswith("//") or SCHEME_RE.match(target):
-        return Target("external")
-    path, _, fragment = target.partition("#")
-    path = path.split("?", 1)[0]
-    if path.startswith("/"):
-        return Target("site", path, fragment)
-    if not path:
-        return Target("page", "", fragment)
-    joined = path[2:] if path.startswith("~/") else posixpath.join(posixpath.dirname(source), path)
-    joined = posixpath.normpath(joined)
-    if joined == ".." or joined.startswith("../"):
-        return Target("outside", joined, fragment)
-    return Target("file", "" if joined == "." else joined, fragment)
 
 
 def is_media(path: str) -> bool:

@@ -5,6 +5,7 @@ import html
 import posixpath
 import re
 import unicodedata
+from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import unquote
 
@@ -37,6 +38,8 @@ COMMENT_RE = re.compile(r"<!--.*?-->", re.DOTALL)
 IMAGE_BLOCK_RE = re.compile(r':::image\s(?:"[^"]*"|[^"\n])*?:::(?:(?!:::image).)*?:::image-end:::', re.DOTALL)
 IMAGE_RE = re.compile(r':::image\s(?:"[^"]*"|[^"\n])*?:::')
 NO_LOC_RE = re.compile(r':::no-loc\s+text="([^"]*)"\s*:::')
+
+SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 def slugify(text: str) -> str:
@@ -173,18 +176,44 @@ def assign_heading_ids(state: StateCore) -> None:
             token.attrSet("id", unique_slug(slugify(text), seen))
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where a link points: kind is external, site, outside, page (this file) or file (content path)."""
+
+    kind: str
+    path: str = ""
+    fragment: str = ""
+
+
+def resolve(target: str, source: str) -> Target:
+    """Where `target`, written in content file `source` (content-relative), points.
+
+    external: has a scheme (http:, mailto:, xref:) or starts with //; site: starts with / (a URL on the
+    published site, not a content path); outside: climbs above the content root; page: only #fragment or
+    ?query; file: a content-relative path (`~/` is the content root, as in DocFX).
+    """
+    target = target.strip()
+    if target.startswith("//") or SCHEME_RE.match(target):
+        return Target("external")
+    path, _, fragment = target.partition("#")
+    path = path.split("?", 1)[0]
+    if path.startswith("/"):
+        return Target("site", path, fragment)
+    if not path:
+        return Target("page", "", fragment)
+    joined = path[2:] if path.startswith("~/") else posixpath.join(posixpath.dirname(source), path)
+    joined = posixpath.normpath(joined)
+    if joined == ".." or joined.startswith("../"):
+        return Target("outside", joined, fragment)
+    return Target("file", "" if joined == "." else joined, fragment)
+
+
 def article_link(href: str, article_id: str, base_url: str) -> str | None:
     """The page URL of a relative link to another article (`../x/y.md#a`, `~/x/y.md`), None for other links."""
-    path, _, anchor = href.partition("#")
-    if not path.lower().endswith(".md") or "://" in path or path.startswith(("/", "mailto:")):
+    target = resolve(href, article_id)
+    if target.kind != "file" or not target.path.lower().endswith(".md"):
         return None
-    if path.startswith("~/"):
-        target = posixpath.normpath(path[2:])
-    else:
-        target = posixpath.normpath(posixpath.join(posixpath.dirname(article_id), path))
-    if target.startswith("../") or target == "..":
-        return None
-    return f"{base_url}/{target[:-3]}" + (f"#{anchor}" if anchor else "")
+    return f"{base_url}/{target.path[:-3]}" + (f"#{target.fragment}" if target.fragment else "")
 
 
 def rewrite_article_links(state: StateCore) -> None:

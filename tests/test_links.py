@@ -1,7 +1,8 @@
 """Outline of one Markdown file: links with their file lines, anchors as the article page makes them, empty sections."""
 import pytest
 
-from indexer.links import is_media, outline, resolve
+from indexer.links import is_media, outline
+from indexer.markdown import resolve
 
 
 def test_links_carry_the_file_line_they_are_written_on():
