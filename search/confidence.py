@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kb.embedder import MODEL_IDS
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -22,6 +24,19 @@ class Calibration:
     def probability(self, top: float, gap: float) -> float:
         z = self.bias + self.w_top * top + self.w_gap * gap
         return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
+
+
+# Cosines of different models live on different scales: each model has its own fit (docs/quality.md).
+# multilingual-e5-small's cosines sit higher and closer together (0.85-0.92 for most tickets).
+CALIBRATIONS = {
+    MODEL_IDS["all-MiniLM-L6-v2"]: Calibration(),
+    MODEL_IDS["multilingual-e5-small"]: Calibration(bias=-34.875, w_top=39.506, w_gap=14.217),
+}
+
+
+def calibration_for(model_id: str) -> Calibration:
+    """The calibration fitted for this model (MiniLM's for models not fitted, such as test encoders)."""
+    return CALIBRATIONS.get(model_id, Calibration())
 
 
 def features(dense: dict[int, float]) -> tuple[float, float]:

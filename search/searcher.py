@@ -16,7 +16,7 @@ from kb.embedder import TextEncoder
 from kb.errors import ArticleNotFound, BadRequest
 from kb.settings import Settings
 from kb.store import IndexVersion
-from search.confidence import Calibration, features
+from search.confidence import calibration_for, features
 from search.fusion import FusionWeights, fuse_scores, rank
 from search.glossary import Glossary, load_glossary
 from search.lexical import search_codes, search_lexical
@@ -90,7 +90,7 @@ class Searcher:
         self.weights = weights or FusionWeights(lexical=settings.lexical_weight)
         self.weights_id = FusionWeights(lexical=settings.lexical_weight_id, code=self.weights.code)
         self.glossary = load_glossary() if settings.translate_indonesian else None
-        self.calibration = Calibration()
+        self.calibration = calibration_for(encoder.model_id)
         db = version.db()
         self.articles = {row["id"]: dict(row) for row in db.execute(
             "SELECT id, title, summary, product, language, audience, owner, reviewed, tags FROM articles")}

@@ -1,7 +1,8 @@
 """Confidence: features, calibrated probability, class-balanced fit, AUC."""
 import math
 
-from search.confidence import Calibration, auc, features, fit_calibration
+from kb.embedder import MODEL_IDS
+from search.confidence import Calibration, auc, calibration_for, features, fit_calibration
 
 
 def test_features_top_and_gap():
@@ -28,3 +29,10 @@ def test_auc():
     assert auc([0.9, 0.8], [0.1, 0.2]) == 1.0
     assert auc([0.5], [0.5]) == 0.5
     assert math.isnan(auc([], [0.1]))
+
+
+def test_each_model_has_its_own_calibration():
+    minilm, e5 = calibration_for(MODEL_IDS["all-MiniLM-L6-v2"]), calibration_for(MODEL_IDS["multilingual-e5-small"])
+    assert minilm == Calibration() and calibration_for("test/tiny-bow") == minilm
+    # A cosine of 0.85 with a small gap is a strong MiniLM match but an ordinary e5 one.
+    assert minilm.probability(0.85, 0.03) > 0.9 and e5.probability(0.85, 0.03) < 0.5
