@@ -21,6 +21,7 @@ class TextEncoder(Protocol):
 
     model_id: str
     dim: int
+    multilingual: bool  # reads Indonesian itself (no need to embed an English rendering of a query)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
 
@@ -43,6 +44,7 @@ class Embedder:
         self.model_name, self.query_engine = model_name, query_engine
         self.cache_dir = cache_dir or Path("var/models")
         self.model_id = MODEL_IDS[model_name]
+        self.multilingual = model_name == "multilingual-e5-small"
         self._model = None
         self._normalisation: dict[int, str] | None = None  # e5's per-character map (MiniLM: none)
         self._prefixes = ("", "")  # (query, passage): e5 was trained with "query: " / "passage: "

@@ -46,18 +46,22 @@ class Query:
     language: str = "en"
 
 
-def make_query(ticket: TicketQuery, fallback: str, glossary: Glossary | None, keep_original: bool = True) -> Query:
+def make_query(ticket: TicketQuery, fallback: str, glossary: Glossary | None, embed: str = "both") -> Query:
     """Retrieval query of a cleaned ticket; Indonesian text gets its English glossary rendering as well.
 
-    Dense: the English rendering is embedded (MiniLM reads English only) and, when `keep_original` (the
-    index holds Indonesian articles, which match it best), the original too; lexical: both texts.
+    Lexical: both texts. Dense, by `embed`: "rendering" (an English-only model such as MiniLM and English
+    articles), "both" (an English-only model, and Indonesian articles in the index, which match the original
+    best), "original" (a multilingual model reads the Indonesian itself; the rendering only blurs it).
     """
     dense, lexical = ticket.text or fallback, ticket.lexical or fallback
     if ticket.language == "id" and glossary is not None and glossary.entries:
         english = glossary.translate(dense)
         if english and english != dense:
-            return Query(dense=english, lexical=f"{lexical} {glossary.translate(lexical)}", codes=ticket.codes,
-                         alternatives=(dense,) if keep_original else (), language="id")
+            lexical = f"{lexical} {glossary.translate(lexical)}"
+            if embed == "original":
+                return Query(dense=dense, lexical=lexical, codes=ticket.codes, language="id")
+            return Query(dense=english, lexical=lexical, codes=ticket.codes,
+                         alternatives=(dense,) if embed == "both" else (), language="id")
     return Query(dense=dense, lexical=lexical, codes=ticket.codes, language=ticket.language)
 
 
@@ -96,6 +100,8 @@ class Searcher:
             "SELECT id, title, summary, product, language, audience, owner, reviewed, tags FROM articles")}
         self.row_article = [row[0] for row in db.execute("SELECT article_id FROM passages ORDER BY row")]
         self.has_indonesian = any(a["language"] == "id" for a in self.articles.values())
+        self.embed = "original" if getattr(encoder, "multilingual", False) else \
+            "both" if self.has_indonesian else "rendering"
         self.term_df = dict(db.execute("SELECT term, df FROM term_df"))
         faiss.omp_set_num_threads(1)  # one query at a time: OpenMP threads only contend with the encoder
         n = version.vectors.ntotal
@@ -239,7 +245,7 @@ class Searcher:
         if mode not in MODES:
             raise BadRequest(f"mode must be one of {', '.join(MODES)}")
         ticket = TicketQuery(text=q, lexical=q, codes=tuple(extract_codes(q)), language=detect_language(q))
-        query = make_query(ticket, q, self.glossary, self.has_indonesian)
+        query = make_query(ticket, q, self.glossary, self.embed)
         scores, dense, code_hits = self.retrieve(query, filters, mode)
         results = []
         for article_id, score, rows in self.group_articles(scores, k):
@@ -257,7 +263,7 @@ class Searcher:
         k = validate_k(k)
         ticket = build_query(subject or "", body or "", tags=tags, language=language,
                              max_words=self.settings.query_max_words)
-        query = make_query(ticket, text, self.glossary, self.has_indonesian)
+        query = make_query(ticket, text, self.glossary, self.embed)
         scores, dense, code_hits = self.retrieve(query)
         articles = []
         for article_id, score, rows in self.group_articles(scores, k):

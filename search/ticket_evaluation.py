@@ -33,7 +33,7 @@ def ticket_query(item: dict, searcher: Searcher, translate: bool = True) -> Quer
     """The query the service would build for this ticket (optionally without Indonesian translation)."""
     ticket = build_query(item.get("subject", ""), item.get("text", ""), language=item.get("lang"),
                          max_words=searcher.settings.query_max_words)
-    return make_query(ticket, item["text"], searcher.glossary if translate else None, searcher.has_indonesian)
+    return make_query(ticket, item["text"], searcher.glossary if translate else None, searcher.embed)
 
 
 def raw_query(item: dict) -> Query:

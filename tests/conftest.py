@@ -28,6 +28,7 @@ class TinyEncoder:
 
     model_id = "test/tiny-bow"
     dim = 64
+    multilingual = False
 
     def __init__(self):
         self.calls = 0

@@ -171,6 +171,20 @@ def test_indonesian_queries_lean_more_on_the_lexical_arm(searcher):
     assert searcher.weights_for(indonesian).code == searcher.weights.code
 
 
+def test_what_the_dense_arm_reads_of_an_indonesian_query():
+    from search.glossary import load_glossary
+    from search.searcher import make_query
+    from search.tickets import TicketQuery
+
+    ticket = TicketQuery("kata sandi outlook", "kata sandi outlook", (), "id")
+    queries = {embed: make_query(ticket, "", load_glossary(), embed) for embed in ("rendering", "both", "original")}
+    english = queries["rendering"].dense
+    assert "password" in english and queries["rendering"].alternatives == ()
+    assert queries["both"].dense == english and queries["both"].alternatives == ("kata sandi outlook",)
+    assert queries["original"].dense == "kata sandi outlook" and queries["original"].alternatives == ()
+    assert all("password" in q.lexical and "sandi" in q.lexical for q in queries.values())
+
+
 def test_assess_rules_for_queries_of_only_codes(searcher):
     from search.searcher import Query
 
