@@ -1,0 +1,62 @@
+"""Side study (issue 4): Sastrawi stemming of Indonesian articles and queries in the lexical arm.
+
+Usage (needs `pip install Sastrawi==1.0.1`, not a dependency): python eval/studies/sastrawi.py MINILM_INDEX_DIR eval/starter-id
+Builds two in-memory FTS5 tables from the index passages (as indexed; Indonesian articles Sastrawi-stemmed)
+and compares BM25 alone and fused with the index's dense arm (w=0.3).
+"""
+import os,sys,sqlite3,json
+os.environ['HF_HUB_OFFLINE']='1'
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from Sastrawi.Stemmer.StemmerFactory import StemmerFactory
+from kb.settings import load_settings
+from kb.embedder import Embedder
+from kb import store
+from search.searcher import Searcher
+from search.ticket_evaluation import ticket_query, article_metrics
+from search.evaluation import read_jsonl, read_qrels
+from search.lexical import extract_terms, match_expression, TOKEN
+from search.fusion import fuse_scores, FusionWeights, rank
+stem=StemmerFactory().create_stemmer().stem
+cache={}
+def st(w):
+    if w not in cache: cache[w]=stem(w) or w
+    return cache[w]
+def stem_text(t): return ' '.join(st(w) for w in TOKEN.findall(t.lower()))
+s=load_settings()
+idx=Path(sys.argv[1]); folder=Path(sys.argv[2])
+emb=Embedder('all-MiniLM-L6-v2',query_engine='onnx',cache_dir=Path('var/models'))
+S=Searcher(store.open_current(idx,emb.model_id),emb,s)
+db=S.version.db()
+rows=db.execute('select p.row,a.title,p.heading_path,p.text,a.language from passages p join articles a on a.id=p.article_id').fetchall()
+mem=sqlite3.connect(':memory:')
+for name in ('plain','stem'):
+    mem.execute(f"create virtual table {name} using fts5(title,headings,body,tokenize='porter unicode61 remove_diacritics 2')")
+for r,title,hp,text,lang in rows:
+    heads=' '.join(json.loads(hp))
+    mem.execute('insert into plain(rowid,title,headings,body) values(?,?,?,?)',(r,title,heads,text))
+    if lang=='id': title,heads,text=stem_text(title),stem_text(heads),stem_text(text)
+    mem.execute('insert into stem(rowid,title,headings,body) values(?,?,?,?)',(r,title,heads,text))
+def lex(table,terms):
+    if not terms: return {}
+    return dict(mem.execute(f"select rowid,-bm25({table},2.0,1.5,1.0) s from {table} where {table} match ? order by s desc limit 100",(match_expression(terms),)).fetchall())
+qrels=read_qrels(folder/'qrels.tsv')
+items=[q for q in read_jsonl(folder/'queries.jsonl') if q['id'] in qrels]
+tot={}
+for it in items:
+    q=ticket_query(it,S)
+    dense,_,codes=S.candidates(q)
+    terms=extract_terms(q.lexical)
+    sterms=list(dict.fromkeys(st(t) for t in terms))
+    res={'lex plain':lex('plain',terms),'lex stem':lex('stem',sterms)}
+    for w in (0.3,):
+        res[f'fused plain w={w}']=fuse_scores(dense,res['lex plain'],codes,FusionWeights(w,0.5))
+        res[f'fused stem w={w}']=fuse_scores(dense,res['lex stem'],codes,FusionWeights(w,0.5))
+    for n,sc in res.items():
+        # fused needs dense for lexical-only rows: recompute exact cosines
+        ranking=[a for a,_,_ in S.group_articles(sc,10)]
+        m=article_metrics(ranking,qrels[it['id']])
+        d=tot.setdefault(n,{'MRR@10':0,'R@1':0,'R@3':0})
+        for k in d: d[k]+=m[k]/len(items)
+    if it['id'] in ('ids-q19','ids-q02'): print(it['id'],terms,sterms)
+for n,d in tot.items(): print(n,{k:round(v,3) for k,v in d.items()})
