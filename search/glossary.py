@@ -60,3 +60,12 @@ def parse_glossary(text: str) -> Glossary:
 def load_glossary(path: Path = GLOSSARY_FILE) -> Glossary:
     """The packaged glossary (empty when the file is missing)."""
     return parse_glossary(path.read_text(encoding="utf-8") if path.is_file() else "")
+
+
+@lru_cache(maxsize=1)
+def indonesian_vocabulary() -> frozenset[str]:
+    """Words of the glossary's Indonesian phrases that no English rendering uses ("sandi", "meminta", not
+    "login"): evidence of Indonesian in a query that has no function words ("outlook terus meminta kata sandi")."""
+    glossary = load_glossary()
+    english = {w for target in glossary.entries.values() for w in WORD.findall(target.lower())}
+    return frozenset(w for key in glossary.entries for w in key if not w.isdigit()) - english

@@ -7,6 +7,7 @@ from itertools import groupby
 from typing import Sequence
 
 from kb.errors import BadRequest
+from search.glossary import indonesian_vocabulary
 
 
 @dataclass(frozen=True)
@@ -129,9 +130,14 @@ _EN_WORDS = set(
 
 
 def detect_language(text: str) -> str:
-    """"id" when Indonesian function words outnumber English ones, else "en"."""
+    """"id" when Indonesian function words outnumber English ones; on a tie (short queries often have none),
+    "id" when at least two words are Indonesian support vocabulary; else "en"."""
     words = re.findall(r"[a-z]+(?:'[a-z]+)?", text.lower().replace("’", "'"))
-    return "id" if sum(w in _ID_WORDS for w in words) > sum(w in _EN_WORDS for w in words) else "en"
+    indonesian, english = sum(w in _ID_WORDS for w in words), sum(w in _EN_WORDS for w in words)
+    if indonesian != english:
+        return "id" if indonesian > english else "en"
+    vocabulary = indonesian_vocabulary() - _EN_WORDS
+    return "id" if sum(w in vocabulary for w in words) >= 2 else "en"
 
 
 def strip_greeting(line: str) -> str | None:

@@ -347,6 +347,14 @@ def test_ticket_without_codes_yields_no_codes():
     ("Kenapa Teams gak bisa login?", "id"),
     ("Outlook saya tidak bisa connect, muncul 'Cannot connect to the server'", "id"),
     ("", "en"),
+    # No function words either way: decided by Indonesian support vocabulary (two words at least).
+    ("Outlook\nOutlook terus meminta kata sandi setiap pagi", "id"),
+    ("outlook berulang kali menanyakan kata sandi", "id"),
+    ("kotak surat penuh", "id"),
+    ("increase mailbox size exchange online", "en"),
+    ("clear teams cache", "en"),
+    ("onedrive sync pending", "en"),
+    ("mfa authenticator", "en"),
 ])
 def test_detect_language_short_texts(text, lang):
     assert detect_language(text) == lang
