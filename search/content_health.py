@@ -99,7 +99,10 @@ class ContentHealth:
                 self._report, self._error, self._key = report, error, key
                 self._done.notify_all()
                 if not self._again:
+                    # Drop the inputs: holding the IndexVersion would keep its lease, so prune could never
+                    # delete that version while the page is not asked for again.
                     self._thread = self._running = None
+                    self._inputs = (None, None)
                     return
                 self._again = False
                 index, usage = self._inputs

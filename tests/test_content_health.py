@@ -129,3 +129,24 @@ def test_content_health_computes_in_the_background_and_caches(content_copy, tmp_
     assert stale is report and not fresh  # the older report while the new one is computed
     updated, fresh = health.get(None, None, wait=30)
     assert fresh and updated.counts["broken_link"] == 1
+
+
+def test_content_health_does_not_keep_the_index_version_it_checked(content_copy, tmp_path, tiny_encoder):
+    import gc
+    import weakref
+
+    from kb.store import open_current
+
+    settings = settings_for(content_copy, tmp_path)
+    build_index(settings, tiny_encoder, progress=False)
+    version = open_current(settings.index_dir, tiny_encoder.model_id)
+    health = ContentHealth(settings, workers=1)
+    report, fresh = health.get(version, None, wait=30)
+    assert fresh and report is not None
+    released = weakref.ref(version)
+    del version
+    deadline = time.time() + 10  # the worker thread lets go just after publishing the report
+    while released() is not None:  # with the version goes its lease, so prune may delete it
+        assert time.time() < deadline, "ContentHealth still holds the index version it checked"
+        gc.collect()
+        time.sleep(0.05)
