@@ -62,10 +62,15 @@ def load_glossary(path: Path = GLOSSARY_FILE) -> Glossary:
     return parse_glossary(path.read_text(encoding="utf-8") if path.is_file() else "")
 
 
+# Words of the glossary's Indonesian phrases that English support text uses too (each at least 5 times in
+# md-office-support-kb): no evidence of Indonesian.
+ALSO_ENGLISH = frozenset("cache cas force ga hp ini item login logout map program setting".split())
+
+
 @lru_cache(maxsize=1)
 def indonesian_vocabulary() -> frozenset[str]:
-    """Words of the glossary's Indonesian phrases that no English rendering uses ("sandi", "meminta", not
-    "login"): evidence of Indonesian in a query that has no function words ("outlook terus meminta kata sandi")."""
+    """Words of the glossary's Indonesian phrases that no English rendering uses and English text does not
+    ("sandi", "meminta"; not "login"): evidence of Indonesian in a query without function words."""
     glossary = load_glossary()
     english = {w for target in glossary.entries.values() for w in WORD.findall(target.lower())}
-    return frozenset(w for key in glossary.entries for w in key if not w.isdigit()) - english
+    return frozenset(w for key in glossary.entries for w in key if not w.isdigit()) - english - ALSO_ENGLISH
