@@ -4,15 +4,14 @@ Usage: TR=1 python eval/studies/e5_dual.py eval/tickets-dev MINILM_INDEX_DIR E5_
 (both indexes built from the same content with `kb index`, the second with KB_MODEL=multilingual-e5-small
 and the same KB_MODEL_CACHE_DIR in the environment); TR=0 switches the Indonesian glossary off. Prints MRR@10/R@3 per group.
 """
-import os, sys, json, statistics, dataclasses
+import os, sys, dataclasses
 os.environ['HF_HUB_OFFLINE']='1'
 from pathlib import Path
-import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from kb.settings import load_settings
 from kb.embedder import Embedder
 from kb import store
-from search.searcher import Searcher, Query, make_query
+from search.searcher import Searcher
 from search.ticket_evaluation import article_metrics, ticket_query, METRICS
 from search.fusion import fuse_scores, FusionWeights, normalise_minmax, rank
 from search.evaluation import read_jsonl, read_qrels

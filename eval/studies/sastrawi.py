@@ -16,7 +16,7 @@ from search.searcher import Searcher
 from search.ticket_evaluation import ticket_query, article_metrics
 from search.evaluation import read_jsonl, read_qrels
 from search.lexical import extract_terms, match_expression, TOKEN
-from search.fusion import fuse_scores, FusionWeights, rank
+from search.fusion import fuse_scores, FusionWeights
 stem=StemmerFactory().create_stemmer().stem
 cache={}
 def st(w):
