@@ -94,7 +94,7 @@ class Searcher:
         self.weights = weights or FusionWeights(lexical=settings.lexical_weight)
         self.weights_id = FusionWeights(lexical=settings.lexical_weight_id, code=self.weights.code)
         self.glossary = load_glossary() if settings.translate_indonesian else None
-        self.calibration = calibration_for(encoder.model_id)
+        self.calibrations = {lang: calibration_for(encoder.model_id, lang) for lang in ("en", "id")}
         db = version.db()
         self.articles = {row["id"]: dict(row) for row in db.execute(
             "SELECT id, title, summary, product, language, audience, owner, reviewed, tags FROM articles")}
@@ -174,7 +174,7 @@ class Searcher:
         when one passage contains every code, never when none contains any.
         """
         top, gap = features(dense)
-        probability = self.calibration.probability(top, gap)
+        probability = self.calibrations.get(query.language, self.calibrations["en"]).probability(top, gap)
         if query.codes and is_code_only(query):
             if not code_hits:
                 probability = 0.0

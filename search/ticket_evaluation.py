@@ -122,7 +122,8 @@ def evaluate_confidence(folder: Path, searcher: Searcher) -> dict:
         service = searcher.assess(dense, query, codes)["confidence"]  # calibration plus the exact-code rule
         rows.append((kind, item.get("lang", "en"), top, gap, item["id"] in qrels, service))
     fitted = fit_calibration([(top, gap, label) for _, _, top, gap, label, _ in rows])
-    report = {"fitted": fitted.__dict__, "current": searcher.calibration.__dict__}
+    report = {"fitted": fitted.__dict__,
+              "current": {lang: c.__dict__ for lang, c in searcher.calibrations.items()}}
     for name in ("current", "fitted"):
         for group in ("all", "ticket", "short"):
             for lang in ("all", "en", "id"):

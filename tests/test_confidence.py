@@ -34,5 +34,9 @@ def test_auc():
 def test_each_model_has_its_own_calibration():
     minilm, e5 = calibration_for(MODEL_IDS["all-MiniLM-L6-v2"]), calibration_for(MODEL_IDS["multilingual-e5-small"])
     assert minilm == Calibration() and calibration_for("test/tiny-bow") == minilm
+    assert calibration_for(MODEL_IDS["all-MiniLM-L6-v2"], "id") == minilm  # one fit for both languages
     # A cosine of 0.85 with a small gap is a strong MiniLM match but an ordinary e5 one.
     assert minilm.probability(0.85, 0.03) > 0.9 and e5.probability(0.85, 0.03) < 0.5
+    # e5 gives Indonesian queries lower cosines: the same match counts for more in Indonesian.
+    e5_id = calibration_for(MODEL_IDS["multilingual-e5-small"], "id")
+    assert e5_id.probability(0.87, 0.02) > 0.5 > e5.probability(0.87, 0.02)
