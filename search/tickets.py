@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import groupby
 from typing import Sequence
 
@@ -136,8 +137,12 @@ def detect_language(text: str) -> str:
     indonesian, english = sum(w in _ID_WORDS for w in words), sum(w in _EN_WORDS for w in words)
     if indonesian != english:
         return "id" if indonesian > english else "en"
-    vocabulary = indonesian_vocabulary() - _EN_WORDS
-    return "id" if sum(w in vocabulary for w in words) >= 2 else "en"
+    return "id" if sum(w in _id_vocabulary() for w in words) >= 2 else "en"
+
+
+@lru_cache(maxsize=1)
+def _id_vocabulary() -> frozenset[str]:
+    return indonesian_vocabulary() - _EN_WORDS
 
 
 def strip_greeting(line: str) -> str | None:

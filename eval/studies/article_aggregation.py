@@ -2,23 +2,13 @@
 
 Usage: python eval/studies/article_aggregation.py eval/tickets-dev MINILM_INDEX_DIR
 """
-import os,sys
-from pathlib import Path
-os.environ['HF_HUB_OFFLINE']='1'
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from pathlib import Path
-from kb.settings import load_settings
-from kb.embedder import Embedder
-from kb import store
-from search.searcher import Searcher
+import sys
+from study import open_searcher, read_ticket_set
 from search.ticket_evaluation import ticket_query, article_metrics
-from search.evaluation import read_jsonl, read_qrels
 from search.fusion import fuse_scores, rank
-s=load_settings()
-emb=Embedder('all-MiniLM-L6-v2',query_engine='onnx',cache_dir=Path('var/models'))
-folder=Path(sys.argv[1]); S=Searcher(store.open_current(Path(sys.argv[2]),emb.model_id),emb,s)
-qrels=read_qrels(folder/'qrels.tsv')
-items=[q for q in read_jsonl(folder/'queries.jsonl') if q['id'] in qrels]
+S=open_searcher(sys.argv[2])
+qrels,queries=read_ticket_set(sys.argv[1])
+items=[q for q in queries if q['id'] in qrels]
 def arts(scores,bonus):
     g={}
     for r in rank(scores): g.setdefault(S.row_article[r],[]).append(scores[r])

@@ -5,24 +5,14 @@ Usage: python eval/studies/calibration_by_language.py MODEL INDEX_DIR eval/ticke
 (MODEL all-MiniLM-L6-v2 or multilingual-e5-small; KB_MODEL_CACHE_DIR where the e5 folder is).
 Prints (answerable flagged confident, unanswerable flagged confident, accuracy) per language, and the fits.
 """
-import os,sys
-from pathlib import Path
-os.environ['HF_HUB_OFFLINE']='1'
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from pathlib import Path
-from kb.settings import load_settings
-from kb.embedder import Embedder
-from kb import store
-from search.searcher import Searcher
+import sys
+from study import open_searcher, read_ticket_set
 from search.ticket_evaluation import ticket_query
-from search.evaluation import read_jsonl, read_qrels
 from search.confidence import features, fit_calibration
-s=load_settings()
-model, index_dir, folder = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-e5=Embedder(model,cache_dir=Path(os.environ.get('KB_MODEL_CACHE_DIR','var/models')))
-S=Searcher(store.open_current(index_dir,e5.model_id),e5,s); qrels=read_qrels(folder/'qrels.tsv')
+S=open_searcher(sys.argv[2],sys.argv[1])
+qrels,queries=read_ticket_set(sys.argv[3])
 rows=[]
-for it in read_jsonl(folder/'queries.jsonl'):
+for it in queries:
     q=ticket_query(it,S); d,_,c=S.candidates(q); top,gap=features(d)
     rows.append((it.get('lang','en'),top,gap,it['id'] in qrels))
 def evaluate(pred):

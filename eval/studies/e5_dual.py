@@ -5,28 +5,17 @@ Usage: TR=1 python eval/studies/e5_dual.py eval/tickets-dev MINILM_INDEX_DIR E5_
 and the same KB_MODEL_CACHE_DIR in the environment); TR=0 switches the Indonesian glossary off. Prints MRR@10/R@3 per group.
 """
 import os, sys, dataclasses
-os.environ['HF_HUB_OFFLINE']='1'
-from pathlib import Path
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from kb.settings import load_settings
-from kb.embedder import Embedder
-from kb import store
-from search.searcher import Searcher
+from study import open_searcher, read_ticket_set
 from search.ticket_evaluation import article_metrics, ticket_query, METRICS
 from search.fusion import fuse_scores, FusionWeights, normalise_minmax, rank
-from search.evaluation import read_jsonl, read_qrels
 TR=os.environ.get('TR','1')=='1'
-folder, mini_dir, e5_dir = (Path(a) for a in sys.argv[1:4])
-s=load_settings()
-mini=Embedder('all-MiniLM-L6-v2',query_engine='onnx',cache_dir=Path('var/models'))
-e5=Embedder('multilingual-e5-small',query_engine='torch',cache_dir=Path(os.environ.get('KB_MODEL_CACHE_DIR', 'var/models')))
-S_m=Searcher(store.open_current(mini_dir,mini.model_id),mini,s)
-S_e=Searcher(store.open_current(e5_dir,e5.model_id),e5,s)
+S_m=open_searcher(sys.argv[2])
+S_e=open_searcher(sys.argv[3],'multilingual-e5-small')
 pid_e={r[0]:r[1] for r in S_e.version.db().execute('select passage_id,row from passages')}
 row_m2e={r[1]:pid_e[r[0]] for r in S_m.version.db().execute('select passage_id,row from passages')}
 row_e2m={v:k for k,v in row_m2e.items()}
-qrels=read_qrels(folder/'qrels.tsv')
-items=[q for q in read_jsonl(folder/'queries.jsonl') if q['id'] in qrels]
+qrels,queries=read_ticket_set(sys.argv[1])
+items=[q for q in queries if q['id'] in qrels]
 sums={}
 def add(name,groups,scores,S,qid):
     ranking=[a for a,_,_ in S.group_articles(scores,10)]

@@ -3,29 +3,19 @@ the set's labels, before and after the vocabulary tie-break of `detect_language`
 
 Usage: python eval/studies/language_detection.py eval/tickets-dev MINILM_INDEX_DIR
 """
-import os,sys,re
-from pathlib import Path
-os.environ['HF_HUB_OFFLINE']='1'
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from pathlib import Path
-from kb.settings import load_settings
-from kb.embedder import Embedder
-from kb import store
+import sys,re
+from study import open_searcher, read_ticket_set
 import search.tickets as T
-from search.searcher import Searcher, make_query
+from search.searcher import make_query
 from search.ticket_evaluation import article_metrics
-from search.evaluation import read_jsonl, read_qrels
 from search.fusion import fuse_scores
 new=T.detect_language
 def old(text):
     words = re.findall(r"[a-z]+(?:'[a-z]+)?", text.lower().replace("’", "'"))
     return "id" if sum(w in T._ID_WORDS for w in words) > sum(w in T._EN_WORDS for w in words) else "en"
-s=load_settings()
-folder=Path(sys.argv[1]); idx=Path(sys.argv[2])
-emb=Embedder('all-MiniLM-L6-v2',query_engine='onnx',cache_dir=Path('var/models'))
-S=Searcher(store.open_current(idx,emb.model_id),emb,s)
-qrels=read_qrels(folder/'qrels.tsv')
-items=[q for q in read_jsonl(folder/'queries.jsonl') if q['id'] in qrels]
+S=open_searcher(sys.argv[2]); s=S.settings
+qrels,queries=read_ticket_set(sys.argv[1])
+items=[q for q in queries if q['id'] in qrels]
 for name,fn in (('old',old),('new',new)):
     T.detect_language=fn
     tot={}

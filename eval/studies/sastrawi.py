@@ -4,17 +4,10 @@ Usage (needs `pip install Sastrawi==1.0.1`, not a dependency): python eval/studi
 Builds two in-memory FTS5 tables from the index passages (as indexed; Indonesian articles Sastrawi-stemmed)
 and compares BM25 alone and fused with the index's dense arm (w=0.3).
 """
-import os,sys,sqlite3,json
-os.environ['HF_HUB_OFFLINE']='1'
-from pathlib import Path
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import sys,sqlite3,json
+from study import open_searcher, read_ticket_set
 from Sastrawi.Stemmer.StemmerFactory import StemmerFactory
-from kb.settings import load_settings
-from kb.embedder import Embedder
-from kb import store
-from search.searcher import Searcher
 from search.ticket_evaluation import ticket_query, article_metrics
-from search.evaluation import read_jsonl, read_qrels
 from search.lexical import extract_terms, match_expression, TOKEN
 from search.fusion import fuse_scores, FusionWeights
 stem=StemmerFactory().create_stemmer().stem
@@ -23,10 +16,7 @@ def st(w):
     if w not in cache: cache[w]=stem(w) or w
     return cache[w]
 def stem_text(t): return ' '.join(st(w) for w in TOKEN.findall(t.lower()))
-s=load_settings()
-idx=Path(sys.argv[1]); folder=Path(sys.argv[2])
-emb=Embedder('all-MiniLM-L6-v2',query_engine='onnx',cache_dir=Path('var/models'))
-S=Searcher(store.open_current(idx,emb.model_id),emb,s)
+S=open_searcher(sys.argv[1])
 db=S.version.db()
 rows=db.execute('select p.row,a.title,p.heading_path,p.text,a.language from passages p join articles a on a.id=p.article_id').fetchall()
 mem=sqlite3.connect(':memory:')
@@ -40,8 +30,8 @@ for r,title,hp,text,lang in rows:
 def lex(table,terms):
     if not terms: return {}
     return dict(mem.execute(f"select rowid,-bm25({table},2.0,1.5,1.0) s from {table} where {table} match ? order by s desc limit 100",(match_expression(terms),)).fetchall())
-qrels=read_qrels(folder/'qrels.tsv')
-items=[q for q in read_jsonl(folder/'queries.jsonl') if q['id'] in qrels]
+qrels,queries=read_ticket_set(sys.argv[2])
+items=[q for q in queries if q['id'] in qrels]
 tot={}
 for it in items:
     q=ticket_query(it,S)
