@@ -10,6 +10,9 @@ from typing import Any, Mapping
 from kb.errors import BadRequest
 
 
+AUTH_MODES = ("auto", "required", "off")
+
+
 def _setting(default: Any, env: str, help: str) -> Any:
     return field(default=default, metadata={"env": env, "help": help})
 
@@ -48,6 +51,24 @@ class Settings:
     stale_days: int = _setting(180, "KB_STALE_DAYS", "`kb check`: articles whose `reviewed` date is older than this are stale.")
     draft_max_age_days: int = _setting(30, "KB_DRAFT_MAX_AGE_DAYS", "`kb check`: drafts older than this (by `reviewed` date or file time) are reported.")
     near_duplicate_threshold: float = _setting(0.95, "KB_NEAR_DUPLICATE_THRESHOLD", "`kb check`: cosine of two articles' mean passage vectors above which they are near-duplicates.")
+    # ---- access control (README: "Put it on your network") ----
+    auth: str = _setting("auto", "KB_AUTH", "API keys: auto (open on a loopback bind, required on any other), required, or off.")
+    auth_db: Path = _setting(Path("var/auth.sqlite"), "KB_AUTH_DB", "SQLite file of API keys (salted hashes only), sign-in sessions' signing secret and the audit log.")
+    trusted_proxies: str = _setting("", "KB_TRUSTED_PROXIES", "Comma-separated addresses or CIDR ranges of reverse proxies whose user header (KB_PROXY_USER_HEADER) signs agents in.")
+    proxy_user_header: str = _setting("X-Forwarded-User", "KB_PROXY_USER_HEADER", "Header naming the agent authenticated by a trusted proxy (oauth2-proxy sends X-Forwarded-User).")
+    session_hours: int = _setting(12, "KB_SESSION_HOURS", "How long a sign-in with a personal key lasts (signed, HttpOnly cookie).")
+    frame_ancestors: str = _setting("", "KB_FRAME_ANCESTORS", "Space- or comma-separated origins allowed to frame /widget (e.g. https://acme.zendesk.com); none by default.")
+    cors_origins: str = _setting("", "KB_CORS_ORIGINS", "Comma-separated origins whose browser-side apps may call the JSON API (CORS); none by default.")
+    # ---- helpdesk webhooks and write-back (README: "Connect your helpdesk") ----
+    zendesk_webhook_secret: str = _setting("", "KB_ZENDESK_WEBHOOK_SECRET", "Signing secret of the Zendesk webhook: X-Zendesk-Webhook-Signature is required and checked when set.")
+    webhook_replay_seconds: int = _setting(300, "KB_WEBHOOK_REPLAY_SECONDS", "Signed webhooks older than this are refused; the same ticket within it is answered from the first result.")
+    webhook_max_bytes: int = _setting(1_000_000, "KB_WEBHOOK_MAX_BYTES", "Largest webhook body accepted (413 beyond).")
+    generic_webhook_map: str = _setting('{"subject": "/subject", "body": "/body", "tags": "/tags", "language": "/language", "ticket_id": "/id"}', "KB_GENERIC_WEBHOOK_MAP", "JSON object mapping subject, body, tags, language and ticket_id to JSON pointers (RFC 6901) into the body of POST /api/webhooks/generic.")
+    helpdesk_api_url: str = _setting("", "KB_HELPDESK_API_URL", "Base URL of the helpdesk REST API for write-back (e.g. https://acme.zendesk.com); unset: no write-back.")
+    helpdesk_api_user: str = _setting("", "KB_HELPDESK_API_USER", "Helpdesk API user for write-back (Zendesk: the agent e-mail; the token is sent as EMAIL/token:TOKEN).")
+    helpdesk_api_token: str = _setting("", "KB_HELPDESK_API_TOKEN", "Helpdesk API token for write-back (Zendesk API token, Freshdesk API key).")
+    # ---- serving many agents ----
+    workers: int = _setting(1, "KB_WORKERS", "Worker processes of `kb serve` (each follows CURRENT of the same index folder).")
 
 
 def _convert(raw: str, kind: type, name: str) -> Any:
@@ -82,6 +103,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     settings = Settings(**values)
     if not 1 <= settings.port <= 65535:
         raise BadRequest(f"port {settings.port} is out of range 1..65535")
+    if settings.auth not in AUTH_MODES:
+        raise BadRequest(f"KB_AUTH={settings.auth!r} must be one of {', '.join(AUTH_MODES)}")
+    if settings.workers < 1:
+        raise BadRequest(f"workers must be at least 1, got {settings.workers}")
     return settings
 
 

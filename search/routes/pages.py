@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import html
 import re
+from importlib import resources
 from html.parser import HTMLParser
 from pathlib import Path
 from time import perf_counter
@@ -20,7 +21,7 @@ from search.related import related_articles
 from search.routes.deps import get_searcher, record_returned
 from search.searcher import Filters, Searcher
 
-WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+WEB_DIR = Path(str(resources.files("search") / "web"))  # templates and static files ship inside the package
 TEMPLATES = Jinja2Templates(env=Environment(loader=FileSystemLoader(WEB_DIR / "templates"), autoescape=True,
                                             trim_blocks=True, lstrip_blocks=True))
 LANG_COOKIE_AGE = 365 * 24 * 3600
