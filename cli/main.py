@@ -93,8 +93,10 @@ def run_index(args: argparse.Namespace, settings: Settings) -> int:
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from cli.preflight import check_serve, content_given
     from search.app import create_app
 
+    check_serve(settings, content_given(args.content_dir))  # a taken port or another folder's index: fail now
     watch = settings.watch if args.watch is None else args.watch
     uvicorn.run(create_app(settings, watch=watch), host=settings.host, port=settings.port,
                 log_level=settings.log_level)
