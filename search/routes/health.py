@@ -1,13 +1,18 @@
 """GET /healthz: the index version in service, its counts, the model, and versions refused on open."""
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+
+from search.schemas import HealthResponse, NoIndexResponse
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="Index version, counts, model and reload status")
+@router.get("/healthz", summary="Index version, counts, model and reload status", response_model=HealthResponse,
+            responses={503: {"model": NoIndexResponse, "description": "No index version is loaded."}})
 def healthz(request: Request):
     state = request.app.state.kb
     error = state.load_error
@@ -18,6 +23,7 @@ def healthz(request: Request):
     searcher = state.searcher
     if searcher is None:
         return JSONResponse({"status": "no_index", "model": state.encoder.model_id, "error": reload["error"],
-                             "reload": reload}, status_code=503)
+                             "reload": reload, "pid": os.getpid()}, status_code=503)
     # A newer version that failed its checks: still answering from the previous one, but say so.
-    return {**searcher.health(), "status": "degraded" if error else "ok", "reload": reload}
+    return {**searcher.health(), "status": "degraded" if error else "ok", "reload": reload,
+            "pid": os.getpid()}  # which worker answered (kb serve --workers N)
