@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from kb.errors import BadRequest, FeedbackUnavailable
 from kb.feedback import SOURCES, FeedbackStore
+from search.schemas import API_ERRORS, ERRORS, FeedbackResponse, FeedbackSummaryResponse, error_responses
 
 router = APIRouter(tags=["feedback"])
 
@@ -25,11 +26,6 @@ class FeedbackRequest(BaseModel):
     passage_id: str | None = Field(None, description="Id of the passage shown, when the result was a passage.")
     helpful: bool = Field(..., strict=True, description="true: it helped; false: it did not.")
     source: str = Field("search", description=f"Where the result was shown: {', '.join(SOURCES)}.")
-
-
-class FeedbackResponse(BaseModel):
-    id: int
-    recorded: bool = True
 
 
 def get_feedback(request: Request) -> FeedbackStore:
@@ -86,7 +82,8 @@ def thanked(location: str) -> str:
 
 
 @router.post("/api/feedback", status_code=201, response_model=FeedbackResponse,
-             summary="Record whether a result helped (JSON)")
+             summary="Record whether a result helped (JSON)",
+             responses=error_responses(400, 413, 422, 503, *API_ERRORS))
 def post_feedback(body: FeedbackRequest, store: FeedbackDep, request: Request) -> dict:
     feedback_id = store.record(body.query, body.article_id, body.helpful, passage_id=body.passage_id,
                                source=body.source, index_version=index_version(request))
@@ -94,7 +91,10 @@ def post_feedback(body: FeedbackRequest, store: FeedbackDep, request: Request) -
 
 
 @router.post("/feedback", status_code=303, response_class=RedirectResponse,
-             summary="Record whether a result helped (HTML form), then go back to the page")
+             summary="Record whether a result helped (HTML form), then go back to the page",
+             responses={303: {"description": "Back to `next` (or the Referer) with feedback=thanks added."},
+                        400: {"description": ERRORS[400]}, 413: {"description": ERRORS[413]},
+                        422: {"description": ERRORS[422]}, 503: {"description": ERRORS[503]}})
 def post_feedback_form(store: FeedbackDep, request: Request,
                        article_id: Annotated[str, Form()], helpful: Annotated[str, Form()],
                        query: Annotated[str, Form()] = "", passage_id: Annotated[str | None, Form()] = None,
@@ -107,6 +107,7 @@ def post_feedback_form(store: FeedbackDep, request: Request,
     return RedirectResponse(thanked(location), status_code=303)
 
 
-@router.get("/api/feedback/summary", summary="Helpful / not helpful counts, overall and per article")
+@router.get("/api/feedback/summary", summary="Helpful / not helpful counts, overall and per article",
+            response_model=FeedbackSummaryResponse, responses=error_responses(503, *API_ERRORS))
 def feedback_summary(store: FeedbackDep) -> dict:
     return store.summary()
