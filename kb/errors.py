@@ -12,6 +12,11 @@ class KBError(Exception):
         super().__init__(message)
         self.message = message
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the response must carry (WWW-Authenticate, Retry-After)."""
+        return {}
+
     def to_dict(self) -> dict:
         return {"error": {"code": self.code, "message": self.message}}
 
@@ -63,8 +68,93 @@ class FeedbackUnavailable(KBError):
     code = "feedback_unavailable"
 
 
+class MalformedJSON(BadRequest):
+    """A request body that is not valid JSON (webhooks read their raw body themselves)."""
+
+    code = "malformed_json"
+
+
+class PayloadTooLarge(KBError):
+    """A request body over its size limit (KB_WEBHOOK_MAX_BYTES for webhooks)."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class InvalidPayload(KBError):
+    """Valid JSON in a shape the route does not read (wrong types, missing objects)."""
+
+    status = 422
+    code = "invalid_payload"
+
+
+class UnsupportedEvent(InvalidPayload):
+    """A webhook event type this service does not answer (e.g. a Zendesk user or ticket-deleted event)."""
+
+    code = "unsupported_event"
+
+
+class EmptyTicket(InvalidPayload):
+    """A webhook ticket with neither subject nor body: nothing to suggest from."""
+
+    code = "empty_ticket"
+
+
+class SignatureInvalid(KBError):
+    """A webhook whose signature is missing or does not match the shared secret."""
+
+    status = 401
+    code = "signature_invalid"
+
+
+class SignatureStale(SignatureInvalid):
+    """A signed webhook whose timestamp is outside the replay window (KB_WEBHOOK_REPLAY_SECONDS)."""
+
+    code = "signature_stale"
+
+
 class Unauthorized(KBError):
-    """An admin endpoint was called without the configured bearer token."""
+    """No credentials, or credentials that are not valid (401 with WWW-Authenticate)."""
 
     status = 401
     code = "unauthorized"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="kb-search"'}
+
+
+class KeyInvalid(Unauthorized):
+    """An unknown, revoked or expired API key; `reason` says which (RFC 6750 invalid_token for the last two)."""
+
+    def __init__(self, message: str, reason: str = "unknown"):
+        super().__init__(message)
+        self.reason = reason
+        self.code = {"unknown": "unauthorized", "revoked": "key_revoked", "expired": "key_expired"}[reason]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": f'Bearer realm="kb-search", error="invalid_token", '
+                                    f'error_description="{self.reason} key"'}
+
+
+class Forbidden(KBError):
+    """Authenticated, but without the scope (or origin) the request needs."""
+
+    status = 403
+    code = "forbidden"
+
+
+class RateLimited(KBError):
+    """Over a key's per-minute rate: 429 with Retry-After."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}

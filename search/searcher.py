@@ -33,7 +33,10 @@ class Filters:
     product: str | None = None
     language: str | None = None
     audience: str | None = None
+    public_only: bool = False  # callers who may not see `audience: internal` articles (search/auth.py)
 
+
+PUBLIC_ONLY = Filters(public_only=True)
 
 @dataclass(frozen=True)
 class Query:
@@ -106,17 +109,24 @@ class Searcher:
         faiss.omp_set_num_threads(1)  # one query at a time: OpenMP threads only contend with the encoder
         n = version.vectors.ntotal
         self.matrix = version.vectors.reconstruct_n(0, n) if n else np.zeros((0, encoder.dim), np.float32)
+        self._public_rows: np.ndarray | None = None
 
     # ---- retrieval -------------------------------------------------------------------------
     def allowed_rows(self, filters: Filters) -> np.ndarray | None:
         """Rows whose article passes the filters, or None when nothing is filtered."""
-        if not any((filters.product, filters.language, filters.audience)):
+        if not any((filters.product, filters.language, filters.audience, filters.public_only)):
             return None
+        if filters == PUBLIC_ONLY and self._public_rows is not None:
+            return self._public_rows
         ok = {aid for aid, a in self.articles.items()
               if (not filters.product or a["product"].lower() == filters.product.lower())
               and (not filters.language or a["language"].lower() == filters.language.lower())
-              and (not filters.audience or a["audience"].lower() == filters.audience.lower())}
-        return np.array([i for i, aid in enumerate(self.row_article) if aid in ok], dtype=np.int64)
+              and (not filters.audience or a["audience"].lower() == filters.audience.lower())
+              and (not filters.public_only or a["audience"].lower() != "internal")}
+        rows = np.array([i for i, aid in enumerate(self.row_article) if aid in ok], dtype=np.int64)
+        if filters == PUBLIC_ONLY:  # the common filter of keys without the internal scope: computed once
+            self._public_rows = rows
+        return rows
 
     def dense_search(self, vector: np.ndarray, limit: int, allowed: np.ndarray | None) -> dict[int, float]:
         if self.version.vectors.ntotal == 0 or (allowed is not None and len(allowed) == 0):
@@ -258,13 +268,13 @@ class Searcher:
         return {"query": q, "total": len(results), **confidence, "results": results}
 
     def suggest(self, subject: str = "", body: str = "", tags: Sequence[str] = (), language: str | None = None,
-                k: int = 5) -> dict:
+                k: int = 5, filters: Filters = Filters()) -> dict:
         text = validate_text(f"{subject or ''}\n{body or ''}", self.settings.max_query_chars, "subject and body")
         k = validate_k(k)
         ticket = build_query(subject or "", body or "", tags=tags, language=language,
                              max_words=self.settings.query_max_words)
         query = make_query(ticket, text, self.glossary, self.embed)
-        scores, dense, code_hits = self.retrieve(query)
+        scores, dense, code_hits = self.retrieve(query, filters)
         articles = []
         for article_id, score, rows in self.group_articles(scores, k):
             article = self.articles[article_id]
@@ -275,10 +285,11 @@ class Searcher:
                 **self.assess(dense, query, code_hits),
                 "answers": self.passages(scores, query, k), "articles": articles}
 
-    def article(self, article_id: str) -> dict:
+    def article(self, article_id: str, public_only: bool = False) -> dict:
+        """One article; an internal one is not found for callers who may see public articles only."""
         validate_article_id(article_id)
         row = self.version.db().execute("SELECT * FROM articles WHERE id = ?", (article_id,)).fetchone()
-        if row is None:
+        if row is None or (public_only and row["audience"].lower() == "internal"):
             raise ArticleNotFound(f"no article with id {article_id!r}")
         return {"id": row["id"], "title": row["title"], "summary": row["summary"], "product": row["product"],
                 "tags": json.loads(row["tags"]), "language": row["language"], "audience": row["audience"],

@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
+from search.auth import CallerDep
 from search.routes.deps import SearcherDep, record_returned
 from search.searcher import Filters
 
@@ -21,22 +22,25 @@ class SuggestRequest(BaseModel):
 
 
 @router.get("/search", summary="Search articles; passages grouped into articles")
-def search(searcher: SearcherDep, http: Request, q: Annotated[str, Query(description="Search words")] = "",
+def search(searcher: SearcherDep, http: Request, who: CallerDep,
+           q: Annotated[str, Query(description="Search words")] = "",
            k: int = 10, product: str | None = None, language: str | None = None,
            audience: str | None = None, mode: str = "fused") -> dict:
-    filters = Filters(product=product or None, language=language or None, audience=audience or None)
+    filters = Filters(product=product or None, language=language or None, audience=audience or None,
+                      public_only=not who.sees_internal)
     result = searcher.search(q, k, filters, mode)
     record_returned(http, result)
     return result
 
 
 @router.post("/suggest", summary="Suggest answers and articles for a ticket")
-def suggest(searcher: SearcherDep, request: SuggestRequest, http: Request) -> dict:
-    result = searcher.suggest(request.subject, request.body, request.tags, request.language, request.k)
+def suggest(searcher: SearcherDep, request: SuggestRequest, http: Request, who: CallerDep) -> dict:
+    result = searcher.suggest(request.subject, request.body, request.tags, request.language, request.k,
+                              Filters(public_only=not who.sees_internal))
     record_returned(http, result)
     return result
 
 
 @router.get("/articles/{article_id:path}", summary="One article: metadata and rendered HTML")
-def article(searcher: SearcherDep, article_id: str) -> dict:
-    return searcher.article(article_id)
+def article(searcher: SearcherDep, article_id: str, who: CallerDep) -> dict:
+    return searcher.article(article_id, public_only=not who.sees_internal)
