@@ -15,7 +15,7 @@ from indexer.build import BuildReport, build_index
 from indexer.jobs import BuildJobs
 from indexer.watch import ContentWatcher
 from kb.embedder import TextEncoder, make_embedder
-from kb.errors import KBError
+from kb.errors import IndexNotFound, KBError
 from kb.settings import Settings
 from kb.store import current_id, open_current
 from kb.feedback import FeedbackStore
@@ -73,7 +73,9 @@ class ServiceState:
                 if build_id is not None:
                     self.failed[build_id] = exc.message
                 if self.searcher is None:
-                    if not repeated:  # polled every second while there is no index: say it once
+                    # Polled every second while there is none: say it once; no index at all is reported by
+                    # start_background, which knows whether one is being built.
+                    if not repeated and build_id is not None:
                         log.error("index not loaded: %s", exc.message)
                 else:
                     log.error("index version %s not put into service, still serving %s: %s", build_id, serving,
@@ -85,14 +87,26 @@ class ServiceState:
 
     def start_background(self, watch: bool) -> None:
         """Follow CURRENT (builds by `kb index` / `kb watch`) and, with `watch`, re-index on content changes."""
+        watch = watch and self._may_watch()
+        if self.searcher is None and current_id(self.settings.index_dir) is None:
+            self._no_index_yet(building=watch)
         if self.settings.reload_poll_seconds > 0:
             self._poller = threading.Thread(target=self._follow, name="version-follower", daemon=True)
             self._poller.start()
-        if watch and self._may_watch():
+        if watch:
             self.watcher = ContentWatcher(self.settings.content_dir, lambda paths: self.jobs.request("watch"),
                                           self.settings.watch_debounce_ms)
             self.watcher.start()
             self.jobs.request("start")  # catch up with edits made while the service was down (or no index yet)
+
+    def _no_index_yet(self, building: bool) -> None:
+        """No index at start: being built from the content folder (info), or someone has to build one (error)."""
+        if building:
+            folder = self.settings.content_dir.resolve()
+            log.info("no index yet; building one from %s", folder)
+            self.load_error = IndexNotFound(f"no index yet in {self.settings.index_dir}: building one from {folder}")
+        elif self.load_error is not None:
+            log.error("index not loaded: %s", self.load_error.message)
 
     def _may_watch(self) -> bool:
         """Never rebuild an index from a folder it was not built from (`kb serve --index-dir X` run from

@@ -80,6 +80,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "error_503": "The search service is not ready",
         "error_500": "Something went wrong",
         "error_help": "Go back to the search page and try again.",
+        "error_not_ready": "The knowledge base is not ready yet; try again in a minute.",
+        "error_server": "The service could not answer this request; your administrator can find the details in the service log.",
         "health_title": "Content health",
         "health_intro": "Problems in the articles for writers to fix, as `kb check` reports them.",
         "health_computing": "The report is being computed; this takes about a minute for a few thousand articles. "
@@ -171,6 +173,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "error_503": "Layanan pencarian belum siap",
         "error_500": "Terjadi kesalahan",
         "error_help": "Kembali ke halaman pencarian dan coba lagi.",
+        "error_not_ready": "Basis pengetahuan belum siap; coba lagi dalam satu menit.",
+        "error_server": "Layanan tidak dapat menjawab permintaan ini; administrator Anda dapat melihat rinciannya di log layanan.",
         "health_title": "Kesehatan konten",
         "health_intro": "Masalah pada artikel yang perlu diperbaiki penulis, seperti yang dilaporkan `kb check`.",
         "health_computing": "Laporan sedang dihitung; untuk beberapa ribu artikel butuh sekitar satu menit. "

@@ -61,9 +61,16 @@ def render(request: Request, name: str, context: dict, status: int = 200) -> Res
     return response
 
 
+NOT_READY = ("index_not_found", "index_mismatch")  # error codes meaning "no usable index in service yet"
+
+
 def error_page(request: Request, exc: KBError) -> Response:
-    return render(request, "error.html", {"page": "error", "status": exc.status, "message": exc.message},
-                  exc.status)
+    """An error as a page for agents. A 4xx message is theirs to act on and shown; a server-side problem (5xx)
+    is shown as a plain sentence only, as its message names server folders and admin commands (the service
+    log, /healthz and the JSON API keep those for administrators)."""
+    message_key = None if exc.status < 500 else "error_not_ready" if exc.code in NOT_READY else "error_server"
+    return render(request, "error.html", {"page": "error", "status": exc.status,
+                                          "message": exc.message, "message_key": message_key}, exc.status)
 
 
 class TextOf(HTMLParser):
