@@ -150,3 +150,39 @@ def test_content_health_does_not_keep_the_index_version_it_checked(content_copy,
         assert time.time() < deadline, "ContentHealth still holds the index version it checked"
         gc.collect()
         time.sleep(0.05)
+
+
+def test_code_spans_become_escaped_code_elements():
+    from search.routes.content import code_spans
+
+    assert code_spans("run `kb index` <b>now</b>") == "run <code>kb index</code> &lt;b&gt;now&lt;/b&gt;"
+    assert code_spans("`<script>alert(1)</script>`") == "<code>&lt;script&gt;alert(1)&lt;/script&gt;</code>"
+    assert code_spans("a lone ` stays & so does this") == "a lone ` stays &amp; so does this"
+
+
+def test_every_check_has_a_name_in_each_language():
+    from indexer.health_report import KINDS
+    from search.i18n import STRINGS
+
+    for lang in ("en", "id"):
+        names = [STRINGS[lang][f"kind_{kind}"] for kind in KINDS]
+        assert len(set(names)) == len(KINDS) and not set(names) & set(KINDS)  # distinct, human, not the ids
+
+
+@pytest.mark.parametrize("lang, name", [("en", "Broken link"), ("id", "Tautan rusak")])
+def test_page_names_checks_for_humans_and_keeps_their_ids(service, lang, name):
+    report_json(service)
+    page = service.get("/health/content", params={"lang": lang}, headers={"accept": "text/html"}).text
+    assert f'<h2 id="kind-broken_link" title="broken_link">{name} <span class="muted">(1)</span> ' \
+           '<code class="kind-id muted">broken_link</code></h2>' in page
+    assert f'<a href="#kind-broken_link">{name}</a> <code class="kind-id muted">broken_link</code>' in page
+    assert "<code>kb check</code>" in page and "`" not in page.split("<main", 1)[1].split("</main>", 1)[0]
+
+
+def test_backticks_in_notes_render_as_code(content_copy, tmp_path, tiny_encoder):
+    settings = settings_for(content_copy, tmp_path)  # no index: the near-duplicate note says to run `kb index`
+    with TestClient(create_app(settings, encoder=tiny_encoder)) as client:
+        report = report_json(client)
+        assert any("(run `kb index`)" in note for note in report["notes"])  # JSON keeps the text as it is
+        page = client.get("/health/content", headers={"accept": "text/html"}).text
+    assert "(run <code>kb index</code>)" in page and "(run `kb index`)" not in page

@@ -1,13 +1,16 @@
 """GET /health/content: the content health report (`kb check`) for writers, as an HTML page or JSON."""
 from __future__ import annotations
 
+import re
 import threading
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from markupsafe import Markup, escape
 
 from kb.errors import KBError
 from search.content_health import ContentHealth
+from search.i18n import STRINGS
 from search.routes.pages import error_page, render
 
 router = APIRouter(tags=["health"])
@@ -15,6 +18,15 @@ router = APIRouter(tags=["health"])
 WAIT_SECONDS = 2.0  # a small knowledge base is checked within this; a big one answers 202 "computing" first
 MAX_PER_KIND = 200  # findings listed per check on the page; the JSON report has them all
 _CREATE = threading.Lock()
+CODE_SPAN = re.compile(r"`([^`\n]+)`")
+KIND_KEYS = frozenset(key for key in STRINGS["en"] if key.startswith("kind_"))  # checks with a human name
+
+
+def code_spans(text: str) -> Markup:
+    """Plain text with Markdown `code` spans as <code> elements, everything else escaped (a lone ` stays)."""
+    parts = CODE_SPAN.split(text)  # odd positions are the insides of code spans
+    return Markup("").join(Markup("<code>{}</code>").format(part) if n % 2 else escape(part)
+                           for n, part in enumerate(parts))
 
 
 def content_health(app: FastAPI) -> ContentHealth:
@@ -57,6 +69,7 @@ def content_health_page(request: Request, format: str = "") -> Response:
                                "more": max(0, count - MAX_PER_KIND)})
     indexed = set(searcher.articles) if searcher else set()
     return render(request, "content_health.html", {
-        "page": "health", "report": report, "fresh": fresh, "groups": groups,
+        "page": "health", "report": report, "fresh": fresh, "groups": groups, "code_spans": code_spans,
+        "kind_keys": KIND_KEYS,
         "article_id": lambda path: path.removesuffix(".md") if path.removesuffix(".md") in indexed else None,
     }, 200 if report is not None else 202)
