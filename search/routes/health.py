@@ -23,7 +23,9 @@ def healthz(request: Request):
     searcher = state.searcher
     if searcher is None:
         return JSONResponse({"status": "no_index", "model": state.encoder.model_id, "error": reload["error"],
-                             "reload": reload, "pid": os.getpid()}, status_code=503)
+                             "reload": reload, "pid": os.getpid(), "writeback": state.webhooks.status()},
+                            status_code=503)
     # A newer version that failed its checks: still answering from the previous one, but say so.
     return {**searcher.health(), "status": "degraded" if error else "ok", "reload": reload,
-            "pid": os.getpid()}  # which worker answered (kb serve --workers N)
+            "pid": os.getpid(),  # which worker answered (kb serve --workers N)
+            "writeback": state.webhooks.status()}  # helpdesk write-back counters (search/routes/webhooks.py)
