@@ -6,11 +6,12 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 from kb.errors import BadRequest, KBError
-from kb.settings import Settings, describe_settings, load_settings
+from kb.settings import Settings, describe_settings, load_settings, to_environment
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", parents=[common], help="serve the HTTP API")
     p.add_argument("--host", help="bind address (KB_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (KB_PORT, default 8000)")
+    p.add_argument("--workers", type=int, help="worker processes over the same index folder (KB_WORKERS, default 1); "
+                   "each follows new versions, one of them watches the content folder")
     p.add_argument("--watch", action=argparse.BooleanOptionalAction, default=None,
                    help="re-index the content folder when it changes and swap the new version in without a "
                         "restart (KB_WATCH, default on); --no-watch only follows versions built by other processes")
@@ -98,6 +101,14 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     check_serve(settings, content_given(args.content_dir))  # a taken port or another folder's index: fail now
     watch = settings.watch if args.watch is None else args.watch
+    workers = settings.workers if args.workers is None else args.workers
+    if workers < 1:
+        raise BadRequest(f"--workers must be at least 1, got {workers}")
+    if workers > 1:  # uvicorn starts each worker from an import string: the settings travel as KB_* variables
+        os.environ.update(to_environment(dataclasses.replace(settings, watch=watch, workers=workers)))
+        uvicorn.run("search.app:app_from_environment", factory=True, workers=workers, host=settings.host,
+                    port=settings.port, log_level=settings.log_level)
+        return 0
     uvicorn.run(create_app(settings, watch=watch), host=settings.host, port=settings.port,
                 log_level=settings.log_level)
     return 0

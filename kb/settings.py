@@ -113,3 +113,12 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
 def describe_settings() -> list[tuple[str, str, Any, str]]:
     """(field, env var, default, help) for every setting, for docs and `kb --help`."""
     return [(f.name, f.metadata["env"], f.default, f.metadata["help"]) for f in dataclasses.fields(Settings)]
+
+
+def to_environment(settings: Settings) -> dict[str, str]:
+    """The KB_* variables that make `load_settings` return `settings` again (for processes started from this one,
+    such as the workers of `kb serve --workers N`)."""
+    def text(value: Any) -> str:
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    return {f.metadata["env"]: text(getattr(settings, f.name)) for f in dataclasses.fields(Settings)}

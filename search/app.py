@@ -1,9 +1,12 @@
 """create_app(settings) -> FastAPI: loads the model and index once at start-up; one handler renders all errors."""
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,11 +19,11 @@ from indexer.jobs import BuildJobs
 from indexer.watch import ContentWatcher
 from kb.embedder import TextEncoder, make_embedder
 from kb.errors import IndexNotFound, KBError
-from kb.settings import Settings
+from kb.settings import Settings, load_settings
 from kb.store import current_id, open_current
 from kb.feedback import FeedbackStore
 from kb.usage import UsageLog
-from search.routes import admin, api, content, feedback, health, pages, webhooks
+from search.routes import admin, api, content, feedback, health, pages
 from search.searcher import Searcher
 
 log = logging.getLogger("kb.app")
@@ -44,7 +47,6 @@ class ServiceState:
         self.jobs = BuildJobs(self.build, on_built=lambda report: self.refresh())
         self.watcher: ContentWatcher | None = None
         self.watch_refused: str | None = None
-        self.webhooks = webhooks.Webhooks(settings)  # replay cache, write-back worker (search/routes/webhooks.py)
         self._swap = threading.Lock()
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
@@ -88,7 +90,6 @@ class ServiceState:
 
     def start_background(self, watch: bool) -> None:
         """Follow CURRENT (builds by `kb index` / `kb watch`) and, with `watch`, re-index on content changes."""
-        self.webhooks.start()
         watch = watch and self._may_watch()
         if self.searcher is None and current_id(self.settings.index_dir) is None:
             self._no_index_yet(building=watch)
@@ -132,7 +133,6 @@ class ServiceState:
 
     def stop(self) -> None:
         self._stop.set()
-        self.webhooks.stop()
         if self.watcher is not None:
             self.watcher.stop()
         self.jobs.wait(timeout=60)
@@ -207,7 +207,35 @@ def create_app(settings: Settings, encoder: TextEncoder | None = None, watch: bo
     app.include_router(content.router)
     app.include_router(feedback.router)
     app.include_router(pages.router)
-    webhooks.check_settings(settings)  # a bad KB_GENERIC_WEBHOOK_MAP stops start-up, naming the setting
-    app.include_router(webhooks.router)
     app.mount("/static", StaticFiles(directory=pages.WEB_DIR / "static"), name="static")
+    return app
+
+
+def claim_watch(index_dir: Path):
+    """An exclusive lock on `index_dir/.watch.lock`, held while the returned file stays open; None when another
+    process holds it. Of several workers over one index folder, the one holding it watches the content folder."""
+    index_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(index_dir / ".watch.lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def app_from_environment() -> FastAPI:
+    """The service as the KB_* variables configure it: the factory uvicorn's worker processes call
+    (`kb serve --workers N` exports its flags as KB_* variables first).
+
+    Every worker follows CURRENT; only the worker that claims the index folder's watch lock watches the content
+    folder and builds, so that one change is not built N times over (the others would fail on the build lock).
+    """
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")  # as `kb` does
+    settings = load_settings()
+    claim = claim_watch(settings.index_dir) if settings.watch else None
+    if settings.watch and claim is None:
+        log.info("worker %d follows CURRENT; another worker watches %s", os.getpid(), settings.content_dir)
+    app = create_app(settings, watch=claim is not None)
+    app.state.watch_claim = claim  # released when the worker exits; a replacement worker claims it again
     return app
