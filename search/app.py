@@ -23,7 +23,7 @@ from kb.settings import Settings, load_settings
 from kb.store import current_id, open_current
 from kb.feedback import FeedbackStore
 from kb.usage import UsageLog
-from search.routes import admin, api, content, feedback, health, pages
+from search.routes import admin, api, content, feedback, health, pages, webhooks
 from search.searcher import Searcher
 
 log = logging.getLogger("kb.app")
@@ -47,6 +47,7 @@ class ServiceState:
         self.jobs = BuildJobs(self.build, on_built=lambda report: self.refresh())
         self.watcher: ContentWatcher | None = None
         self.watch_refused: str | None = None
+        self.webhooks = webhooks.Webhooks(settings)  # replay cache, write-back worker (search/routes/webhooks.py)
         self._swap = threading.Lock()
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
@@ -90,6 +91,7 @@ class ServiceState:
 
     def start_background(self, watch: bool) -> None:
         """Follow CURRENT (builds by `kb index` / `kb watch`) and, with `watch`, re-index on content changes."""
+        self.webhooks.start()
         watch = watch and self._may_watch()
         if self.searcher is None and current_id(self.settings.index_dir) is None:
             self._no_index_yet(building=watch)
@@ -133,6 +135,7 @@ class ServiceState:
 
     def stop(self) -> None:
         self._stop.set()
+        self.webhooks.stop()
         if self.watcher is not None:
             self.watcher.stop()
         self.jobs.wait(timeout=60)
@@ -207,6 +210,8 @@ def create_app(settings: Settings, encoder: TextEncoder | None = None, watch: bo
     app.include_router(content.router)
     app.include_router(feedback.router)
     app.include_router(pages.router)
+    webhooks.check_settings(settings)  # a bad KB_GENERIC_WEBHOOK_MAP stops start-up, naming the setting
+    app.include_router(webhooks.router)
     app.mount("/static", StaticFiles(directory=pages.WEB_DIR / "static"), name="static")
     return app
 
