@@ -8,7 +8,8 @@ from pydantic import BaseModel, Field
 
 from search.auth import CallerDep
 from search.routes.deps import SearcherDep, record_returned
-from search.searcher import Filters
+from search.schemas import API_ERRORS, K_BOUNDS, ArticleResponse, SearchResponse, SuggestResponse, error_responses
+from search.searcher import MODES, Filters
 
 router = APIRouter(prefix="/api", tags=["search"])
 
@@ -18,14 +19,21 @@ class SuggestRequest(BaseModel):
     body: str = Field("", description="Ticket body: may contain greetings, signatures, quoted replies, logs.")
     tags: list[str] = Field(default_factory=list, description="Helpdesk tags of the ticket.")
     language: str | None = Field(None, description="Ticket language (en, id, ...); detected when absent.")
-    k: int = Field(5, description="How many answers and articles to return (1..100).")
+    k: int = Field(5, description="How many answers and articles to return (1..100; outside: 400).",
+                   json_schema_extra=K_BOUNDS)
 
 
-@router.get("/search", summary="Search articles; passages grouped into articles")
+@router.get("/search", summary="Search articles; passages grouped into articles", response_model=SearchResponse,
+            responses=error_responses(400, 422, 503, *API_ERRORS))
 def search(searcher: SearcherDep, http: Request, who: CallerDep,
-           q: Annotated[str, Query(description="Search words")] = "",
-           k: int = 10, product: str | None = None, language: str | None = None,
-           audience: str | None = None, mode: str = "fused") -> dict:
+           q: Annotated[str, Query(description="Search words (required; empty: 400)")] = "",
+           k: Annotated[int, Query(description="How many articles (1..100; outside: 400)",
+                                   json_schema_extra=K_BOUNDS)] = 10,
+           product: Annotated[str | None, Query(description="Only articles of this product")] = None,
+           language: Annotated[str | None, Query(description="Only articles in this language (en, id)")] = None,
+           audience: Annotated[str | None, Query(description="Only public or internal articles")] = None,
+           mode: Annotated[str, Query(description="fused (default), dense or lexical (anything else: 400)",
+                                      json_schema_extra={"enum": list(MODES)})] = "fused") -> dict:
     filters = Filters(product=product or None, language=language or None, audience=audience or None,
                       public_only=not who.sees_internal)
     result = searcher.search(q, k, filters, mode)
@@ -33,7 +41,8 @@ def search(searcher: SearcherDep, http: Request, who: CallerDep,
     return result
 
 
-@router.post("/suggest", summary="Suggest answers and articles for a ticket")
+@router.post("/suggest", summary="Suggest answers and articles for a ticket", response_model=SuggestResponse,
+             responses=error_responses(400, 413, 422, 503, *API_ERRORS))
 def suggest(searcher: SearcherDep, request: SuggestRequest, http: Request, who: CallerDep) -> dict:
     result = searcher.suggest(request.subject, request.body, request.tags, request.language, request.k,
                               Filters(public_only=not who.sees_internal))
@@ -41,6 +50,7 @@ def suggest(searcher: SearcherDep, request: SuggestRequest, http: Request, who: 
     return result
 
 
-@router.get("/articles/{article_id:path}", summary="One article: metadata and rendered HTML")
+@router.get("/articles/{article_id:path}", summary="One article: metadata and rendered HTML",
+            response_model=ArticleResponse, responses=error_responses(400, 404, 503, *API_ERRORS))
 def article(searcher: SearcherDep, article_id: str, who: CallerDep) -> dict:
     return searcher.article(article_id, public_only=not who.sees_internal)
