@@ -164,6 +164,9 @@ def test_every_api_route_declares_its_response_and_errors(client):
         for status in ("401", "403", "429"):
             schema = op["responses"][status]["content"]["application/json"]["schema"]
             assert schema["$ref"].endswith("/ErrorResponse"), (path, method, status)
+    content_health = paths["/health/content"]["get"]["responses"]
+    assert content_health["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/ContentHealthResponse")
+    assert "text/html" in content_health["200"]["content"]
     healthz_responses = paths["/healthz"]["get"]["responses"]
     assert healthz_responses["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/HealthResponse")
     assert healthz_responses["503"]["content"]["application/json"]["schema"]["$ref"].endswith("/NoIndexResponse")

@@ -12,12 +12,19 @@ from kb.errors import KBError
 from search.content_health import ContentHealth
 from search.i18n import STRINGS
 from search.routes.pages import error_page, render
+from search.schemas import ComputingResponse, ContentHealthResponse, ErrorResponse
 
 router = APIRouter(tags=["health"])
 
 WAIT_SECONDS = 2.0  # a small knowledge base is checked within this; a big one answers 202 "computing" first
 MAX_PER_KIND = 200  # findings listed per check on the page; the JSON report has them all
 _CREATE = threading.Lock()
+HTML = {"text/html": {"schema": {"type": "string"}}}
+RESPONSES = {200: {"model": ContentHealthResponse, "content": HTML, "description": "The report (JSON: the `kb check` "
+                   "report; status `updating` while a newer one is computed)."},
+             202: {"model": ComputingResponse, "content": HTML, "description": "The first report is being computed."},
+             422: {"model": ErrorResponse, "description": "Wrongly typed parameters."},
+             503: {"model": ErrorResponse, "description": "JSON: the index in service could not be read."}}
 CODE_SPAN = re.compile(r"`([^`\n]+)`")
 KIND_KEYS = frozenset(key for key in STRINGS["en"] if key.startswith("kind_"))  # checks with a human name
 
@@ -44,7 +51,7 @@ def wants_json(request: Request, format: str) -> bool:
 
 
 @router.get("/health/content", summary="Content health report: HTML page, or JSON with ?format=json "
-            "(202 while it is being computed)")
+            "(202 while it is being computed)", responses=RESPONSES)
 def content_health_page(request: Request, format: str = "") -> Response:
     state = request.app.state.kb
     searcher = state.searcher
