@@ -23,7 +23,7 @@ from kb.settings import Settings, load_settings
 from kb.store import current_id, open_current
 from kb.feedback import FeedbackStore
 from kb.usage import UsageLog
-from search.routes import admin, api, content, feedback, health, pages, webhooks
+from search.routes import admin, api, content, docs, feedback, health, pages, webhooks
 from search.searcher import Searcher
 
 log = logging.getLogger("kb.app")
@@ -201,7 +201,7 @@ def create_app(settings: Settings, encoder: TextEncoder | None = None, watch: bo
         yield
         state.stop()
 
-    app = FastAPI(title="KB Search", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="KB Search", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Search and ticket suggestions over a Markdown support knowledge base.")
     install_error_handlers(app)
     app.include_router(api.router)
@@ -210,6 +210,7 @@ def create_app(settings: Settings, encoder: TextEncoder | None = None, watch: bo
     app.include_router(content.router)
     app.include_router(feedback.router)
     app.include_router(pages.router)
+    app.include_router(docs.router)  # /docs, /redoc from vendored assets
     webhooks.check_settings(settings)  # a bad KB_GENERIC_WEBHOOK_MAP stops start-up, naming the setting
     app.include_router(webhooks.router)
     app.mount("/static", StaticFiles(directory=pages.WEB_DIR / "static"), name="static")
