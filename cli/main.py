@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+from importlib import metadata
 from pathlib import Path
 
 from kb.errors import BadRequest, KBError
@@ -19,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kb", description="KB Search: index Markdown articles and serve search.",
                                      epilog="Settings from the environment:\n" + env_help,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"kb {metadata.version('kb-search')}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--content", dest="content_dir", help="content folder (KB_CONTENT_DIR, default ./content)")
     common.add_argument("--index-dir", dest="index_dir", help="index folder (KB_INDEX_DIR, default ./var/index)")
