@@ -213,7 +213,7 @@ def create_app(settings: Settings, encoder: TextEncoder | None = None, watch: bo
     app.include_router(docs.router)  # /docs, /redoc from vendored assets
     webhooks.check_settings(settings)  # a bad KB_GENERIC_WEBHOOK_MAP stops start-up, naming the setting
     app.include_router(webhooks.router)
-    app.mount("/static", StaticFiles(directory=pages.WEB_DIR / "static"), name="static")
+    app.mount("/static", StaticFiles(packages=[("search", "web/static")]), name="static")  # package data
     return app
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 
-GLOSSARY_FILE = Path(__file__).with_name("glossary_id_en.tsv")
+GLOSSARY_FILE = resources.files("search") / "glossary_id_en.tsv"  # package data, shipped in the wheel
 WORD = re.compile(r"\w+(?:[-']\w+)*", re.UNICODE)
 PUNCTUATION = ".,;:!?\"'()[]{}<>«»“”‘’"
 # Function words dropped from the translation (they would only be noise to an English model).
@@ -57,7 +58,7 @@ def parse_glossary(text: str) -> Glossary:
 
 
 @lru_cache(maxsize=1)
-def load_glossary(path: Path = GLOSSARY_FILE) -> Glossary:
+def load_glossary(path: Traversable = GLOSSARY_FILE) -> Glossary:
     """The packaged glossary (empty when the file is missing)."""
     return parse_glossary(path.read_text(encoding="utf-8") if path.is_file() else "")
 
