@@ -23,8 +23,9 @@ from kb.settings import Settings, load_settings
 from kb.store import current_id, open_current
 from kb.feedback import FeedbackStore
 from kb.usage import UsageLog
-from search.routes import admin, api, content, docs, feedback, health, pages, webhooks
+from search.routes import admin, api, content, docs, feedback, health, pages, webhooks, widget
 from search.searcher import Searcher
+from search.security import install_security
 
 log = logging.getLogger("kb.app")
 
@@ -204,12 +205,14 @@ def create_app(settings: Settings, encoder: TextEncoder | None = None, watch: bo
     app = FastAPI(title="KB Search", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Search and ticket suggestions over a Markdown support knowledge base.")
     install_error_handlers(app)
+    install_security(app, settings)  # CSP and framing headers, cross-site posts refused, CORS (search/security.py)
     app.include_router(api.router)
     app.include_router(admin.router)
     app.include_router(health.router)
     app.include_router(content.router)
     app.include_router(feedback.router)
     app.include_router(pages.router)
+    app.include_router(widget.router)  # /widget: the ticket-sidebar widget for helpdesk iframes
     app.include_router(docs.router)  # /docs, /redoc from vendored assets
     webhooks.check_settings(settings)  # a bad KB_GENERIC_WEBHOOK_MAP stops start-up, naming the setting
     app.include_router(webhooks.router)
