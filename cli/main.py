@@ -11,6 +11,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from cli import integrations
 from kb.errors import BadRequest, KBError
 from kb.settings import Settings, describe_settings, load_settings, to_environment
 
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--today", help="date to measure ages from, YYYY-MM-DD (default: today), for reproducible runs")
     p.add_argument("--quiet", action="store_true", help="no progress bar, and list errors only (warnings are "
                    "still counted)")
+    integrations.add_parser(sub)
     return parser
 
 
@@ -256,7 +258,8 @@ def run_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 COMMANDS = {"index": run_index, "serve": run_serve, "watch": run_watch, "search": run_search, "suggest": run_suggest,
-            "eval": run_eval, "check": run_check}
+            "eval": run_eval, "check": run_check,
+            "integrations": integrations.run}
 
 
 def main(argv: list[str] | None = None) -> int:
