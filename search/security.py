@@ -18,7 +18,8 @@ from kb.settings import Settings
 log = logging.getLogger("kb.security")
 
 WIDGET_PATH = "/widget"  # the only page other sites may frame (KB_FRAME_ANCESTORS)
-DOCS_PATHS = ("/docs", "/redoc")  # vendored Swagger UI / ReDoc: ReDoc's styled-components inject <style> elements
+# Vendored Swagger UI and ReDoc: their components set inline styles, ReDoc searches in a blob: worker.
+DOCS_PATHS = ("/docs", "/redoc")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 # scheme://host[:port], host optionally `*.`-prefixed (CSP source syntax; frame ancestors only) or [IPv6]
@@ -118,7 +119,7 @@ class SecurityHeaders:
         self.app = app
         self.widget_policy = POLICY.format(styles="'self'", frames=" ".join(("'self'", *frame_ancestors)))
         self.page_policy = POLICY.format(styles="'self'", frames="'none'")
-        self.docs_policy = POLICY.format(styles="'self' 'unsafe-inline'", frames="'none'")
+        self.docs_policy = POLICY.format(styles="'self' 'unsafe-inline'", frames="'none'") + "; worker-src 'self' blob:"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -62,6 +62,7 @@ def test_every_response_carries_the_headers_and_only_the_widget_may_be_framed(cl
 def test_the_api_docs_may_use_inline_styles_but_no_inline_script(client, path):
     policy = csp(client.get(path))
     assert policy["style-src"] == "'self' 'unsafe-inline'"  # ReDoc's styled-components write <style> elements
+    assert policy["worker-src"] == "'self' blob:"  # ReDoc's search
     assert policy["script-src"] == "'self'" and policy["frame-ancestors"] == "'none'"
 
 
