@@ -11,7 +11,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from cli import integrations
+from cli import integrations, keys
 from kb.errors import BadRequest, KBError
 from kb.settings import Settings, describe_settings, load_settings, to_environment
 
@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", action=argparse.BooleanOptionalAction, default=None,
                    help="re-index the content folder when it changes and swap the new version in without a "
                         "restart (KB_WATCH, default on); --no-watch only follows versions built by other processes")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow KB_AUTH=off on an address other than loopback (anyone who reaches the port can "
+                        "search, read internal articles and start builds)")
 
     p = sub.add_parser("watch", parents=[common], help="watch the content folder and re-index on change "
                        "(a separate process; a running `kb serve` picks each new version up)")
@@ -80,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--today", help="date to measure ages from, YYYY-MM-DD (default: today), for reproducible runs")
     p.add_argument("--quiet", action="store_true", help="no progress bar, and list errors only (warnings are "
                    "still counted)")
+    keys.add_parser(sub)
     integrations.add_parser(sub)
     return parser
 
@@ -103,7 +107,8 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     from cli.preflight import check_serve, content_given
     from search.app import create_app
 
-    check_serve(settings, content_given(args.content_dir))  # a taken port or another folder's index: fail now
+    # before any slow work: KB_AUTH=off on a network address, a taken port, another folder's index
+    check_serve(settings, content_given(args.content_dir), args.insecure)
     watch = settings.watch if args.watch is None else args.watch
     workers = settings.workers if args.workers is None else args.workers
     if workers < 1:
@@ -111,10 +116,11 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     if workers > 1:  # uvicorn starts each worker from an import string: the settings travel as KB_* variables
         os.environ.update(to_environment(dataclasses.replace(settings, watch=watch, workers=workers)))
         uvicorn.run("search.app:app_from_environment", factory=True, workers=workers, host=settings.host,
-                    port=settings.port, log_level=settings.log_level)
+                    port=settings.port, log_level=settings.log_level, proxy_headers=False)
         return 0
+    # proxy_headers=False: the peer address stays the real one, so that only KB_TRUSTED_PROXIES may name agents
     uvicorn.run(create_app(settings, watch=watch), host=settings.host, port=settings.port,
-                log_level=settings.log_level)
+                log_level=settings.log_level, proxy_headers=False)
     return 0
 
 
@@ -258,7 +264,7 @@ def run_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 COMMANDS = {"index": run_index, "serve": run_serve, "watch": run_watch, "search": run_search, "suggest": run_suggest,
-            "eval": run_eval, "check": run_check,
+            "eval": run_eval, "check": run_check, "keys": keys.run,
             "integrations": integrations.run}
 
 
@@ -268,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("faiss", "sentence_transformers", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        settings = load_settings(content_dir=args.content_dir, index_dir=args.index_dir,
+        settings = load_settings(content_dir=getattr(args, "content_dir", None),
+                                 index_dir=getattr(args, "index_dir", None),
                                  host=getattr(args, "host", None), port=getattr(args, "port", None))
         return COMMANDS[args.command](args, settings)
     except KBError as exc:

@@ -75,8 +75,11 @@ def check_index_content(settings: Settings, content_given: bool) -> None:
             f"same --content and --index-dir first), or leave out --content to serve {built_from}")
 
 
-def check_serve(settings: Settings, content_given: bool) -> None:
+def check_serve(settings: Settings, content_given: bool, insecure: bool = False) -> None:
     """Everything `kb serve` checks before it indexes or loads the model."""
+    from search.auth import check_bind
+
+    check_bind(settings, insecure)  # KB_AUTH=off on a network address needs --insecure
     check_index_content(settings, content_given)
     check_port(settings.host, settings.port)
 
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(content_dir=args.content_dir, index_dir=args.index_dir, host=args.host,
                                  port=args.port)
-        check_serve(settings, content_given(args.content_dir))
+        check_serve(settings, content_given(args.content_dir), args.insecure)
     except KBError as exc:
         print(f"kb serve: error: {exc.message}", file=sys.stderr)
         return 2

@@ -5,12 +5,13 @@ import fcntl
 import logging
 import os
 import threading
+from urllib.parse import urlencode
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -23,7 +24,8 @@ from kb.settings import Settings, load_settings
 from kb.store import current_id, open_current
 from kb.feedback import FeedbackStore
 from kb.usage import UsageLog
-from search.routes import admin, api, content, docs, feedback, health, pages, webhooks, widget
+from search.auth import Authenticator, SignInRequired, authorize
+from search.routes import admin, api, content, docs, feedback, health, pages, signin, webhooks, widget
 from search.searcher import Searcher
 from search.security import install_security
 
@@ -142,8 +144,8 @@ class ServiceState:
         self.jobs.wait(timeout=60)
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
 def describe_validation(exc: RequestValidationError) -> str:
@@ -161,8 +163,16 @@ def wants_html(request: Request) -> bool:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(KBError)
-    async def handle_kb_error(request: Request, exc: KBError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message)
+    async def handle_kb_error(request: Request, exc: KBError) -> Response:
+        """The one renderer of KBErrors: an HTML page for a browser asking for a page, JSON otherwise."""
+        if wants_html(request):
+            if isinstance(exc, SignInRequired):  # an agent's browser without a session: to the sign-in page
+                root = request.scope.get("root_path", "").rstrip("/")
+                return RedirectResponse(f"{root}/signin?{urlencode({'next': request.url.path})}", status_code=303)
+            response = pages.error_page(request, exc)
+            response.headers.update(exc.headers)
+            return response
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def handle_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -203,7 +213,9 @@ def create_app(settings: Settings, encoder: TextEncoder | None = None, watch: bo
         state.stop()
 
     app = FastAPI(title="KB Search", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Search and ticket suggestions over a Markdown support knowledge base.")
+                  description="Search and ticket suggestions over a Markdown support knowledge base.",
+                  dependencies=[Depends(authorize)])  # every route: who is calling, and may they (search/auth.py)
+    app.state.auth = Authenticator(settings)
     install_error_handlers(app)
     install_security(app, settings)  # CSP and framing headers, cross-site posts refused, CORS (search/security.py)
     app.include_router(api.router)
@@ -213,6 +225,7 @@ def create_app(settings: Settings, encoder: TextEncoder | None = None, watch: bo
     app.include_router(feedback.router)
     app.include_router(pages.router)
     app.include_router(widget.router)  # /widget: the ticket-sidebar widget for helpdesk iframes
+    app.include_router(signin.router)
     app.include_router(docs.router)  # /docs, /redoc from vendored assets
     webhooks.check_settings(settings)  # a bad KB_GENERIC_WEBHOOK_MAP stops start-up, naming the setting
     app.include_router(webhooks.router)

@@ -7,6 +7,13 @@ DEFAULT = "en"
 
 STRINGS: dict[str, dict[str, str]] = {
     "en": {
+        "signin_title": "Sign in",
+        "signin_intro": "This knowledge base is for support agents. Sign in with your personal API key (your administrator creates it with kb keys create).",
+        "signin_key_label": "Personal API key",
+        "signin_button": "Sign in",
+        "signin_failed": "That key was not accepted: {reason}",
+        "signed_in_as": "Signed in as {name}",
+        "signout_button": "Sign out",
         "app_name": "KB Search",
         "skip_to_content": "Skip to main content",
         "nav_label": "Main",
@@ -129,6 +136,13 @@ STRINGS: dict[str, dict[str, str]] = {
         "widget_needs_js": "This widget needs JavaScript.",
     },
     "id": {
+        "signin_title": "Masuk",
+        "signin_intro": "Basis pengetahuan ini untuk agen dukungan. Masuk dengan kunci API pribadi Anda (administrator membuatnya dengan kb keys create).",
+        "signin_key_label": "Kunci API pribadi",
+        "signin_button": "Masuk",
+        "signin_failed": "Kunci itu tidak diterima: {reason}",
+        "signed_in_as": "Masuk sebagai {name}",
+        "signout_button": "Keluar",
         "app_name": "KB Search",
         "skip_to_content": "Langsung ke konten utama",
         "nav_label": "Utama",

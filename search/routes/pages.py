@@ -54,6 +54,7 @@ def render(request: Request, name: str, context: dict, status: int = 200) -> Res
     languages = [{"code": code, "name": LANGUAGE_NAMES[code], "current": code == lang,
                   "href": "?" + urlencode({**request.query_params, "lang": code})} for code in LANGUAGES]
     base = {"lang": lang, "t": translate(lang), "root": root, "languages": languages,
+            "who": getattr(request.state, "principal", None),
             "href": lambda article_id, anchor="", q="": article_path(root, article_id, anchor, q)}
     response = TEMPLATES.TemplateResponse(request, name, {**base, **context}, status_code=status)
     if param:
