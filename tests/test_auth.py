@@ -238,3 +238,16 @@ def test_admin_token_guards_admin_routes_on_an_open_start(tmp_path, index_dir):
         assert client.get("/api/search", params={"q": "outlook"}).status_code == 200
         assert client.post("/api/admin/reindex", headers={"Authorization": "Bearer s3cret"}).status_code == 202
         client.app.state.kb.jobs.wait(30)
+
+
+def test_healthz_tells_anonymous_network_callers_no_server_paths(locked):
+    client, keys = locked
+    state = client.app.state.kb
+    state.watch_refused = "not watching /srv/secret/content: the index in service was built from /srv/other"
+    state.failed["20260101-abc"] = "vectors.faiss in /srv/secret/index is damaged"
+    anonymous = client.get("/healthz").json()
+    assert anonymous["status"] == "ok" and "/srv/secret" not in str(anonymous)
+    assert anonymous["reload"]["failed_versions"].keys() == {"20260101-abc"} and anonymous["reload"]["watch_refused"]
+    _, secret = keys.create("monitor", ["analytics"])
+    detailed = client.get("/healthz", headers={"X-API-Key": secret}).json()
+    assert "/srv/secret/content" in detailed["reload"]["watch_refused"]

@@ -6,9 +6,19 @@ import os
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from search.auth import caller
 from search.schemas import HealthResponse, NoIndexResponse
 
 router = APIRouter(tags=["health"])
+HIDDEN = "details are in the service log (or send an API key)"
+
+
+def without_details(reload: dict) -> dict:
+    """The reload status an anonymous caller on the network may read: states and codes, no paths or messages."""
+    error = reload["error"]
+    return {**reload, "watch_refused": HIDDEN if reload["watch_refused"] else None,
+            "failed_versions": {build_id: HIDDEN for build_id in reload["failed_versions"]},
+            "error": {"code": error["code"], "message": HIDDEN} if error else None}
 
 
 @router.get("/healthz", summary="Index version, counts, model and reload status", response_model=HealthResponse,
@@ -20,6 +30,8 @@ def healthz(request: Request):
               "build_running": state.jobs.running.id if state.jobs.running else None,
               "failed_versions": dict(state.failed),
               "error": {"code": error.code, "message": error.message} if error else None}
+    if caller(request).kind == "anonymous":  # keys are required and none was sent: no server paths or messages
+        reload = without_details(reload)
     searcher = state.searcher
     if searcher is None:
         return JSONResponse({"status": "no_index", "model": state.encoder.model_id, "error": reload["error"],
