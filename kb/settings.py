@@ -62,6 +62,7 @@ class Settings:
     # ---- helpdesk webhooks and write-back (README: "Connect your helpdesk") ----
     zendesk_webhook_secret: str = _setting("", "KB_ZENDESK_WEBHOOK_SECRET", "Signing secret of the Zendesk webhook: X-Zendesk-Webhook-Signature is required and checked when set.")
     webhook_replay_seconds: int = _setting(300, "KB_WEBHOOK_REPLAY_SECONDS", "Signed webhooks older than this are refused; the same ticket within it is answered from the first result.")
+    webhook_db: Path = _setting(Path("var/webhooks.sqlite"), "KB_WEBHOOK_DB", "SQLite file shared by the worker processes: which tickets a webhook answered within KB_WEBHOOK_REPLAY_SECONDS (ticket ids and times, no ticket text), so that a retry reaching another worker posts no second note.")
     webhook_max_bytes: int = _setting(1_000_000, "KB_WEBHOOK_MAX_BYTES", "Largest webhook body accepted (413 beyond).")
     generic_webhook_map: str = _setting('{"subject": "/subject", "body": "/body", "tags": "/tags", "language": "/language", "ticket_id": "/id"}', "KB_GENERIC_WEBHOOK_MAP", "JSON object mapping subject, body, tags, language and ticket_id to JSON pointers (RFC 6901) into the body of POST /api/webhooks/generic.")
     helpdesk_api_url: str = _setting("", "KB_HELPDESK_API_URL", "Base URL of the helpdesk REST API for write-back (e.g. https://acme.zendesk.com); unset: no write-back.")

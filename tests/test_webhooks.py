@@ -6,6 +6,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import httpx
@@ -14,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from indexer.build import build_index
 from kb.errors import BadRequest
-from kb.settings import load_settings
+from kb.settings import load_settings, to_environment
 from search.app import create_app
 from search.helpdesk import zendesk_signature
 from tests.conftest import FIXTURES, REPO, free_port, running_server
@@ -87,6 +89,7 @@ def make_service(content_copy, tmp_path, tiny_encoder):
     clients = []
 
     def make(**overrides) -> Service:
+        overrides.setdefault("webhook_db", tmp_path / "webhooks.sqlite")
         settings = load_settings({}, content_dir=content_copy, index_dir=tmp_path / "index",
                                  feedback_db=tmp_path / "fb.sqlite", usage_db=tmp_path / "usage.sqlite",
                                  reload_poll_seconds=0, **overrides)
@@ -224,9 +227,11 @@ def test_the_same_ticket_within_the_window_is_answered_from_the_first_result(ser
     assert freshdesk.headers["X-KB-Replayed"] == "false" and service.suggests == 3  # another helpdesk's 35436
 
     # After the window, an updated ticket gets a fresh answer.
-    cache = service.state.webhooks.replays
-    real_clock = cache.clock
-    cache.clock = lambda: real_clock() + service.state.settings.webhook_replay_seconds + 1
+    window = service.state.settings.webhook_replay_seconds
+    cache, shared = service.state.webhooks.replays, service.state.webhooks.log
+    real_clock, real_wall = cache.clock, shared.clock
+    cache.clock = lambda: real_clock() + window + 1
+    shared.clock = lambda: real_wall() + window + 1
     updated = service.post("/api/webhooks/zendesk", event(kind="ticket.subject_changed",
                                                           subject="Teams microphone not working",
                                                           description="Nobody hears me in Teams meetings"))
@@ -373,7 +378,7 @@ def test_write_back_posts_one_private_note_per_ticket_and_window(make_service, h
     assert "confidence" in comment["body"] and "quuxwobble" not in comment["body"]
     health = service.client.get("/healthz").json()
     assert health["writeback"] == {"enabled": True, "queued": 1, "sent": 1, "failed": 0, "retries": 0,
-                                   "dropped": 0, "pending": 0}
+                                   "dropped": 0, "pending": 0, "webhook_db_errors": 0}
     generic = service.post("/api/webhooks/generic", {"id": "G-1", "subject": SUBJECT})
     assert generic.headers["X-KB-Writeback"] == "none"  # no write-back for the generic route
 
@@ -392,8 +397,128 @@ def test_write_back_to_freshdesk_links_to_an_absolute_kb_base_url(make_service, 
     assert f'<a href="https://kb.example.com/articles/{top["id"]}">' in request["body"]["body"]
 
 
+# ---- once per ticket across worker processes (KB_WEBHOOK_DB) --------------------------------------------------
+
+WRITEBACK = dict(helpdesk_api_token="tok", helpdesk_api_user="agent@example.com")
+
+# A second worker process: the same settings (as `kb serve --workers N` passes them, KB_* variables), the same index
+# and KB_WEBHOOK_DB, its own memory and write-back queue. Posts the signed bodies it is given, in order.
+SECOND_WORKER = r"""
+import json, sys
+from fastapi.testclient import TestClient
+from kb.settings import load_settings
+from search.app import create_app
+from tests.conftest import TinyEncoder
+
+out = []
+with TestClient(create_app(load_settings(), encoder=TinyEncoder())) as client:
+    for body, headers in json.load(sys.stdin):
+        r = client.post("/api/webhooks/zendesk", content=body.encode(), headers=headers)
+        out.append({"status": r.status_code, "replayed": r.headers.get("X-KB-Replayed"),
+                    "writeback": r.headers.get("X-KB-Writeback"), "answer": r.json()})
+    assert client.app.state.kb.webhooks.writeback.wait_idle(30)
+    out.append(client.get("/healthz").json()["writeback"])
+print(json.dumps(out))
+"""
+
+
+def test_a_retry_that_reaches_another_worker_process_posts_no_second_note(make_service, helpdesk_api):
+    service = make_service(zendesk_webhook_secret=SECRET, helpdesk_api_url=helpdesk_api.url, **WRITEBACK)
+    first_body, second_body = (json.dumps(event(ticket_id=n)).encode() for n in ("601", "602"))
+    first = service.post("/api/webhooks/zendesk", content=first_body, headers=signed(first_body))
+    assert first.status_code == 200 and first.headers["X-KB-Writeback"] == "queued", first.text
+
+    # Zendesk retries ticket 601 (and sends 602) to the other worker, a real second process.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), **to_environment(service.state.settings)}
+    posts = [[body.decode(), signed(body)] for body in (first_body, second_body)]
+    run = subprocess.run([sys.executable, "-c", SECOND_WORKER], input=json.dumps(posts), env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr
+    retry, other, health = json.loads(run.stdout.strip().splitlines()[-1])
+    assert (retry["status"], retry["replayed"], retry["writeback"]) == (200, "true", "none")
+    assert retry["answer"] == first.json()  # computed again there, from the same index
+    assert (other["status"], other["replayed"], other["writeback"]) == (200, "false", "queued")
+    assert (health["queued"], health["sent"], health["webhook_db_errors"]) == (1, 1, 0)
+
+    # ... and the retry of 602 comes back to this one.
+    again = service.post("/api/webhooks/zendesk", content=second_body, headers=signed(second_body))
+    assert (again.headers["X-KB-Replayed"], again.headers["X-KB-Writeback"]) == ("true", "none")
+    assert again.json() == other["answer"]
+    assert service.suggests == 2 and len(service.recorded) == 1  # a replay from elsewhere is not counted as usage
+    assert service.state.webhooks.writeback.wait_idle(10)
+    assert sorted(r["path"] for r in helpdesk_api.requests) == ["/api/v2/tickets/601.json",
+                                                                "/api/v2/tickets/602.json"]
+    assert [(row[0], row[1], row[4]) for row in service.state.webhooks.log.rows()] == \
+        [("zendesk", "601", 1), ("zendesk", "602", 1)]
+
+
+def test_two_workers_answering_one_ticket_at_the_same_moment_post_one_note(make_service, helpdesk_api):
+    workers = [make_service(zendesk_webhook_secret=SECRET, helpdesk_api_url=helpdesk_api.url, **WRITEBACK)
+               for _ in range(2)]
+    assert workers[0].state is not workers[1].state
+    body = json.dumps(event(ticket_id="700")).encode()
+    start = threading.Barrier(2)
+
+    def deliver(worker: Service) -> httpx.Response:
+        start.wait()
+        return worker.post("/api/webhooks/zendesk", content=body, headers=signed(body))
+
+    with ThreadPoolExecutor(2) as pool:
+        responses = list(pool.map(deliver, workers))
+    assert [r.status_code for r in responses] == [200, 200]
+    assert sorted(r.headers["X-KB-Writeback"] for r in responses) == ["none", "queued"]
+    assert sorted(r.headers["X-KB-Replayed"] for r in responses) == ["false", "true"]
+    assert responses[0].json() == responses[1].json()
+    for worker in workers:
+        assert worker.state.webhooks.writeback.wait_idle(10)
+    [request] = helpdesk_api.requests
+    assert request["path"] == "/api/v2/tickets/700.json"
+    assert sum(len(worker.recorded) for worker in workers) == 1
+
+
+def test_the_webhook_db_holds_ticket_ids_and_times_but_no_ticket_text(make_service, helpdesk_api, tmp_path):
+    service = make_service(helpdesk_api_url=helpdesk_api.url, **WRITEBACK)
+    subject = SUBJECT + " zyxsubjectmarker"
+    assert service.post("/api/webhooks/zendesk", event(subject=subject)).headers["X-KB-Writeback"] == "queued"
+    assert service.post("/api/webhooks/freshdesk", {"freshdesk_webhook": {
+        "ticket_id": "1007", "ticket_subject": subject, "ticket_description": DESCRIPTION,
+        "ticket_tags": "vwxtagmarker"}}).status_code == 200
+    assert service.post("/api/webhooks/generic", {"id": "G-9", "subject": subject, "body": DESCRIPTION}) \
+        .status_code == 200
+    assert service.state.webhooks.writeback.wait_idle(10)
+    assert [row[:3] + row[4:] for row in service.state.webhooks.log.rows()] == \
+        [("zendesk", "35436", 1, 1), ("freshdesk", "1007", 1, 1), ("generic", "G-9", 1, 0)]  # open loopback: sees internal
+    files = sorted(tmp_path.glob("webhooks.sqlite*"))
+    raw = b"".join(path.read_bytes() for path in files)
+    assert b"35436" in raw and b"G-9" in raw  # the bytes are readable: ids and times are what is there
+    for text in ("zyxsubjectmarker", "quuxwobble", "Rina", "Outlook keeps asking", "vwxtagmarker", "outlook"):
+        assert text.encode() not in raw and text.encode("utf-16-le") not in raw, (text, files)
+
+
+def test_an_unwritable_webhook_db_falls_back_to_the_per_process_rule(make_service, helpdesk_api, tmp_path,
+                                                                     caplog):
+    caplog.set_level(logging.INFO, logger="kb.webhooks")
+    not_a_folder = tmp_path / "not-a-folder"
+    not_a_folder.write_text("")  # the file's folder cannot be created: as on a read-only disk, for root too
+    service = make_service(webhook_db=not_a_folder / "webhooks.sqlite", helpdesk_api_url=helpdesk_api.url,
+                           **WRITEBACK)
+    first = service.post("/api/webhooks/zendesk", event())
+    assert first.status_code == 200 and first.headers["X-KB-Writeback"] == "queued"
+    again = service.post("/api/webhooks/zendesk", event())  # this process still knows the ticket
+    assert (again.headers["X-KB-Replayed"], again.headers["X-KB-Writeback"]) == ("true", "none")
+    other = service.post("/api/webhooks/zendesk", event(ticket_id="99"))
+    assert other.status_code == 200 and other.headers["X-KB-Writeback"] == "queued"
+    assert service.state.webhooks.writeback.wait_idle(10)
+    assert sorted(r["path"] for r in helpdesk_api.requests) == ["/api/v2/tickets/35436.json",
+                                                                "/api/v2/tickets/99.json"]
+    assert service.client.get("/healthz").json()["writeback"]["webhook_db_errors"] == 2
+    warnings = [r for r in caplog.records if "cannot be written" in r.getMessage()]
+    assert len(warnings) == 1 and "KB_WEBHOOK_DB" in warnings[0].getMessage()
+    assert not (not_a_folder / "webhooks.sqlite").exists()
+
+
 def test_healthz_says_when_write_back_is_off(service):
-    assert service.client.get("/healthz").json()["writeback"] == {"enabled": False}
+    assert service.client.get("/healthz").json()["writeback"] == {"enabled": False, "webhook_db_errors": 0}
 
 
 # ---- a real server ---------------------------------------------------------------------------------------------
@@ -411,7 +536,8 @@ def test_signed_zendesk_webhook_to_a_real_kb_serve(tmp_path):
     helpdesk = Helpdesk()
     try:
         serve_env = {"KB_ZENDESK_WEBHOOK_SECRET": SECRET, "KB_HELPDESK_API_URL": helpdesk.url,
-                     "KB_HELPDESK_API_TOKEN": "tok", "KB_HELPDESK_API_USER": "agent@example.com"}
+                     "KB_HELPDESK_API_TOKEN": "tok", "KB_HELPDESK_API_USER": "agent@example.com",
+                     "KB_WEBHOOK_DB": str(tmp_path / "webhooks.sqlite")}
         with running_server(tmp_path / "index", tmp_path, env=serve_env) as (base, port):
             body = json.dumps(event(ticket_id="501")).encode()
             response = httpx.post(base + "/api/webhooks/zendesk", content=body, headers=signed(body), timeout=30)

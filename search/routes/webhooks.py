@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from kb.errors import PayloadTooLarge
 from kb.settings import Settings
+from kb.webhook_log import WebhookLog
 from search.auth import CallerDep, Principal
 from search.helpdesk import (GENERIC_FIELDS, ZENDESK_EVENTS, FreshdeskTicketFields, FreshdeskWebhook, ReplayCache,
                              Ticket, WebhookMap, ZendeskEvent, ZendeskTrigger, freshdesk_ticket, generic_ticket,
@@ -26,12 +27,14 @@ router = APIRouter(prefix="/api/webhooks", tags=["webhooks"])
 
 class Webhooks:
     """What the webhook routes keep while the service runs: the generic map (checked at start-up), the replay
-    cache of first answers per ticket, and the write-back worker with its counters (shown by /healthz)."""
+    cache of first answers per ticket (this process), the webhook log of tickets answered (every worker process,
+    KB_WEBHOOK_DB), and the write-back worker with its counters (shown by /healthz)."""
 
     def __init__(self, settings: Settings, writeback: WriteBack | None = None):
         self.settings = settings
         self.generic_map: WebhookMap = parse_webhook_map(settings.generic_webhook_map)
         self.replays: ReplayCache[dict] = ReplayCache(settings.webhook_replay_seconds)
+        self.log = WebhookLog(settings.webhook_db, settings.webhook_replay_seconds)
         self.writeback = writeback if writeback is not None else WriteBack.from_settings(settings)
 
     def start(self) -> None:
@@ -43,25 +46,47 @@ class Webhooks:
     def stop(self) -> None:
         if self.writeback is not None:
             self.writeback.stop()
+        self.log.close()
 
     def status(self) -> dict:
-        """The write-back counters for /healthz: {"enabled": false} when write-back is not configured."""
-        return self.writeback.counters() if self.writeback is not None else {"enabled": False}
+        """The write-back counters for /healthz ({"enabled": false} when write-back is not configured) and how
+        often KB_WEBHOOK_DB could not be written (each time, replays were recognised within this process only)."""
+        counters = self.writeback.counters() if self.writeback is not None else {"enabled": False}
+        return {**counters, "webhook_db_errors": self.log.errors}
 
     def answer(self, ticket: Ticket, public_only: bool, suggest: Callable[[], dict],
-               on_fresh: Callable[[dict], None]) -> tuple[dict, bool]:
-        """The first answer for this ticket within the replay window, or a fresh one (then `on_fresh` runs once).
+               on_fresh: Callable[[dict], None],
+               note: Callable[[dict], Note | None] | None = None) -> tuple[dict, bool, bool | None]:
+        """(answer, replayed, queued): the first answer for this ticket within the replay window, or a fresh one.
+
+        Once per ticket and window, across the worker processes: the process that first answers it claims it in
+        the webhook log; only then do `on_fresh` and the write-back of `note(answer)` (None: no note) run. Another
+        process's delivery of the same ticket is computed again from its index, flagged replayed, and neither
+        counted nor written back; its answer is kept in its own replay cache. `queued` is None when no note was
+        submitted, else whether the write-back queue took it.
 
         The key is (source, ticket id) plus the caller's visibility, so a caller who may not see internal articles
         is never answered from a result computed for one who may.
         """
+        claimed_elsewhere: list[bool] = []
+        queued: list[bool] = []
+
         def compute() -> dict:
             result = suggest()
+            if ticket.key and not self.log.claim(*ticket.key, not public_only):
+                claimed_elsewhere.append(True)  # another worker answered this ticket within the window
+                return result
             on_fresh(result)
+            made = note(result) if note is not None and self.writeback is not None else None
+            if made is not None:
+                queued.append(self.writeback.submit(made))
+                if queued[0] and ticket.key:
+                    self.log.noted(*ticket.key, not public_only)
             return result
 
         key = (*ticket.key, public_only) if ticket.key else None
-        return self.replays.answer(key, compute)
+        result, replayed = self.replays.answer(key, compute)
+        return result, replayed or bool(claimed_elsewhere), (queued[0] if queued else None)
 
 
 def check_settings(settings: Settings) -> None:
@@ -98,33 +123,38 @@ def absolute_links(request: Request) -> Callable[[str], str]:
 async def answer(request: Request, searcher: Any, who: Principal, ticket: Ticket, k: int,
                  response: Response) -> dict:
     """Searcher.suggest for the ticket, as POST /api/suggest calls it (internal articles only for callers who may
-    see them), through the replay cache; a fresh answer is counted in the usage log and written back."""
+    see them), through the replay cache and the webhook log; a fresh answer is counted in the usage log and written
+    back."""
     hooks = webhooks_of(request)
     links = absolute_links(request)
-    queued: list[bool] = []
     public_only = not who.sees_internal
 
     def suggest() -> dict:
         return searcher.suggest(ticket.subject, ticket.body, list(ticket.tags), ticket.language, k,
                                 Filters(public_only=public_only))
 
-    def on_fresh(result: dict) -> None:
-        record_returned(request, result)
-        if hooks.writeback is not None and ticket.source in HELPDESKS and ticket.ticket_id and result.get("articles"):
-            queued.append(hooks.writeback.submit(Note.from_result(ticket.source, ticket.ticket_id, result, links)))
+    def note(result: dict) -> Note | None:
+        if ticket.source in HELPDESKS and ticket.ticket_id and result.get("articles"):
+            return Note.from_result(ticket.source, ticket.ticket_id, result, links)
+        return None
 
-    result, replayed = await run_in_threadpool(hooks.answer, ticket, public_only, suggest, on_fresh)
+    result, replayed, queued = await run_in_threadpool(hooks.answer, ticket, public_only, suggest,
+                                                       lambda fresh: record_returned(request, fresh), note)
     response.headers["X-KB-Replayed"] = "true" if replayed else "false"
-    response.headers["X-KB-Writeback"] = ("queued" if queued[0] else "dropped") if queued else "none"
+    response.headers["X-KB-Writeback"] = "none" if queued is None else "queued" if queued else "dropped"
     return result
 
 
 K = Annotated[int, Query(description="How many answers and articles to return (1..100). A ticket answered again "
-                                     "within the replay window gets its first answer, whatever k.",
+                                     "within the replay window gets its first answer, whatever k (on another worker "
+                                     "process: computed again with this k).",
                          json_schema_extra=K_BOUNDS)]
 RESPONSES = dict(response_model=SuggestResponse, responses=error_responses(400, 413, 422, 503, *API_ERRORS))
 ANSWER = ("Answers in the shape of POST /api/suggest. The same ticket id again within KB_WEBHOOK_REPLAY_SECONDS "
-          "is answered from the first result (header X-KB-Replayed: true) and posts no second note. With "
+          "is answered from the first result (header X-KB-Replayed: true) and posts no second note. That holds "
+          "across the worker processes of `kb serve --workers N`: they share KB_WEBHOOK_DB (ticket ids and times, "
+          "no ticket text), so a replay that reaches another worker posts no note either (X-KB-Replayed: true), "
+          "but its answer is computed again from the index in service, as only the first worker kept the answer. With "
           "KB_HELPDESK_API_URL and KB_HELPDESK_API_TOKEN set, the top articles are added to the ticket as a private "
           "note in the background (header X-KB-Writeback: queued). Bodies over KB_WEBHOOK_MAX_BYTES: 413.")
 

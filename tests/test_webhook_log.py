@@ -1,0 +1,128 @@
+"""WebhookLog (KB_WEBHOOK_DB): one claim per ticket, audience and replay window, across processes; expiry on write;
+a file that cannot be written falls back to the caller's per-process rule."""
+import logging
+import subprocess
+import sys
+import time
+
+from kb.webhook_log import EXPIRE_PER_WRITE, WebhookLog
+from tests.conftest import REPO
+
+
+class Clock:
+    def __init__(self, now: float = 1_700_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_one_claim_per_ticket_and_audience_within_the_window(tmp_path):
+    clock = Clock()
+    first, second = (WebhookLog(tmp_path / "webhooks.sqlite", 300, clock=clock) for _ in range(2))  # two workers
+    try:
+        assert first.claim("zendesk", "1", False) is True
+        assert second.claim("zendesk", "1", False) is False
+        assert first.claim("zendesk", "1", False) is False
+        assert second.claim("zendesk", "1", True) is True  # another audience: another answer
+        assert second.claim("freshdesk", "1", False) is True  # another helpdesk's ticket 1
+        assert first.claim("zendesk", "2", False) is True
+        clock.now += 299
+        assert second.claim("zendesk", "1", False) is False
+        clock.now += 1  # the window has passed: the next delivery is answered (and written back) afresh
+        assert second.claim("zendesk", "1", False) is True
+        assert first.claim("zendesk", "1", False) is False
+        assert first.errors == second.errors == 0
+    finally:
+        first.close()
+        second.close()
+
+
+def test_the_note_flag_and_what_a_row_holds(tmp_path):
+    log = WebhookLog(tmp_path / "webhooks.sqlite", 300, clock=Clock(100.0))
+    try:
+        assert log.claim("zendesk", "35436", True)
+        log.noted("zendesk", "35436", True)
+        assert log.claim("generic", "SD-4", False)
+        assert log.rows() == [("zendesk", "35436", 1, 100.0, 1), ("generic", "SD-4", 0, 100.0, 0)]
+    finally:
+        log.close()
+
+
+def test_expired_rows_are_deleted_on_write_a_bounded_number_at_a_time(tmp_path):
+    clock = Clock()
+    log = WebhookLog(tmp_path / "webhooks.sqlite", 60, clock=clock)
+    try:
+        for n in range(EXPIRE_PER_WRITE + 50):
+            assert log.claim("zendesk", str(n), False)
+        clock.now += 61
+        assert log.claim("zendesk", "new", False)
+        assert len(log.rows()) == 50 + 1  # at most EXPIRE_PER_WRITE expired rows go per claim, oldest first
+        assert log.claim("zendesk", "newer", False)
+        assert [row[1] for row in log.rows()] == ["new", "newer"]
+        assert log.claim("zendesk", "0", False)  # its old row is gone: claimed afresh
+    finally:
+        log.close()
+
+
+CLAIM = r"""
+import sys, time
+from kb.webhook_log import WebhookLog
+path, start = sys.argv[1], float(sys.argv[2])
+log = WebhookLog(path, 300)
+time.sleep(max(0.0, start - time.time()))
+print(log.claim("zendesk", "4242", False))
+"""
+
+
+def test_exactly_one_of_several_processes_claims_a_ticket(tmp_path):
+    path = tmp_path / "webhooks.sqlite"
+    start = time.time() + 2.0  # all started and imported by then; they claim at the same moment
+    procs = [subprocess.Popen([sys.executable, "-c", CLAIM, str(path), str(start)], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        results.append(out.strip())
+    assert sorted(results) == ["False", "False", "False", "True"]
+    log = WebhookLog(path, 300)
+    try:
+        assert [row[:3] for row in log.rows()] == [("zendesk", "4242", 0)]
+    finally:
+        log.close()
+
+
+def test_a_file_that_cannot_be_written_lets_every_claim_through_logged_once(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="kb.webhooks")
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    log = WebhookLog(blocked / "webhooks.sqlite", 300)
+    assert [log.claim("zendesk", "1", False) for _ in range(3)] == [True, True, True]
+    log.noted("zendesk", "1", False)
+    assert log.errors == 3
+    assert [r.levelname for r in caplog.records if "cannot be written" in r.getMessage()] == ["WARNING"]
+    blocked.unlink()  # writable again: the log is used again, and says so once
+    assert log.claim("zendesk", "1", False) is True
+    assert log.claim("zendesk", "1", False) is False
+    assert sum("is written again" in r.getMessage() for r in caplog.records) == 1
+    assert log.errors == 3
+    log.close()
+
+
+def test_a_file_locked_past_the_timeout_is_a_fallback_not_an_error_page(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "webhooks.sqlite"
+    log = WebhookLog(path, 300, timeout=0.1)
+    assert log.claim("zendesk", "1", False) is True
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        assert log.claim("zendesk", "2", False) is True and log.errors == 1
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert log.claim("zendesk", "1", False) is False and log.claim("zendesk", "2", False) is True
+    assert log.errors == 1
+    log.close()
