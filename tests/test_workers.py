@@ -1,4 +1,4 @@
-"""`kb serve --workers N`: settings travel to the workers as KB_* variables, both workers answer, one watches and builds."""
+"""`kb serve --workers N`: settings reach the workers as KB_* variables, both workers answer, one watches and builds."""
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,7 +46,9 @@ def healthz_pids(base: str, requests: int = 120) -> dict[int, dict]:
 def test_two_workers_answer_and_one_of_them_builds(content_copy, tmp_path, embedder):
     settings = load_settings({}, content_dir=content_copy, index_dir=tmp_path / "index")
     build_index(settings, embedder, progress=False)
-    versions = lambda: sorted(p.name for p in settings.index_dir.iterdir() if (p / "manifest.json").exists())  # noqa: E731
+    def versions() -> list[str]:
+        return sorted(p.name for p in settings.index_dir.iterdir() if (p / "manifest.json").exists())
+
     first = versions()
     env = {"KB_RELOAD_POLL_SECONDS": "0.2", "KB_WATCH_DEBOUNCE_MS": "100", "KB_LOG_LEVEL": "warning"}
     with running_server(settings.index_dir, tmp_path, env=env,
