@@ -1,4 +1,5 @@
 """/health/content and ContentHealth: the report in the service, recomputed in the background, fed by searches."""
+import threading
 import time
 
 import pytest
@@ -114,19 +115,31 @@ def test_missing_content_folder_is_an_error_page(tmp_path, tiny_encoder):
         assert page.status_code == 400 and "does not exist" in page.text
 
 
-def test_content_health_computes_in_the_background_and_caches(content_copy, tmp_path):
+def test_content_health_computes_in_the_background_and_caches(content_copy, tmp_path, monkeypatch):
+    import search.content_health as module
+
+    gate, check = threading.Event(), module.check_content
+
+    def gated_check(*args, **kwargs):  # the test decides when a run may finish, so no scheduling can race it
+        assert gate.wait(30)
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(module, "check_content", gated_check)
     health = ContentHealth(settings_for(content_copy, tmp_path), workers=1)
     report, fresh = health.get(None, None, wait=0)
     assert (report, fresh) == (None, False)  # not computed yet: the caller does not wait
+    gate.set()
     deadline = time.time() + 30
     while not fresh:
         assert time.time() < deadline
         report, fresh = health.get(None, None, wait=0.2)
     assert report.articles == 9
     assert health.get(None, None) == (report, True)  # same inputs: the same report object
+    gate.clear()
     append(content_copy / "Outlook" / "outlook-password-prompt.md", BROKEN)
     stale, fresh = health.get(None, None, wait=0)
     assert stale is report and not fresh  # the older report while the new one is computed
+    gate.set()
     updated, fresh = health.get(None, None, wait=30)
     assert fresh and updated.counts["broken_link"] == 1
 

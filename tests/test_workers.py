@@ -32,14 +32,22 @@ def test_one_process_claims_the_watch(tmp_path):
     again.close()
 
 
-def healthz_pids(base: str, requests: int = 120) -> dict[int, dict]:
-    """/healthz of each worker that answered, by pid (new connection per request, 8 at a time)."""
+def healthz_pids(base: str, want: int = 2, timeout: float = 180) -> dict[int, dict]:
+    """/healthz of each worker that answered, by pid (new connection per request, 8 at a time), asked until
+    `want` workers have answered: the first /healthz 200 only says one worker is up; the others may still be
+    loading the model."""
     def one(_):
         body = httpx.get(base + "/healthz", timeout=10).json()
         return body["pid"], body
 
+    seen: dict[int, dict] = {}
+    deadline = time.time() + timeout
     with ThreadPoolExecutor(8) as pool:
-        return dict(pool.map(one, range(requests)))
+        while len(seen) < want and time.time() < deadline:
+            seen.update(pool.map(one, range(16)))
+            if len(seen) < want:
+                time.sleep(0.5)
+    return seen
 
 
 @pytest.mark.model
