@@ -95,5 +95,15 @@ def test_statuses_over_http_against_a_real_server(real_index, tmp_path):
         revoked = httpx.get(f"{base}/api/search", params={"q": "outlook"}, headers={"X-API-Key": reader})
         assert revoked.status_code == 401 and revoked.json()["error"]["code"] == "key_revoked"
         assert httpx.get(f"{base}/healthz").status_code == 200
+        # A signed-in agent's browser tricked into a form post from another site: refused (CSRF).
+        agent = create("agent", "--scope", "search", "--scope", "suggest", "--scope", "feedback")
+        with httpx.Client(base_url=base) as browser:
+            assert browser.post("/signin", data={"key": agent}, headers={"Origin": base}).status_code == 303
+            form = {"article_id": "Outlook/outlook-password-prompt", "helpful": "yes", "source": "article"}
+            forged = browser.post("/feedback", data=form, headers={"Origin": "https://evil.example",
+                                                                   "Sec-Fetch-Site": "cross-site"})
+            assert forged.status_code == 403 and forged.json()["error"]["code"] == "cross_site_request"
+            mine = browser.post("/feedback", data=form, headers={"Origin": base, "Sec-Fetch-Site": "same-origin"})
+            assert mine.status_code == 303
     log = (tmp_path / "server.log").read_text()
     assert helpdesk not in log and reader not in log and "Outlook keeps asking" not in log

@@ -16,17 +16,28 @@ INVALID_EXAMPLES = 15  # requests that break the schema (wrong types, missing fi
 
 
 @pytest.fixture(scope="module")
-def headers() -> dict[str, str]:
-    """Headers every generated request carries. The service is open on loopback by default, so none yet; a
-    service that requires API keys gets `{"Authorization": "Bearer <key>"}` here."""
-    return {}
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("fuzz")
 
 
 @pytest.fixture(scope="module")
-def server(real_index, tmp_path_factory) -> str:
-    """A real `kb serve` over the fixture index; builds started by the fuzzer find nothing changed."""
-    workdir = tmp_path_factory.mktemp("fuzz")
-    with running_server(real_index.index_dir, workdir, env={"KB_LOG_LEVEL": "warning"},
+def headers(workdir) -> dict[str, str]:
+    """Every generated request carries a valid key holding every scope (the service below requires keys)."""
+    from kb.keys import SCOPES, KeyStore
+
+    store = KeyStore(workdir / "auth.sqlite")
+    _, secret = store.create("fuzzer", list(SCOPES))
+    store.close()
+    return {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.fixture(scope="module")
+def server(real_index, workdir, headers) -> str:
+    """A real `kb serve` over the fixture index that requires API keys; builds started by the fuzzer find
+    nothing changed."""
+    env = {"KB_LOG_LEVEL": "warning", "KB_AUTH": "required", "KB_AUTH_DB": str(workdir / "auth.sqlite"),
+           "KB_WEBHOOK_DB": str(workdir / "webhooks.sqlite")}
+    with running_server(real_index.index_dir, workdir, env=env,
                         args=("--no-watch", "--content", str(FIXTURE_CONTENT))) as (base, _):
         yield base
 
@@ -54,6 +65,11 @@ def fuzz(operation, server: str, headers: dict[str, str], mode: GenerationMode, 
 
 def test_no_server_error_and_every_response_as_declared(server, headers):
     # One test over every operation, not schemathesis' pytest loader: its lazy schemas do not run under pytest 9.
+    import httpx
+
+    # The fuzzer's requests get past access control (so it reaches the routes), and the service does require it.
+    assert httpx.get(server + "/api/search", params={"q": "outlook"}, headers=headers).status_code == 200
+    assert httpx.get(server + "/api/search", params={"q": "outlook"}).status_code == 401
     found = operations(server, headers)
     assert {"GET /api/search", "POST /api/suggest", "GET /healthz"} <= {op.label for op in found}
     failures = [failure for op in found for mode, examples in ((GenerationMode.POSITIVE, EXAMPLES),
