@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kb import store
+
 from tests.conftest import FIXTURES, running_server
 
 pytestmark = pytest.mark.model
@@ -77,15 +79,38 @@ def test_malformed_json_over_http(deployment):
     assert response.status_code == 400 and response.json()["error"]["code"] == "malformed_json"
 
 
-def test_killed_build_leaves_the_service_answering(deployment):
-    before = httpx.get(deployment["base"] + "/healthz").json()["index_version"]
-    current = (deployment["index"] / "CURRENT").read_text()
+def kill_while_writing(deployment) -> bool:
+    """Start `kb index --full` and SIGKILL it as soon as it writes its version folder (.tmp-<id>); False when
+    the build finished before it was seen writing (a small index is written in a few milliseconds)."""
+    index = deployment["index"]
     build = subprocess.Popen([sys.executable, "-m", "cli.main", "index", "--full", "--quiet", "--content",
-                              str(deployment["content"]), "--index-dir", str(deployment["index"])],
+                              str(deployment["content"]), "--index-dir", str(index)],
                              env=ENV, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(4)
-    build.send_signal(signal.SIGKILL)
-    build.wait(timeout=30)
+    deadline = time.time() + 120
+    while build.poll() is None and time.time() < deadline:
+        if any(p.name.startswith(store.TMP_PREFIX) for p in index.iterdir()):
+            build.send_signal(signal.SIGKILL)
+            build.wait(timeout=30)
+            return True
+        time.sleep(0.001)
+    if build.poll() is None:
+        build.kill()
+        build.wait(timeout=30)
+        raise AssertionError("the build neither wrote a version nor finished within 120 s")
+    return False
+
+
+def test_killed_build_leaves_the_service_answering(deployment):
+    for _ in range(5):  # a build that finished before it was caught writing proves nothing: try again
+        deadline = time.time() + 30
+        while (before := httpx.get(deployment["base"] + "/healthz").json()["index_version"]) != \
+                (deployment["index"] / "CURRENT").read_text().strip() and time.time() < deadline:
+            time.sleep(0.1)  # the service follows a version an earlier round completed
+        current = (deployment["index"] / "CURRENT").read_text()
+        if kill_while_writing(deployment):
+            break
+    else:
+        raise AssertionError("five builds in a row finished before they could be killed while writing")
     assert (deployment["index"] / "CURRENT").read_text() == current
     response = httpx.get(deployment["base"] + "/api/search", params={"q": "teams microphone"})
     assert response.status_code == 200 and response.json()["results"]
