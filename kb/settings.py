@@ -57,6 +57,7 @@ class Settings:
     trusted_proxies: str = _setting("", "KB_TRUSTED_PROXIES", "Comma-separated addresses or CIDR ranges of reverse proxies whose user header (KB_PROXY_USER_HEADER) signs agents in.")
     proxy_user_header: str = _setting("X-Forwarded-User", "KB_PROXY_USER_HEADER", "Header naming the agent authenticated by a trusted proxy (oauth2-proxy sends X-Forwarded-User).")
     session_hours: int = _setting(12, "KB_SESSION_HOURS", "How long a sign-in with a personal key lasts (signed, HttpOnly cookie).")
+    analytics_users: str = _setting("", "KB_ANALYTICS_USERS", "Comma-separated agents (names a trusted proxy sends) who may also read reports and metrics (the analytics scope).")
     frame_ancestors: str = _setting("", "KB_FRAME_ANCESTORS", "Space- or comma-separated origins allowed to frame /widget (e.g. https://acme.zendesk.com); none by default.")
     cors_origins: str = _setting("", "KB_CORS_ORIGINS", "Comma-separated origins whose browser-side apps may call the JSON API (CORS); none by default.")
     # ---- helpdesk webhooks and write-back (README: "Connect your helpdesk") ----

@@ -41,9 +41,11 @@ ROUTE_SCOPES = {
     ("POST", "/suggest"): "suggest",
     ("POST", "/feedback"): "feedback",
     ("GET", "/health/content"): "search",
+    ("GET", "/reports"): "analytics",
+    ("GET", "/metrics"): ("analytics", "admin"),
 }
-PREFIX_SCOPES = (("/api/webhooks/", "suggest"), ("/api/analytics/", "analytics"), ("/api/usage", "feedback"),
-                 ("/api/admin/", "admin"), ("/metrics", "analytics"))
+PREFIX_SCOPES = (("/api/webhooks/", "suggest"), ("/api/analytics/", "analytics"), ("/api/events", "feedback"),
+                 ("/api/admin/", "admin"))
 
 
 @dataclass(frozen=True)
@@ -104,8 +106,8 @@ def parse_networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Ne
     return tuple(networks)
 
 
-def required_scope(method: str, path: str, route_path: str | None) -> str | None:
-    """The scope a request needs, or None for an open route."""
+def required_scope(method: str, path: str, route_path: str | None) -> str | tuple[str, ...] | None:
+    """The scope a request needs (a tuple: any one of them), or None for an open route."""
     template = route_path or path
     if template in OPEN_ROUTES or path.startswith("/static/"):
         return None
@@ -136,6 +138,7 @@ class Authenticator:
         self.keys = keys or KeyStore(settings.auth_db)
         self.audit = audit or AuditLog(settings.auth_db)
         self.proxies = parse_networks(settings.trusted_proxies)
+        self.analytics_users = {u.strip().lower() for u in settings.analytics_users.split(",") if u.strip()}
         self._session_key: bytes | None = None
 
     # ---- sessions (sign-in with a personal key) --------------------------------------------------
@@ -192,7 +195,9 @@ class Authenticator:
         if self.proxies and self.trusted_peer(request):
             user = request.headers.get(self.settings.proxy_user_header, "").strip()
             if user:
-                return Principal("agent", user[:200], AGENT_SCOPES)
+                user = user[:200]
+                extra = {"analytics"} if user.lower() in self.analytics_users else set()
+                return Principal("agent", user, AGENT_SCOPES | extra)
         cookie = request.cookies.get(SESSION_COOKIE)
         if cookie:
             key_id = self.session_key_id(cookie)
@@ -220,8 +225,10 @@ class Authenticator:
         if principal is None:
             raise SignInRequired("this service requires an API key: send `Authorization: Bearer <key>` or "
                                  "`X-API-Key: <key>` (kb keys create)")
-        if scope not in principal.scopes:
-            raise Forbidden(f"the `{scope}` scope is required for {request.method} {request.url.path}; "
+        needed = (scope,) if isinstance(scope, str) else scope
+        if not principal.scopes.intersection(needed):
+            wanted = " or ".join(f"`{s}`" for s in needed)
+            raise Forbidden(f"the {wanted} scope is required for {request.method} {request.url.path}; "
                             f"{principal.kind} {principal.name!r} has {', '.join(sorted(principal.scopes)) or 'none'}")
         return principal
 

@@ -251,3 +251,18 @@ def test_healthz_tells_anonymous_network_callers_no_server_paths(locked):
     _, secret = keys.create("monitor", ["analytics"])
     detailed = client.get("/healthz", headers={"X-API-Key": secret}).json()
     assert "/srv/secret/content" in detailed["reload"]["watch_refused"]
+
+
+def test_scopes_any_of_and_analytics_for_named_proxy_users():
+    assert required_scope("GET", "/metrics", "/metrics") == ("analytics", "admin")
+    assert required_scope("GET", "/api/analytics/summary", None) == "analytics"
+    assert required_scope("POST", "/api/events", None) == "feedback"
+
+
+def test_named_proxy_users_may_read_analytics(tmp_path, index_dir):
+    with client_for(tmp_path, index_dir, peer=("10.0.0.7", 5000), auth="required", trusted_proxies="10.0.0.7",
+                    analytics_users="Manager@example.com, lead") as client:
+        manager = client.get("/api/feedback/summary", headers={"X-Forwarded-User": "manager@example.com"})
+        agent = client.get("/api/feedback/summary", headers={"X-Forwarded-User": "rina@example.com"})
+        assert manager.status_code == 200 and agent.status_code == 403
+        assert "`analytics` scope" in agent.json()["error"]["message"]

@@ -1,0 +1,50 @@
+"""The analytics event log's tables (KB_ANALYTICS_DB): what the service records and the reports read."""
+from __future__ import annotations
+
+# Kinds of events. search / suggest are answers the service gave; the others are what agents did with them.
+ANSWER_KINDS = ("search", "suggest")
+ACTION_KINDS = ("open", "copy", "insert", "link", "feedback")
+KINDS = ANSWER_KINDS + ACTION_KINDS
+# Where an answer was asked for: the agent pages, the widget, an API key (api:<key name>), a helpdesk webhook
+# (webhook:zendesk|freshdesk|generic), the command line.
+SOURCE_PREFIXES = ("page", "widget", "api:", "webhook:", "cli")
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,               -- ISO 8601 UTC with milliseconds
+    day TEXT NOT NULL,              -- YYYY-MM-DD (UTC) of `at`, for grouping by day and week
+    kind TEXT NOT NULL,             -- one of KINDS
+    source TEXT NOT NULL,           -- page | widget | api:<key name> | webhook:<helpdesk> | cli
+    answer_id TEXT,                 -- search/suggest: the id returned to the caller as `answer_id`;
+                                    -- actions: the answer the agent acted on (NULL when not known)
+    language TEXT,                  -- detected or given language of the query (en, id, ...)
+    product TEXT,                   -- product filter of a search; for actions the article's product
+    query TEXT,                     -- search/suggest: the cleaned query AFTER redaction (kb/redaction.py);
+                                    -- NULL when KB_ANALYTICS_STORE_TEXT=false; never raw customer text
+    query_key TEXT,                 -- search/suggest: sha256 (hex, 16 chars) of the normalised redacted query,
+                                    -- so top queries group without text; kept when text is not stored
+    topic_vector BLOB,              -- search/suggest: the query embedding as int8 (dim bytes, scale 1/127),
+                                    -- for grouping content gaps into topics; NULL if not computed
+    confidence REAL,                -- search/suggest: calibrated probability; NULL for lexical searches
+    confident INTEGER,              -- 1 / 0 / NULL
+    latency_ms REAL,                -- search/suggest: time to answer
+    result_count INTEGER,           -- search/suggest: articles returned
+    article_id TEXT,                -- actions: the article acted on
+    position INTEGER,               -- actions: its 1-based position in the answer it came from
+    helpful INTEGER                 -- feedback: 1 / 0
+);
+CREATE INDEX IF NOT EXISTS events_day_kind ON events(day, kind);
+CREATE INDEX IF NOT EXISTS events_answer ON events(answer_id);
+CREATE INDEX IF NOT EXISTS events_article ON events(article_id, kind);
+CREATE TABLE IF NOT EXISTS results (   -- search/suggest: the articles returned, in order
+    event_id INTEGER NOT NULL REFERENCES events(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,      -- 1-based
+    article_id TEXT NOT NULL,
+    score REAL NOT NULL,
+    PRIMARY KEY (event_id, position)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS results_article ON results(article_id);
+"""
