@@ -108,15 +108,21 @@ def _version(s: str) -> str:
     return s
 
 
-def extract_codes(text: str) -> list[str]:
-    """Error codes, status codes and versions in order of appearance, de-duplicated and normalised."""
+def code_spans(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, normalised code) of every error code, status code and version in `text`, in order (kb/redaction.py
+    keeps these spans as they are)."""
     found: list[tuple[int, int, str]] = []
     for pattern, normalise in _CODE_PATTERNS:
         for m in pattern.finditer(text):
             start, end = m.span()
             if not any(s < end and start < e for s, e, _ in found) and (code := normalise(m)):
                 found.append((start, end, code))
-    return list(dict.fromkeys(code for _, _, code in sorted(found)))
+    return sorted(found)
+
+
+def extract_codes(text: str) -> list[str]:
+    """Error codes, status codes and versions in order of appearance, de-duplicated and normalised."""
+    return list(dict.fromkeys(code for _, _, code in code_spans(text)))
 
 
 _ID_WORDS = set(
@@ -204,6 +210,34 @@ def reduce_logs(lines: list[str], min_run: int = 3, keep: int = 8) -> list[str]:
 
 def _is_signature_line(s: str) -> bool:
     return len(s.split()) <= 12 and s[-1:] != "?" and not _INFO.search(s) and not extract_codes(s)
+
+
+def greeting_addressee(line: str) -> tuple[int, int] | None:
+    """(start, end) in `line` of whom its opening greeting addresses ("Pak Budi" in "Halo Pak Budi, ..."), as
+    `strip_greeting` finds it; None when the line opens with no greeting or the greeting names nobody."""
+    offset = len(line) - len(line.lstrip())
+    if not (m := _GREETING.match(line.strip())):
+        return None
+    rest = m["rest"]
+    head = rest.partition(",")[0] if "," in rest else rest.partition("!")[0]
+    words = [w for w in re.split(r"[\s/]+", head.strip(" .:!")) if w]
+    if not words or len(words) > 5 or not all(_ADDRESSEE.match(w.strip(".")) for w in words):
+        return None
+    start = offset + m.start("rest") + len(head) - len(head.lstrip(" .:!"))
+    return start, offset + m.start("rest") + len(head.rstrip(" .:!"))
+
+
+def signoff_end(line: str) -> int | None:
+    """Where a sign-off opening `line` ("Thanks, ", "Salam hangat,") ends; None when the line opens with none."""
+    m = _SIGNOFF.match(line)
+    return m.end() if m else None
+
+
+def is_signature_name(line: str) -> bool:
+    """A signature line that looks like a person's name ("Rina Wijaya"): not a title, company, address or phone."""
+    s = line.strip()
+    return bool(s) and bool(_NAME.match(s)) and _is_signature_line(s) and not _PHONE.match(s) \
+        and not _STRONG_SIG.search(s)
 
 
 def cut_signature(lines: list[str]) -> list[str]:
