@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 import threading
 from datetime import datetime, timezone
@@ -10,15 +11,18 @@ from typing import Iterator
 
 from kb.articles import validate_article_id
 from kb.errors import BadRequest
+from kb.redaction import redact
 
 SOURCES = ("search", "suggest", "article")
+ANSWER_ID = re.compile(r"^[0-9a-f]{16}$")  # as kb/events.py makes them
 MAX_ID_CHARS = 1000  # article and passage ids are paths and slugs; anything longer is not one
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
     id INTEGER PRIMARY KEY,
     created TEXT NOT NULL,              -- ISO 8601 UTC
-    query TEXT NOT NULL,                -- '' for feedback given on an article page without a search
+    query TEXT NOT NULL,                -- redacted (kb/redaction.py); '' on an article page without a search, when
+                                        -- only the answer_id was sent, or with KB_ANALYTICS_STORE_TEXT=false
     article_id TEXT NOT NULL,
     passage_id TEXT,
     helpful INTEGER NOT NULL CHECK (helpful IN (0, 1)),
@@ -43,11 +47,14 @@ class FeedbackStore:
     """Append-only feedback table in its own SQLite file (WAL); safe to share between threads.
 
     Every call opens its own connection (SQLite connections are not shared across threads); writes in
-    this process are serialised by a lock, and other processes wait on SQLite's busy timeout.
+    this process are serialised by a lock, and other processes wait on SQLite's busy timeout. The query is stored
+    redacted (kb/redaction.py), or not at all with `store_text=False`; rows older than the analytics retention are
+    deleted by the event log (`delete_before`).
     """
 
-    def __init__(self, path: Path, max_query_chars: int = 20_000, timeout: float = 10.0):
+    def __init__(self, path: Path, max_query_chars: int = 20_000, timeout: float = 10.0, store_text: bool = True):
         self.path, self.max_query_chars, self.timeout = Path(path), max_query_chars, timeout
+        self.store_text = store_text
         self._write_lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as conn:
@@ -65,8 +72,9 @@ class FeedbackStore:
             conn.close()
 
     def validate(self, query: object, article_id: object, passage_id: object, helpful: object,
-                 source: object, index_version: object) -> tuple:
-        """The row to insert, or BadRequest naming the field that is wrong."""
+                 source: object, index_version: object, answer_id: object = None) -> tuple:
+        """The row to insert, or BadRequest naming the field that is wrong. An `answer_id` (the response the
+        feedback is about, kb/events.py) stands in for the query, which may then be empty."""
         if source not in SOURCES:
             raise BadRequest(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
         query = "" if query is None else query
@@ -75,8 +83,11 @@ class FeedbackStore:
         if len(query) > self.max_query_chars:
             raise BadRequest(f"query is {len(query)} characters long; the limit is {self.max_query_chars}")
         query = query.strip()
-        if not query and source != "article":
-            raise BadRequest(f"query is empty: feedback on a {source} result needs the query that produced it")
+        if answer_id is not None and (not isinstance(answer_id, str) or not ANSWER_ID.match(answer_id)):
+            raise BadRequest("answer_id must be the 16 hexadecimal characters a search or suggest response returned")
+        if not query and source != "article" and answer_id is None:
+            raise BadRequest(f"query is empty: feedback on a {source} result needs the answer_id or the query "
+                             "that produced it")
         check_article_id(article_id)
         if passage_id is not None and (not isinstance(passage_id, str) or len(passage_id) > MAX_ID_CHARS):
             raise BadRequest(f"passage_id must be a string of at most {MAX_ID_CHARS} characters")
@@ -85,16 +96,23 @@ class FeedbackStore:
         if index_version is not None and (not isinstance(index_version, str) or len(index_version) > MAX_ID_CHARS):
             raise BadRequest("index_version must be a short string")
         created = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        query = redact(query) if self.store_text else ""
         return (created, query, article_id, passage_id or None, int(helpful), source, index_version)
 
     def record(self, query: str, article_id: str, helpful: bool, passage_id: str | None = None,
-               source: str = "search", index_version: str | None = None) -> int:
+               source: str = "search", index_version: str | None = None, answer_id: str | None = None) -> int:
         """Store one yes/no answer; returns its id."""
-        row = self.validate(query, article_id, passage_id, helpful, source, index_version)
+        row = self.validate(query, article_id, passage_id, helpful, source, index_version, answer_id)
         with self._write_lock, self._connect() as conn:
             cursor = conn.execute("INSERT INTO feedback (created, query, article_id, passage_id, helpful, source, "
                                   "index_version) VALUES (?, ?, ?, ?, ?, ?, ?)", row)
             return int(cursor.lastrowid)
+
+    def delete_before(self, cutoff: datetime) -> int:
+        """Delete the answers recorded before `cutoff` (retention, run by kb/events.py); how many were deleted."""
+        with self._write_lock, self._connect() as conn:
+            created = cutoff.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+            return conn.execute("DELETE FROM feedback WHERE created < ?", (created,)).rowcount
 
     def summary(self) -> dict:
         """Totals and, per article, how often it was marked helpful / not helpful (most feedback first)."""

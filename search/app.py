@@ -20,12 +20,14 @@ from indexer.jobs import BuildJobs
 from indexer.watch import ContentWatcher
 from kb.embedder import TextEncoder, make_embedder
 from kb.errors import IndexNotFound, KBError
+from kb.events import EventLog
 from kb.settings import Settings, load_settings
 from kb.store import current_id, open_current
 from kb.feedback import FeedbackStore
 from kb.usage import UsageLog
 from search.auth import Authenticator, SignInRequired, authorize
 from search.routes import admin, api, content, docs, feedback, health, pages, signin, webhooks, widget
+from search.routes import events as event_routes
 from search.searcher import Searcher
 from search.security import install_security
 
@@ -45,7 +47,9 @@ class ServiceState:
         self.searcher: Searcher | None = None
         self.load_error: KBError | None = None
         self.failed: dict[str, str] = {}  # build id -> why it was not put into service
-        self.feedback = FeedbackStore(settings.feedback_db, settings.max_query_chars)
+        self.feedback = FeedbackStore(settings.feedback_db, settings.max_query_chars,
+                                      store_text=settings.analytics_store_text)
+        self.events = EventLog(settings, encoder)  # analytics event log: a queue and one writer (kb/events.py)
         self.usage = UsageLog(settings.usage_db)
         self.jobs = BuildJobs(self.build, on_built=lambda report: self.refresh())
         self.watcher: ContentWatcher | None = None
@@ -94,6 +98,7 @@ class ServiceState:
 
     def start_background(self, watch: bool) -> None:
         """Follow CURRENT (builds by `kb index` / `kb watch`) and, with `watch`, re-index on content changes."""
+        self.events.start()
         self.webhooks.start()
         watch = watch and self._may_watch()
         if self.searcher is None and current_id(self.settings.index_dir) is None:
@@ -142,6 +147,7 @@ class ServiceState:
         if self.watcher is not None:
             self.watcher.stop()
         self.jobs.wait(timeout=60)
+        self.events.close()  # writes what is still queued
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -223,6 +229,7 @@ def create_app(settings: Settings, encoder: TextEncoder | None = None, watch: bo
     app.include_router(health.router)
     app.include_router(content.router)
     app.include_router(feedback.router)
+    app.include_router(event_routes.router)  # POST /api/events: opens, copies, inserts, links
     app.include_router(pages.router)
     app.include_router(widget.router)  # /widget: the ticket-sidebar widget for helpdesk iframes
     app.include_router(signin.router)

@@ -81,6 +81,8 @@ class SearchResponse(BaseModel):
     confident: bool | None = Field(description="Whether the best result is a good answer; null for mode=lexical.")
     confidence: float | None = Field(description="Calibrated probability behind `confident`; null for mode=lexical.")
     results: list[SearchHit]
+    answer_id: str | None = Field(None, description="Id of this answer (16 hexadecimal characters): send it back with "
+                                                    "POST /api/events and POST /api/feedback.")
 
 
 class SuggestQuery(BaseModel):
@@ -115,6 +117,8 @@ class SuggestResponse(BaseModel):
     confidence: float = Field(description="Calibrated probability behind `confident`.")
     answers: list[Passage] = Field(description="The k best passages, at most 2 from one article.")
     articles: list[SuggestedArticle] = Field(description="The k best articles.")
+    answer_id: str | None = Field(None, description="Id of this answer (16 hexadecimal characters): send it back with "
+                                                    "POST /api/events and POST /api/feedback instead of ticket text.")
 
 
 class ArticleResponse(BaseModel):
@@ -137,6 +141,10 @@ class ArticleResponse(BaseModel):
 class FeedbackResponse(BaseModel):
     id: int
     recorded: bool = True
+
+
+class EventResponse(BaseModel):
+    recorded: bool = Field(description="false only when the event log's queue was full and the event was dropped.")
 
 
 class ArticleFeedback(BaseModel):

@@ -81,7 +81,8 @@ def real_index(tmp_path_factory, embedder):
 
     root = tmp_path_factory.mktemp("real-index")
     settings = load_settings({}, content_dir=FIXTURE_CONTENT, index_dir=root / "index",
-                             feedback_db=root / "feedback.sqlite", usage_db=root / "usage.sqlite")
+                             feedback_db=root / "feedback.sqlite", usage_db=root / "usage.sqlite",
+                             analytics_db=root / "analytics.sqlite")
     build_index(settings, embedder, progress=False)
     return settings
 
@@ -109,7 +110,7 @@ def running_server(index_dir: Path, workdir: Path, env: dict[str, str] | None = 
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO),
            "KB_FEEDBACK_DB": str(workdir / "feedback.sqlite"), "KB_USAGE_DB": str(workdir / "usage.sqlite"),
-           **(env or {})}
+           "KB_ANALYTICS_DB": str(workdir / "analytics.sqlite"), **(env or {})}
     log_path = workdir / "server.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--index-dir", str(index_dir),

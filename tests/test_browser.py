@@ -1,5 +1,7 @@
 """Agent pages in a real browser: Debian's chromium driven by Playwright against the real server and model."""
 import shutil
+import sqlite3
+import time
 from pathlib import Path
 
 import httpx
@@ -14,6 +16,7 @@ SHOTS = REPO / "test-output" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SERVED: dict[str, Path] = {}
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +31,7 @@ def server(tmp_path_factory, embedder):
     (content / "Security").mkdir()
     shutil.copy(FIXTURES / "hostile" / "outlook-hostile-markup.md", content / "Security")
     build_index(load_settings({}, content_dir=content, index_dir=root / "index"), embedder, progress=False)
+    SERVED["analytics"] = root / "analytics.sqlite"  # running_server puts the event log there
     with running_server(root / "index", root, {"KB_MODEL_CACHE_DIR": str(root / "models"),
                                                "KB_LOG_LEVEL": "warning", "KB_CONTENT_DIR": str(content)}) as (base, _):
         yield base
@@ -104,6 +108,16 @@ def test_open_an_article_and_copy_a_section(page, server):
     copied = page.evaluate("navigator.clipboard.readText()")
     assert "/articles/Exchange/ndr-5-7-124" in copied and len(copied) > 60
     shot(page, "article")
+    # The click opened the article from result 1 of that search, and the copy went to the event log with it.
+    deadline, actions = time.monotonic() + 10, []
+    while time.monotonic() < deadline and len(actions) < 2:
+        time.sleep(0.2)
+        with sqlite3.connect(SERVED["analytics"]) as db:
+            actions = db.execute("SELECT e.kind, e.source, e.position, e.article_id, a.kind, a.source FROM events e "
+                                 "JOIN events a ON a.answer_id = e.answer_id AND a.kind = 'search' "
+                                 "WHERE e.kind IN ('open', 'copy') ORDER BY e.id").fetchall()
+    assert actions[-2:] == [("open", "page", 1, "Exchange/ndr-5-7-124", "search", "page"),
+                            ("copy", "page", 1, "Exchange/ndr-5-7-124", "search", "page")]
 
 
 def test_paste_a_ticket(page):

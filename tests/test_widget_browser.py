@@ -4,6 +4,7 @@ import json
 import shutil
 import sqlite3
 import threading
+import time
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -186,7 +187,22 @@ def test_a_ticket_from_the_host_gets_suggestions_and_insert_goes_back(page, serv
         query, source, article = db.execute("SELECT query, source, article_id FROM feedback "
                                             "ORDER BY id DESC LIMIT 1").fetchone()
     assert source == "suggest" and article == "Exchange/ndr-5-7-124"
-    assert "5.7.124" in query and "Best regards" not in query and "Hi team" not in query
+    assert query == ""  # the widget sends the answer's id, never text from the ticket
+
+    # What the agent did went to the event log by id and position: insert, link, feedback, source widget.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with sqlite3.connect(root / "analytics.sqlite") as db:
+            actions = db.execute("SELECT kind, source, answer_id, article_id, position, helpful FROM events "
+                                 "WHERE kind IN ('insert', 'link', 'feedback') ORDER BY id").fetchall()
+            answers = db.execute("SELECT answer_id, source FROM events WHERE kind = 'suggest'").fetchall()
+        if len(actions) == 3:
+            break
+        time.sleep(0.2)
+    assert [a[0] for a in actions] == ["insert", "link", "feedback"]
+    assert {a[1] for a in actions} == {"widget"} and {a[3] for a in actions} == {"Exchange/ndr-5-7-124"}
+    assert actions[0][2] in {answer_id for answer_id, answer_source in answers if answer_source == "widget"}
+    assert {a[2] for a in actions} == {actions[0][2]} and actions[0][4] == 1 and actions[2][5] == 1
 
     # An updated ticket refreshes the suggestions.
     send(page, TEAMS, base)

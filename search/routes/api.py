@@ -1,13 +1,15 @@
 """JSON API for agents and helpdesk tools: /api/search, /api/suggest, /api/articles/{id}."""
 from __future__ import annotations
 
+from time import perf_counter
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from search.auth import CallerDep
-from search.routes.deps import SearcherDep, record_returned
+from search.routes.deps import SearcherDep
+from search.routes.events import answered
 from search.schemas import API_ERRORS, K_BOUNDS, ArticleResponse, SearchResponse, SuggestResponse, error_responses
 from search.searcher import MODES, Filters
 
@@ -36,18 +38,18 @@ def search(searcher: SearcherDep, http: Request, who: CallerDep,
                                       json_schema_extra={"enum": list(MODES)})] = "fused") -> dict:
     filters = Filters(product=product or None, language=language or None, audience=audience or None,
                       public_only=not who.sees_internal)
+    started = perf_counter()
     result = searcher.search(q, k, filters, mode)
-    record_returned(http, result)
-    return result
+    return answered(http, "search", result, started, product=product or None)
 
 
 @router.post("/suggest", summary="Suggest answers and articles for a ticket", response_model=SuggestResponse,
              responses=error_responses(400, 413, 422, 503, *API_ERRORS))
 def suggest(searcher: SearcherDep, request: SuggestRequest, http: Request, who: CallerDep) -> dict:
+    started = perf_counter()
     result = searcher.suggest(request.subject, request.body, request.tags, request.language, request.k,
                               Filters(public_only=not who.sees_internal))
-    record_returned(http, result)
-    return result
+    return answered(http, "suggest", result, started)
 
 
 @router.get("/articles/{article_id:path}", summary="One article: metadata and rendered HTML",

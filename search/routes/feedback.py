@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from kb.errors import BadRequest, FeedbackUnavailable
 from kb.feedback import SOURCES, FeedbackStore
+from search.routes.events import acted
 from search.schemas import API_ERRORS, ERRORS, FeedbackResponse, FeedbackSummaryResponse, error_responses
 
 router = APIRouter(tags=["feedback"])
@@ -20,8 +21,11 @@ MAX_REDIRECT_CHARS = 4000
 
 
 class FeedbackRequest(BaseModel):
-    query: str = Field("", description="The search words or ticket text that produced the result; may be empty "
-                                       "only for source=article.")
+    query: str = Field("", description="The search words that produced the result (stored redacted); may be empty "
+                                       "for source=article or when `answer_id` is given. Ticket text: send "
+                                       "`answer_id` instead.")
+    answer_id: str | None = Field(None, description="The `answer_id` of the search or suggest response the result "
+                                                    "came from (16 hexadecimal characters); stands in for the query.")
     article_id: str = Field(..., description="Id of the article the answer is about (path without .md).")
     passage_id: str | None = Field(None, description="Id of the passage shown, when the result was a passage.")
     helpful: bool = Field(..., strict=True, description="true: it helped; false: it did not.")
@@ -86,7 +90,8 @@ def thanked(location: str) -> str:
              responses=error_responses(400, 413, 422, 503, *API_ERRORS))
 def post_feedback(body: FeedbackRequest, store: FeedbackDep, request: Request) -> dict:
     feedback_id = store.record(body.query, body.article_id, body.helpful, passage_id=body.passage_id,
-                               source=body.source, index_version=index_version(request))
+                               source=body.source, index_version=index_version(request), answer_id=body.answer_id)
+    acted(request, "feedback", body.article_id, body.answer_id, helpful=body.helpful)
     return {"id": feedback_id, "recorded": True}
 
 
@@ -99,10 +104,13 @@ def post_feedback_form(store: FeedbackDep, request: Request,
                        article_id: Annotated[str, Form()], helpful: Annotated[str, Form()],
                        query: Annotated[str, Form()] = "", passage_id: Annotated[str | None, Form()] = None,
                        source: Annotated[str, Form()] = "search",
+                       answer_id: Annotated[str | None, Form()] = None,
                        next: Annotated[str | None, Form(description="Relative path to return to; "
                                                         "defaults to the Referer")] = None) -> RedirectResponse:
-    store.record(query, article_id, parse_helpful(helpful), passage_id=passage_id or None, source=source,
-                 index_version=index_version(request))
+    useful = parse_helpful(helpful)
+    store.record(query, article_id, useful, passage_id=passage_id or None, source=source,
+                 index_version=index_version(request), answer_id=answer_id or None)
+    acted(request, "feedback", article_id, answer_id or None, source="page", helpful=useful)
     location = safe_path(next, request) or safe_path(request.headers.get("referer"), request) or "/"
     return RedirectResponse(thanked(location), status_code=303)
 

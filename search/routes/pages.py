@@ -10,7 +10,7 @@ from time import perf_counter
 from typing import Annotated
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
@@ -18,7 +18,8 @@ from jinja2 import Environment, FileSystemLoader
 from kb.errors import BadRequest, KBError
 from search.i18n import LANGUAGE_NAMES, LANGUAGES, choose_language, normalise, translate
 from search.related import related_articles
-from search.routes.deps import get_searcher, record_returned
+from search.routes.deps import get_searcher
+from search.routes.events import ANSWER_ID, acted, answered, parse_position
 from search.searcher import Filters, Searcher
 
 WEB_DIR = Path(str(resources.files("search") / "web"))  # templates and static files ship inside the package
@@ -32,11 +33,17 @@ router = APIRouter(include_in_schema=False)
 
 
 # ---- helpers -------------------------------------------------------------------------------
-def article_path(root: str, article_id: str, anchor: str = "", q: str = "") -> str:
-    """Link to the article page (ids are paths: each segment is percent-encoded), with the query it came from."""
+def article_path(root: str, article_id: str, anchor: str = "", q: str = "", answer: str | None = None,
+                 pos: int | None = None) -> str:
+    """Link to the article page (ids are paths: each segment is percent-encoded), with an agent's own search words
+    (`q`, from / only) and the answer and position it was listed at (`from`, `pos`: the page records the open).
+    Ticket text never goes into it."""
     path = f"{root}/articles/{quote(article_id, safe='/')}"
-    if q:
-        path += "?" + urlencode({"q": q})
+    params = {"q": q} if q else {}
+    if answer:
+        params.update({"from": answer, **({"pos": pos} if pos else {})})
+    if params:
+        path += "?" + urlencode(params)
     return path + (f"#{quote(anchor, safe='')}" if anchor else "")
 
 
@@ -55,7 +62,8 @@ def render(request: Request, name: str, context: dict, status: int = 200) -> Res
                   "href": "?" + urlencode({**request.query_params, "lang": code})} for code in LANGUAGES]
     base = {"lang": lang, "t": translate(lang), "root": root, "languages": languages,
             "who": getattr(request.state, "principal", None),
-            "href": lambda article_id, anchor="", q="": article_path(root, article_id, anchor, q)}
+            "href": lambda article_id, anchor="", q="", answer=None, pos=None: article_path(
+                root, article_id, anchor, q, answer, pos)}
     response = TEMPLATES.TemplateResponse(request, name, {**base, **context}, status_code=status)
     if param:
         response.set_cookie("lang", param, max_age=LANG_COOKIE_AGE, samesite="lax", httponly=True)
@@ -198,7 +206,7 @@ def search_page(request: Request, q: str = "", product: str = "", language: str 
             started = perf_counter()
             results = searcher.search(q, RESULTS_PER_PAGE, Filters(**{k: v or None for k, v in selected.items()}))
             elapsed_ms = round((perf_counter() - started) * 1000)
-            record_returned(request, results)
+            answered(request, "search", results, started, source="page", product=product or None)
         options = filter_options(searcher)
     except KBError as exc:
         return error_page(request, exc)
@@ -219,10 +227,13 @@ def suggest_form(request: Request):
 
 @router.post("/suggest", response_class=HTMLResponse)
 def suggest_page(request: Request, subject: Annotated[str, Form()] = "", body: Annotated[str, Form()] = ""):
-    context = {"page": "suggest", "subject": subject, "body": body, "result": None}
+    context = {"page": "suggest", "subject": subject, "body": body, "result": None, "positions": {}}
     try:
-        context["result"] = get_searcher(request).suggest(subject, body, k=ANSWERS_PER_TICKET)
-        record_returned(request, context["result"])
+        started = perf_counter()
+        result = get_searcher(request).suggest(subject, body, k=ANSWERS_PER_TICKET)
+        context["result"] = answered(request, "suggest", result, started, source="page")
+        # links and feedback carry the answer id and the article's position, never the ticket's text
+        context["positions"] = {article["id"]: n for n, article in enumerate(result["articles"], 1)}
     except BadRequest as exc:  # keep what the agent pasted: show the form again with the problem
         return render(request, "suggest.html", {**context, "error": exc.message}, exc.status)
     except KBError as exc:
@@ -231,17 +242,23 @@ def suggest_page(request: Request, subject: Annotated[str, Form()] = "", body: A
 
 
 @router.get("/articles/{article_id:path}", response_class=HTMLResponse)
-def article_page(request: Request, article_id: str, q: str = ""):
+def article_page(request: Request, article_id: str, q: str = "",
+                 answer: Annotated[str, Query(alias="from")] = "", pos: str = ""):
     try:
         searcher = get_searcher(request)
         article = searcher.article(article_id)
     except KBError as exc:
         return error_page(request, exc)
+    answer_id = answer if ANSWER_ID.match(answer) else None
+    position = parse_position(pos) if answer_id else None
+    if answer_id:  # opened from a result of the search or suggest page (?from=<answer id>&pos=N)
+        acted(request, "open", article["id"], answer_id, position, source="page")
     intro, title_anchor, sections = split_sections(article["html"], article["title"])
     for section in sections:
         link = absolute_link(request, searcher, article["id"], section["anchor"])
         section["copy_text"] = f"{section['text']}\n\n{article['title']}: {link}"
     return render(request, "article.html", {
-        "page": "article", "article": article, "q": q, "intro_html": intro,
+        "page": "article", "article": article, "q": q, "answer_id": answer_id, "position": position,
+        "intro_html": intro,
         "title_anchor": title_anchor or "article-title", "sections": sections,
         "related": related_articles(searcher, article["id"], 5)})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from time import perf_counter
 from typing import Annotated, Any, Callable
 from urllib.parse import quote, urljoin
 
@@ -16,7 +17,8 @@ from search.auth import CallerDep, Principal
 from search.helpdesk import (GENERIC_FIELDS, ZENDESK_EVENTS, FreshdeskTicketFields, FreshdeskWebhook, ReplayCache,
                              Ticket, WebhookMap, ZendeskEvent, ZendeskTrigger, freshdesk_ticket, generic_ticket,
                              parse_json, parse_webhook_map, verify_zendesk, zendesk_ticket)
-from search.routes.deps import SearcherDep, record_returned
+from search.routes.deps import SearcherDep
+from search.routes.events import answered
 from search.schemas import API_ERRORS, K_BOUNDS, SuggestResponse, error_responses
 from search.searcher import Filters
 from search.writeback import HELPDESKS, Note, WriteBack
@@ -123,23 +125,29 @@ def absolute_links(request: Request) -> Callable[[str], str]:
 async def answer(request: Request, searcher: Any, who: Principal, ticket: Ticket, k: int,
                  response: Response) -> dict:
     """Searcher.suggest for the ticket, as POST /api/suggest calls it (internal articles only for callers who may
-    see them), through the replay cache and the webhook log; a fresh answer is counted in the usage log and written
-    back."""
+    see them), through the replay cache and the webhook log; a fresh answer is counted in the usage log, recorded
+    in the event log (source webhook:<helpdesk>; a replay keeps the first answer's answer_id) and written back."""
     hooks = webhooks_of(request)
     links = absolute_links(request)
     public_only = not who.sees_internal
+    took: list[float] = []  # seconds the suggest took (the webhook log's claim after it is not its latency)
 
     def suggest() -> dict:
-        return searcher.suggest(ticket.subject, ticket.body, list(ticket.tags), ticket.language, k,
-                                Filters(public_only=public_only))
+        started = perf_counter()
+        result = searcher.suggest(ticket.subject, ticket.body, list(ticket.tags), ticket.language, k,
+                                  Filters(public_only=public_only))
+        took.append(perf_counter() - started)
+        return result
+
+    def fresh(result: dict) -> None:
+        answered(request, "suggest", result, perf_counter() - took[-1], source=f"webhook:{ticket.source}")
 
     def note(result: dict) -> Note | None:
         if ticket.source in HELPDESKS and ticket.ticket_id and result.get("articles"):
             return Note.from_result(ticket.source, ticket.ticket_id, result, links)
         return None
 
-    result, replayed, queued = await run_in_threadpool(hooks.answer, ticket, public_only, suggest,
-                                                       lambda fresh: record_returned(request, fresh), note)
+    result, replayed, queued = await run_in_threadpool(hooks.answer, ticket, public_only, suggest, fresh, note)
     response.headers["X-KB-Replayed"] = "true" if replayed else "false"
     response.headers["X-KB-Writeback"] = "none" if queued is None else "queued" if queued else "dropped"
     return result

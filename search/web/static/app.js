@@ -1,4 +1,4 @@
-/* KB Search agent pages: "/" focuses the search box, copy buttons, feedback posted as JSON. Pages work without it. */
+/* KB Search agent pages: "/" focuses the search box, copy buttons, feedback and copies posted as JSON. Pages work without it. */
 (function () {
   "use strict";
 
@@ -36,11 +36,27 @@
     });
   }
 
+  // What the agent did with the article (the analytics event log): the page says which answer it was opened
+  // from (data-answer-id, data-position: its ?from=&pos= link); no text is sent.
+  var doc = document.querySelector("article.doc[data-events]");
+  function recordEvent(kind) {
+    if (!doc || !window.fetch) return;
+    var payload = { kind: kind, article_id: doc.getAttribute("data-article-id"), source: "page" };
+    var answer = doc.getAttribute("data-answer-id"), position = doc.getAttribute("data-position");
+    if (answer) payload.answer_id = answer;
+    if (position) payload.position = parseInt(position, 10);
+    fetch(doc.getAttribute("data-events"), {
+      method: "POST", keepalive: true, body: JSON.stringify(payload),
+      headers: { "Content-Type": "application/json", "Accept": "application/json", "X-KB-Source": "page" }
+    }).catch(function () { /* recording never bothers the agent */ });
+  }
+
   document.querySelectorAll("button[data-copy]").forEach(function (button) {
     button.hidden = false;
     var status = button.parentNode.querySelector(".copy-status");
     button.addEventListener("click", function () {
       copyText(button.getAttribute("data-copy")).then(function () {
+        recordEvent("copy");
         say(status, button.getAttribute("data-copied"));
         button.classList.add("copied");
         setTimeout(function () { say(status, ""); button.classList.remove("copied"); }, 2500);
@@ -56,17 +72,18 @@
     form.addEventListener("submit", function (event) {
       event.preventDefault();
       var submitter = event.submitter || document.activeElement;
-      var payload = {
-        query: form.elements.query.value,
+      var payload = {  // search pages send the agent's own words; suggestions only the answer id
+        query: form.elements.query ? form.elements.query.value : "",
         article_id: form.elements.article_id.value,
         source: form.elements.source.value,
         helpful: !!(submitter && submitter.value === "yes")
       };
+      if (form.elements.answer_id) payload.answer_id = form.elements.answer_id.value;
       var buttons = form.querySelectorAll("button");
       buttons.forEach(function (b) { b.disabled = true; });
       fetch(form.getAttribute("data-api"), {
         method: "POST",
-        headers: { "Content-Type": "application/json", "Accept": "application/json" },
+        headers: { "Content-Type": "application/json", "Accept": "application/json", "X-KB-Source": "page" },
         body: JSON.stringify(payload)
       }).then(function (response) {
         if (!response.ok) throw new Error("HTTP " + response.status);

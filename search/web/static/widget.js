@@ -20,7 +20,8 @@
   var ticket = null;          // {subject, body, tags, language, ticket_id}
   var apiKey = "";            // X-API-Key, when the host passed one
   var asked = "";             // the request body last sent, so a repeated ticket is not searched again
-  var query = "";             // cleaned query text of the last response: what feedback records
+  var answerId = null;        // answer_id of the last response: what feedback and events refer to (never its text)
+  var positions = {};         // article id -> its 1-based position among the response's articles
   var pending = null;         // {controller} of the request in flight; a newer ticket replaces it
 
   function msg(name) { return data["msg" + name] || ""; }
@@ -81,7 +82,7 @@
 
   // ---- API calls --------------------------------------------------------------------------------
   function post(path, payload, signal) {
-    var headers = { "Content-Type": "application/json", "Accept": "application/json" };
+    var headers = { "Content-Type": "application/json", "Accept": "application/json", "X-KB-Source": "widget" };
     if (apiKey) headers["X-API-Key"] = apiKey;
     return fetch(base + path, {
       method: "POST", credentials: "same-origin", headers: headers, body: JSON.stringify(payload), signal: signal
@@ -129,6 +130,14 @@
     });
   }
 
+  // What the agent did with an answer, for the analytics event log: no text, only ids and the position.
+  function record(kind, answer) {
+    var payload = { kind: kind, article_id: answer.article_id, source: "widget" };
+    if (answerId) payload.answer_id = answerId;
+    if (positions[answer.article_id]) payload.position = positions[answer.article_id];
+    post("/api/events", payload).catch(function () { /* recording never bothers the agent */ });
+  }
+
   function clear() {
     list.textContent = "";
     confidenceEl.hidden = true;
@@ -139,7 +148,9 @@
   function show(result) {
     clear();
     root.removeAttribute("aria-busy");
-    query = (result.query && result.query.text) || "";
+    answerId = typeof result.answer_id === "string" ? result.answer_id : null;
+    positions = {};
+    (result.articles || []).forEach(function (article, i) { positions[article.id] = i + 1; });
     var seen = {}, answers = [];
     (result.answers || []).forEach(function (answer) {
       if (!seen[answer.article_id] && answers.length < SHOWN) {
@@ -188,6 +199,7 @@
     link.href = pageHref(answer);
     link.textContent = answer.title;
     link.id = titleId;
+    link.addEventListener("click", function () { record("open", answer); });
     say(node.querySelector(".answer-section"), (answer.heading_path || []).join(" › "));
     fillSnippet(node.querySelector(".answer-snippet"), answer.snippet_html);
     var status = node.querySelector(".answer-status");
@@ -200,6 +212,7 @@
 
     node.querySelector("button[data-action=insert]").addEventListener("click", function () {
       var textToInsert = answer.title + "\n" + url;
+      record("insert", answer);
       if (embedded && host) {
         tell({ type: "kb:insert", text: textToInsert, url: url, title: answer.title, article_id: answer.article_id });
         say(status, msg("Inserted"));
@@ -209,12 +222,13 @@
                                   function () { say(status, msg("CopyFailed")); });
     });
     node.querySelector("button[data-action=copy]").addEventListener("click", function () {
-      copyText(url).then(function () { say(status, msg("LinkCopied")); },
+      copyText(url).then(function () { record("copy", answer); say(status, msg("LinkCopied")); },
                          function () { say(status, msg("CopyFailed")); });
     });
     linkButton.addEventListener("click", function () {
       tell({ type: "kb:link", url: url, title: answer.title, article_id: answer.article_id,
              ticket_id: ticket ? ticket.ticket_id : null });
+      record("link", answer);
       linkButton.setAttribute("aria-pressed", "true");
       linkButton.disabled = true;
       say(status, msg("Linked"));
@@ -223,8 +237,9 @@
     helpful.forEach(function (button) {
       button.addEventListener("click", function () {
         helpful.forEach(function (b) { b.disabled = true; });
-        post("/api/feedback", { query: query, article_id: answer.article_id, passage_id: answer.passage_id || null,
-                                helpful: button.value === "yes", source: "suggest" }).then(function () {
+        post("/api/feedback", { answer_id: answerId, article_id: answer.article_id,
+                                passage_id: answer.passage_id || null, helpful: button.value === "yes",
+                                source: "suggest" }).then(function () {
           button.setAttribute("aria-pressed", "true");
           say(status, msg("Thanks"));
         }).catch(function () {

@@ -1,0 +1,307 @@
+"""EventLog: searches, suggestions and what agents did with them, queued and written to SQLite by one thread."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import secrets
+import sqlite3
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from kb.errors import BadRequest
+from kb.event_schema import ANSWER_KINDS, SCHEMA, SCHEMA_VERSION
+from kb.feedback import ANSWER_ID, FeedbackStore
+from kb.redaction import redact
+
+log = logging.getLogger("kb.events")
+
+ACTIONS = ("open", "copy", "insert", "link", "feedback")
+BATCH = 500                  # events per transaction at most
+ENCODE_BATCH = 32            # queries per encode_queries call of the writer
+RETENTION_EVERY = 24 * 3600  # seconds between retention runs
+MAX_TEXT = 1000              # characters of redacted query kept per event
+MAX_FIELD = 200              # source, language, product
+MAX_ID = 1000                # article ids
+INSERT = ("INSERT INTO events (at, day, kind, source, answer_id, language, product, query, query_key, topic_vector, "
+          "confidence, confident, latency_ms, result_count, article_id, position, helpful) "
+          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+def new_answer_id() -> str:
+    """A random id for one search or suggest response (16 hex characters), sent back with actions on it."""
+    return secrets.token_hex(8)
+
+
+def query_key(redacted: str) -> str:
+    """sha256 (16 hex characters) of the normalised redacted query: equal queries group without their text."""
+    return hashlib.sha256(" ".join(redacted.lower().split()).encode()).hexdigest()[:16]
+
+
+def quantise(vectors: np.ndarray) -> list[bytes]:
+    """L2-normalised float vectors as int8 bytes (scale 1/127), one `dim`-byte blob each."""
+    return [row.tobytes() for row in np.clip(np.rint(np.asarray(vectors) * 127), -127, 127).astype(np.int8)]
+
+
+def stamp(at: float) -> tuple[str, str]:
+    """(ISO 8601 UTC with milliseconds and Z, YYYY-MM-DD) of a unix time."""
+    moment = datetime.fromtimestamp(at, timezone.utc)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return text, text[:10]
+
+
+def _clip(value: Any, limit: int) -> str | None:
+    return None if value is None else str(value)[:limit]
+
+
+class EventLog:
+    """The analytics event log (KB_ANALYTICS_DB): a bounded queue filled by requests, emptied by one writer thread.
+
+    `record_answer` and `record_action` only put a tuple on the queue: they never wait and never raise (a full queue
+    drops the event and counts it). The writer takes up to BATCH events per transaction, redacts query text
+    (kb/redaction.py; no text at all with KB_ANALYTICS_STORE_TEXT=false, the query key and topic vector are still
+    computed), embeds the redacted queries in batches for their topic vectors, and once a day deletes events and
+    feedback (KB_FEEDBACK_DB) older than KB_ANALYTICS_RETENTION_DAYS. A file it cannot write is logged once and
+    counted in `errors`; the service goes on answering.
+    """
+
+    def __init__(self, settings, encoder=None):
+        if settings.analytics_retention_days < 1:
+            raise BadRequest(f"KB_ANALYTICS_RETENTION_DAYS must be at least 1, got {settings.analytics_retention_days}")
+        self.path = Path(settings.analytics_db)
+        self.feedback_path = Path(settings.feedback_db)
+        self.store_text = bool(settings.analytics_store_text)
+        self.retention_days = int(settings.analytics_retention_days)
+        self.encoder = encoder
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(settings.analytics_queue_size)))
+        self._cond = threading.Condition()
+        self._pending = 0            # put on the queue and not yet written (or failed)
+        self._dropped = self._written = self._errors = 0
+        self.batches = 0             # transactions written
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._next_purge = 0.0       # time.monotonic() of the next retention run; 0: at start
+        self._purging = True         # the first retention run has not finished yet
+        self._said: set[str] = set()
+
+    # ---- request side: never blocks, never raises ----------------------------------------------------------
+    def record_answer(self, kind: str, source: str, answer_id: str | None, query: str | None,
+                      results: Iterable[tuple[str, float]] = (), language: str | None = None,
+                      product: str | None = None, confidence: float | None = None, confident: bool | None = None,
+                      latency_ms: float | None = None) -> bool:
+        """Queue a search or suggest answer: the cleaned query (redacted by the writer), the articles returned as
+        (article id, score) in order. False when it was dropped (queue full) or could not be queued."""
+        try:
+            return self._put(("answer", time.time(), kind, source, answer_id, language, product, query,
+                              tuple(results), confidence, confident, latency_ms))
+        except Exception:  # noqa: BLE001 - recording must never fail the request it records
+            self._count_error("queue")
+            return False
+
+    def record_action(self, kind: str, source: str, article_id: str, answer_id: str | None = None,
+                      position: int | None = None, product: str | None = None, helpful: bool | None = None) -> bool:
+        """Queue what an agent did with an answer: open, copy, insert, link or feedback (with `helpful`)."""
+        try:
+            return self._put(("action", time.time(), kind, source, answer_id, article_id, position, product, helpful))
+        except Exception:  # noqa: BLE001
+            self._count_error("queue")
+            return False
+
+    def _put(self, event: tuple) -> bool:
+        with self._cond:
+            try:
+                self._queue.put_nowait(event)
+            except queue.Full:
+                self._dropped += 1
+                return False
+            self._pending += 1
+            return True
+
+    def stats(self) -> dict[str, int]:
+        """{queued, dropped, written, errors}: events waiting now, and since start dropped, written and failed."""
+        with self._cond:
+            return {"queued": self._queue.qsize(), "dropped": self._dropped, "written": self._written,
+                    "errors": self._errors}
+
+    # ---- lifecycle ---------------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="event-log-writer", daemon=True)
+            self._thread.start()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued event is written (or failed) and the start-up retention run is done."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._pending == 0 and not self._purging, timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued (within `timeout`), then stop the writer."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    # ---- writer thread ----------------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            try:
+                self._connection()  # the file and its tables exist from the start, for the reports
+            except (sqlite3.Error, OSError) as exc:
+                self._say("write", "analytics events cannot be written to %s (counted as errors, the service goes "
+                          "on): %s", self.path, exc)
+            while True:
+                if time.monotonic() >= self._next_purge:
+                    self._retain()
+                try:
+                    batch = [self._queue.get(timeout=0.2)]
+                except queue.Empty:
+                    if self._stop.is_set():
+                        break
+                    continue
+                while len(batch) < BATCH:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                try:
+                    self._write(batch)
+                finally:
+                    with self._cond:
+                        self._pending -= len(batch)
+                        self._cond.notify_all()
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _retain(self) -> None:
+        self._next_purge = time.monotonic() + RETENTION_EVERY
+        try:
+            self.purge()
+        except Exception as exc:  # noqa: BLE001 - an unwritable file: try again tomorrow
+            self._say("retention", "analytics retention could not run on %s: %s", self.path, exc)
+        finally:
+            with self._cond:
+                self._purging = False
+                self._cond.notify_all()
+
+    def purge(self, now: datetime | None = None) -> dict[str, int]:
+        """Delete events (with their results) and feedback older than the retention; {"events", "feedback"}."""
+        cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=self.retention_days)
+        deleted = {"events": 0, "feedback": 0}
+        if self.path.is_file():
+            conn = sqlite3.connect(self.path, timeout=30)
+            try:
+                with conn:
+                    conn.executescript(SCHEMA)
+                    at = stamp(cutoff.timestamp())[0]
+                    conn.execute("DELETE FROM results WHERE event_id IN (SELECT id FROM events WHERE at < ?)", (at,))
+                    deleted["events"] = conn.execute("DELETE FROM events WHERE at < ?", (at,)).rowcount
+            finally:
+                conn.close()
+        if self.feedback_path.is_file():
+            deleted["feedback"] = FeedbackStore(self.feedback_path).delete_before(cutoff)
+        if any(deleted.values()):
+            log.info("analytics retention (%d days): deleted %d events and %d feedback answers", self.retention_days,
+                     deleted["events"], deleted["feedback"])
+        return deleted
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=30)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(SCHEMA)
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                conn.commit()
+            except Exception:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    def _write(self, batch: list[tuple]) -> None:
+        rows: list[tuple[tuple, list[tuple], str | None]] = []
+        for event in batch:
+            try:
+                rows.append(self._row(event))
+            except Exception:  # noqa: BLE001 - one malformed event is not written, the others are
+                self._count_error("event")
+        topics = self._topics([text for _, _, text in rows])
+        try:
+            conn = self._connection()
+            with conn:
+                for (values, results, _), topic in zip(rows, topics):
+                    event_id = conn.execute(INSERT, values[:9] + (topic,) + values[10:]).lastrowid
+                    if results:
+                        conn.executemany("INSERT INTO results VALUES (?, ?, ?, ?)",
+                                         [(event_id, *result) for result in results])
+        except (sqlite3.Error, OSError) as exc:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            with self._cond:
+                self._errors += len(rows)
+            self._say("write", "analytics events could not be written to %s (counted as errors, the service goes "
+                      "on): %s", self.path, exc)
+            return
+        with self._cond:
+            self._written += len(rows)
+            self.batches += 1
+
+    def _row(self, event: tuple) -> tuple[tuple, list[tuple], str | None]:
+        """(events row, results rows, redacted query text to embed or None) of a queued event."""
+        if event[0] == "answer":
+            _, at, kind, source, answer_id, language, product, query, results, confidence, confident, latency = event
+            if kind not in ANSWER_KINDS:
+                raise ValueError(f"not an answer kind: {kind!r}")
+            text = redact(str(query or "")).strip()[:MAX_TEXT]
+            ranked = [(position, _clip(aid, MAX_ID), float(score)) for position, (aid, score) in enumerate(results, 1)]
+            values = (*stamp(at), kind, _clip(source, MAX_FIELD), _clip(answer_id, 64), _clip(language, MAX_FIELD),
+                      _clip(product, MAX_FIELD), text if self.store_text else None, query_key(text), None,
+                      None if confidence is None else float(confidence), None if confident is None else int(confident),
+                      None if latency is None else round(float(latency), 3), len(ranked), None, None, None)
+            return values, ranked, text
+        _, at, kind, source, answer_id, article_id, position, product, helpful = event
+        if kind not in ACTIONS:
+            raise ValueError(f"not an action: {kind!r}")
+        values = (*stamp(at), kind, _clip(source, MAX_FIELD), _clip(answer_id, 64), None, _clip(product, MAX_FIELD),
+                  None, None, None, None, None, None, None, _clip(article_id, MAX_ID),
+                  None if position is None else int(position), None if helpful is None else int(bool(helpful)))
+        return values, [], None
+
+    def _topics(self, texts: list[str | None]) -> list[bytes | None]:
+        """int8 topic vectors of the redacted answer texts (None for actions and empty texts), embedded in batches."""
+        topics: list[bytes | None] = [None] * len(texts)
+        wanted = [k for k, text in enumerate(texts) if text]
+        if self.encoder is None or not wanted:
+            return topics
+        try:
+            for lo in range(0, len(wanted), ENCODE_BATCH):
+                chunk = wanted[lo:lo + ENCODE_BATCH]
+                for k, blob in zip(chunk, quantise(self.encoder.encode_queries([texts[k] for k in chunk]))):
+                    topics[k] = blob
+        except Exception as exc:  # noqa: BLE001 - events are still written, without topics
+            self._say("encode", "topic vectors of analytics events could not be computed: %s", exc)
+        return topics
+
+    # ---- counting and saying ------------------------------------------------------------------------------
+    def _count_error(self, what: str) -> None:
+        with self._cond:
+            self._errors += 1
+        self._say(what, "an analytics event could not be recorded (%s)", what)
+
+    def _say(self, what: str, message: str, *args: Any) -> None:
+        """Log a problem once per kind (it may repeat on every batch)."""
+        if what not in self._said:
+            self._said.add(what)
+            log.error(message, *args)

@@ -1,0 +1,476 @@
+"""The analytics event log (kb/events.py) and its routes: writer, queue, retention, text, sources, POST /api/events."""
+import html
+import json
+import logging
+import re
+import sqlite3
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from indexer.build import build_index
+from kb.errors import BadRequest
+from kb.events import BATCH, EventLog, query_key, quantise, stamp
+from kb.feedback import FeedbackStore
+from kb.keys import KeyStore
+from kb.settings import load_settings
+from search.app import create_app
+from search.routes.events import event_source
+from tests.conftest import TinyEncoder
+
+TICKET_WORDS = ("quuxwobble", "Rina Wijaya", "0812-3456-7890", "rina@contoso.com")
+TICKET = {"subject": "Outlook password quuxwobble",
+          "body": "Hi Rina,\nOutlook keeps asking for my password after the quuxwobble update; mail to "
+                  "rina@contoso.com bounces and error 0x8004010F shows. Call me on 0812-3456-7890.\n"
+                  "Thanks,\nRina Wijaya"}
+
+
+def settings_for(tmp_path, **extra):
+    values = {"analytics_db": tmp_path / "analytics.sqlite", "feedback_db": tmp_path / "feedback.sqlite",
+              "usage_db": tmp_path / "usage.sqlite", "auth_db": tmp_path / "auth.sqlite",
+              "webhook_db": tmp_path / "webhooks.sqlite", "reload_poll_seconds": 0, **extra}
+    return load_settings({}, **values)
+
+
+def rows(path, sql="SELECT * FROM events ORDER BY id", args=()):
+    with sqlite3.connect(path) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute(sql, args)]
+
+
+@pytest.fixture
+def log_(tmp_path):
+    log = EventLog(settings_for(tmp_path), TinyEncoder())
+    yield log
+    log.close()
+
+
+# ---- the log itself ----------------------------------------------------------------------------------------
+
+def test_answer_and_action_are_written_redacted_with_key_topic_and_results(log_, tmp_path):
+    log_.start()
+    assert log_.record_answer("suggest", "webhook:zendesk", "0123456789abcdef",
+                              "Outlook fails for rina@contoso.com, call 0812-3456-7890, error 0x8004010F",
+                              [("Outlook/a", 0.91), ("Outlook/b", 0.5)], language="en", confidence=0.8,
+                              confident=True, latency_ms=12.3456)
+    assert log_.record_action("open", "page", "Outlook/a", "0123456789abcdef", 1, "Outlook")
+    assert log_.flush(10)
+    answer, action = rows(tmp_path / "analytics.sqlite")
+    redacted = "Outlook fails for [email], call [phone], error 0x8004010F"
+    assert answer["query"] == redacted and answer["query_key"] == query_key(redacted)
+    assert (answer["kind"], answer["source"], answer["answer_id"], answer["language"]) == \
+        ("suggest", "webhook:zendesk", "0123456789abcdef", "en")
+    assert (answer["confidence"], answer["confident"], answer["latency_ms"], answer["result_count"]) == \
+        (0.8, 1, 12.346, 2)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", answer["at"]) and answer["day"] == answer["at"][:10]
+    vector = np.frombuffer(answer["topic_vector"], dtype=np.int8)
+    expected = TinyEncoder().encode_queries([redacted])[0]
+    assert vector.shape == (64,) and np.allclose(vector / 127, expected, atol=1 / 127)
+    assert rows(tmp_path / "analytics.sqlite", "SELECT position, article_id, score FROM results ORDER BY position") \
+        == [{"position": 1, "article_id": "Outlook/a", "score": 0.91}, {"position": 2, "article_id": "Outlook/b",
+                                                                          "score": 0.5}]
+    assert (action["kind"], action["article_id"], action["position"], action["product"], action["query"],
+            action["topic_vector"]) == ("open", "Outlook/a", 1, "Outlook", None, None)
+    assert log_.stats() == {"queued": 0, "dropped": 0, "written": 2, "errors": 0}
+
+
+def test_writer_batches_up_to_500_events_a_transaction(log_, tmp_path):
+    for n in range(1200):  # all queued before the writer starts: it must take them 500 at a time
+        assert log_.record_action("copy", "page", f"A/{n}")
+    log_.start()
+    assert log_.flush(30)
+    assert BATCH == 500 and log_.batches == 3
+    assert log_.stats()["written"] == 1200
+    assert len(rows(tmp_path / "analytics.sqlite")) == 1200
+
+
+class StuckEncoder(TinyEncoder):
+    """An encoder that blocks until released: the writer hangs in its first batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def encode_queries(self, texts):
+        self.entered.set()
+        self.release.wait(30)
+        return super().encode_queries(texts)
+
+
+def test_a_full_queue_drops_and_counts_and_never_blocks(tmp_path):
+    encoder = StuckEncoder()
+    log = EventLog(settings_for(tmp_path, analytics_queue_size=10), encoder)
+    log.start()
+    try:
+        log.record_answer("search", "page", "0123456789abcdef", "outlook", [])
+        assert encoder.entered.wait(10)  # the writer holds that one event, stuck
+        slowest = 0.0
+        for n in range(100):
+            started = time.perf_counter()
+            log.record_answer("search", "page", None, f"query {n}", [("A/b", 1.0)])
+            slowest = max(slowest, time.perf_counter() - started)
+        assert slowest < 0.05
+        assert log.stats() == {"queued": 10, "dropped": 90, "written": 0, "errors": 0}
+    finally:
+        encoder.release.set()
+    assert log.flush(10)
+    assert log.stats() == {"queued": 0, "dropped": 90, "written": 11, "errors": 0}
+    log.close()
+
+
+def test_recording_never_raises_and_a_malformed_event_is_counted(log_, tmp_path):
+    assert log_.record_answer("search", "page", None, "q", results=None) is False  # not iterable: never queued
+    assert log_.record_answer("search", "page", None, "q", results=[("only-an-id",)]) is True  # fails in the writer
+    assert log_.record_action("explode", "page", "A/b") is True                              # not an action
+    assert log_.record_action("copy", "page", "A/b") is True
+    log_.start()
+    assert log_.flush(10)
+    assert log_.stats() == {"queued": 0, "dropped": 0, "written": 1, "errors": 3}
+    assert [r["kind"] for r in rows(tmp_path / "analytics.sqlite")] == ["copy"]
+
+
+def test_no_text_at_all_when_store_text_is_false(tmp_path):
+    log = EventLog(settings_for(tmp_path, analytics_store_text=False), TinyEncoder())
+    secret = "zebracorn mailbox quota for budi.santoso@example.com"
+    log.record_answer("suggest", "widget", "0123456789abcdef", secret, [("Outlook/a", 0.7)])
+    log.start()
+    assert log.flush(10)
+    (row,) = rows(tmp_path / "analytics.sqlite")
+    assert row["query"] is None and row["query_key"] == query_key("zebracorn mailbox quota for [email]")
+    assert row["topic_vector"] is not None  # topics are computed at write time, from the redacted text
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("analytics.sqlite*"))
+    assert any(p.name.endswith("-wal") for p in tmp_path.glob("analytics.sqlite*"))  # the WAL was read too
+    for word in ("zebracorn", "budi.santoso", "[email]", "mailbox quota"):
+        assert word.encode() not in raw
+    log.close()
+
+
+def test_retention_deletes_old_events_results_and_feedback_at_start(tmp_path):
+    settings = settings_for(tmp_path, analytics_retention_days=30)
+    old, recent = stamp(time.time() - 31 * 86400)[0], stamp(time.time() - 29 * 86400)[0]
+    log = EventLog(settings, None)
+    log.start()  # creates the file; nothing old yet
+    assert log.flush(10)
+    log.close()
+    with sqlite3.connect(settings.analytics_db) as db:
+        for n, at in enumerate((old, recent, old)):
+            db.execute("INSERT INTO events (id, at, day, kind, source) VALUES (?, ?, ?, 'search', 'page')",
+                       (n + 1, at, at[:10]))
+            db.execute("INSERT INTO results VALUES (?, 1, 'A/b', 0.5)", (n + 1,))
+    feedback = FeedbackStore(settings.feedback_db)
+    feedback.record("new words", "Outlook/a", True)
+    with sqlite3.connect(settings.feedback_db) as db:
+        db.execute("INSERT INTO feedback (created, query, article_id, helpful, source) VALUES (?, 'old', 'A/b', 1, "
+                   "'search')", ((datetime.now(timezone.utc) - timedelta(days=31)).isoformat(timespec="milliseconds"),))
+    log = EventLog(settings, None)
+    log.start()
+    assert log.flush(10)  # waits for the start-up retention run
+    log.close()
+    assert [r["id"] for r in rows(settings.analytics_db)] == [2]
+    assert [r["event_id"] for r in rows(settings.analytics_db, "SELECT event_id FROM results")] == [2]
+    assert [r["query"] for r in feedback.recent()] == ["new words"]
+
+
+def test_retention_runs_daily(tmp_path, monkeypatch):
+    log = EventLog(settings_for(tmp_path), None)
+    runs = []
+    monkeypatch.setattr(log, "purge", lambda: runs.append(1))
+    log.start()
+    assert log.flush(10) and runs == [1]
+    log._next_purge = time.monotonic()  # a day later
+    log.record_action("copy", "page", "A/b")
+    assert log.flush(10)
+    time.sleep(0.3)
+    assert runs == [1, 1]
+    log.close()
+
+
+def test_retention_must_be_a_day_or_more(tmp_path):
+    with pytest.raises(BadRequest, match="KB_ANALYTICS_RETENTION_DAYS"):
+        EventLog(settings_for(tmp_path, analytics_retention_days=0))
+
+
+def test_an_unwritable_file_is_logged_once_and_counted(tmp_path, caplog):
+    (tmp_path / "blocker").write_text("a file where the folder should be")
+    log = EventLog(settings_for(tmp_path, analytics_db=tmp_path / "blocker" / "analytics.sqlite"), None)
+    with caplog.at_level(logging.ERROR, logger="kb.events"):
+        log.start()
+        for _ in range(3):
+            assert log.record_action("copy", "page", "A/b")
+            assert log.flush(10)
+    assert log.stats() == {"queued": 0, "dropped": 0, "written": 0, "errors": 3}
+    said = [r.getMessage() for r in caplog.records if r.name == "kb.events"]
+    assert len(said) == 1 and "be written to" in said[0] and "blocker" in said[0]
+    log.close()
+
+
+def test_close_writes_what_is_queued(tmp_path):
+    log = EventLog(settings_for(tmp_path), None)
+    for _ in range(5):
+        log.record_action("link", "widget", "A/b")
+    log.start()
+    log.close()
+    assert len(rows(tmp_path / "analytics.sqlite")) == 5
+
+
+def test_quantise_is_int8_scaled_by_127():
+    blob = quantise(np.array([[1.0, -1.0, 0.5, 0.0]], dtype=np.float32))[0]
+    assert np.frombuffer(blob, dtype=np.int8).tolist() == [127, -127, 64, 0]
+
+
+# ---- through the service -------------------------------------------------------------------------------------
+
+@pytest.fixture
+def service(content_copy, tmp_path, tiny_encoder):
+    settings = settings_for(tmp_path, content_dir=content_copy, index_dir=tmp_path / "index")
+    build_index(settings, tiny_encoder, progress=False)
+    with TestClient(create_app(settings, encoder=tiny_encoder), raise_server_exceptions=False) as client:
+        yield client, settings
+
+
+def events_of(client, settings, kind=None):
+    assert client.app.state.kb.events.flush(10)
+    found = rows(settings.analytics_db)
+    return [r for r in found if kind is None or r["kind"] == kind]
+
+
+def test_every_answer_route_records_its_source_and_returns_its_answer_id(service):
+    client, settings = service
+    calls = [
+        (client.get("/api/search", params={"q": "outlook password", "product": "Outlook"}), "search", "api:open"),
+        (client.get("/api/search", params={"q": "outlook password"}, headers={"X-KB-Source": "widget"}),
+         "search", "widget"),
+        (client.post("/api/suggest", json=TICKET, headers={"X-KB-Source": "cli"}), "suggest", "api:open"),
+        (client.post("/api/suggest", json=TICKET, headers={"X-KB-Source": "Widget"}), "suggest", "widget"),
+        (client.post("/api/webhooks/zendesk", json={"ticket": {"id": "7", "subject": TICKET["subject"],
+                                                               "description": TICKET["body"]}}),
+         "suggest", "webhook:zendesk"),
+        (client.post("/api/webhooks/freshdesk", json={"ticket_id": 8, "subject": TICKET["subject"],
+                                                      "description": TICKET["body"]}), "suggest", "webhook:freshdesk"),
+        (client.post("/api/webhooks/generic", json={"id": "9", "subject": TICKET["subject"], "body": TICKET["body"]}),
+         "suggest", "webhook:generic"),
+    ]
+    ids = []
+    for response, _, _ in calls:
+        assert response.status_code == 200, response.text
+        ids.append(response.json()["answer_id"])
+    assert all(re.fullmatch(r"[0-9a-f]{16}", i) for i in ids) and len(set(ids)) == len(ids)
+    page = client.get("/", params={"q": "teams microphone"}, headers={"X-KB-Source": "widget"})
+    posted = client.post("/suggest", data=TICKET)
+    assert page.status_code == posted.status_code == 200
+    recorded = events_of(client, settings)
+    assert [(r["kind"], r["source"], r["answer_id"]) for r in recorded] == \
+        [(kind, source, i) for (_, kind, source), i in zip(calls, ids)] + \
+        [("search", "page", recorded[-2]["answer_id"]), ("suggest", "page", recorded[-1]["answer_id"])]
+    first = recorded[0]
+    assert first["product"] == "Outlook" and first["query"] == "outlook password" and first["language"] == "en"
+    assert first["result_count"] == len(calls[0][0].json()["results"]) and first["latency_ms"] > 0
+    assert first["confidence"] == calls[0][0].json()["confidence"]
+    results = rows(settings.analytics_db, "SELECT article_id, score FROM results WHERE event_id = ? ORDER BY position",
+                   (first["id"],))
+    assert [(r["article_id"], r["score"]) for r in results] == \
+        [(hit["id"], hit["score"]) for hit in calls[0][0].json()["results"]]
+    for row in recorded[2:]:  # suggestions: the cleaned query, redacted; never the ticket's own words and people
+        if row["kind"] == "suggest":
+            assert "quuxwobble" in row["query"] and "0x8004010F" in row["query"]
+            assert not any(w in row["query"] for w in TICKET_WORDS[1:]) and "Rina" not in row["query"]
+
+
+def test_a_key_is_recorded_by_its_name(content_copy, tmp_path, tiny_encoder):
+    settings = settings_for(tmp_path, content_dir=content_copy, index_dir=tmp_path / "index", auth="required")
+    build_index(settings, tiny_encoder, progress=False)
+    _, secret = KeyStore(settings.auth_db).create("zendesk-prod", ["search", "suggest", "feedback"])
+    with TestClient(create_app(settings, encoder=tiny_encoder)) as client:
+        headers = {"X-API-Key": secret}
+        assert client.get("/api/search", params={"q": "outlook"}, headers=headers).status_code == 200
+        assert client.post("/api/suggest", json=TICKET, headers={**headers, "X-KB-Source": "api:forged"}
+                           ).status_code == 200
+        assert [r["source"] for r in events_of(client, settings)] == ["api:zendesk-prod", "api:zendesk-prod"]
+
+
+def test_a_replayed_webhook_keeps_its_answer_id_and_records_once(service):
+    client, settings = service
+    body = {"ticket": {"id": "42", "subject": TICKET["subject"], "description": TICKET["body"]}}
+    first, again = (client.post("/api/webhooks/zendesk", json=body) for _ in range(2))
+    assert again.headers["X-KB-Replayed"] == "true"
+    assert first.json()["answer_id"] == again.json()["answer_id"]
+    assert len(events_of(client, settings, "suggest")) == 1
+
+
+def test_post_events_records_actions(service):
+    client, settings = service
+    answer = client.post("/api/suggest", json=TICKET).json()
+    article = answer["articles"][0]["id"]
+    for kind, source in (("open", "widget"), ("copy", "page"), ("insert", "widget"), ("link", "widget")):
+        response = client.post("/api/events", json={"kind": kind, "answer_id": answer["answer_id"],
+                                                    "article_id": article, "position": 1, "source": source})
+        assert response.status_code == 202 and response.json() == {"recorded": True}
+    assert client.post("/api/events", json={"kind": "copy", "article_id": article, "source": "page"}).status_code == 202
+    actions = [r for r in events_of(client, settings) if r["kind"] != "suggest"]
+    assert [(r["kind"], r["source"], r["answer_id"], r["position"], r["article_id"]) for r in actions] == [
+        ("open", "widget", answer["answer_id"], 1, article), ("copy", "page", answer["answer_id"], 1, article),
+        ("insert", "widget", answer["answer_id"], 1, article), ("link", "widget", answer["answer_id"], 1, article),
+        ("copy", "page", None, None, article)]
+    assert actions[0]["product"] == client.get(f"/api/articles/{article}").json()["product"]
+
+
+@pytest.mark.parametrize("body, status, code", [
+    ({"kind": "open", "article_id": "Outlook/no-such-article", "source": "page"}, 404, "article_not_found"),
+    ({"kind": "open", "article_id": "../../etc/passwd", "source": "page"}, 404, "article_not_found"),
+    ({"kind": "feedback", "article_id": "Outlook/outlook-password-prompt", "source": "page"}, 422, "invalid_request"),
+    ({"kind": "print", "article_id": "Outlook/outlook-password-prompt", "source": "page"}, 422, "invalid_request"),
+    ({"kind": "open", "article_id": "Outlook/outlook-password-prompt", "source": "api"}, 422, "invalid_request"),
+    ({"kind": "open", "article_id": "Outlook/outlook-password-prompt"}, 422, "invalid_request"),
+    ({"kind": "open", "source": "page"}, 422, "invalid_request"),
+    ({"kind": "open", "article_id": "Outlook/outlook-password-prompt", "source": "page", "position": 0}, 400,
+     "bad_request"),
+    ({"kind": "open", "article_id": "Outlook/outlook-password-prompt", "source": "page", "position": 101}, 400,
+     "bad_request"),
+    ({"kind": "open", "article_id": "Outlook/outlook-password-prompt", "source": "page", "position": "1"}, 422,
+     "invalid_request"),
+    ({"kind": "open", "article_id": "Outlook/outlook-password-prompt", "source": "page", "answer_id": "rina@x.com"},
+     400, "bad_request"),
+    ({"kind": "open", "article_id": "x" * 1001, "source": "page"}, 422, "invalid_request"),
+    (["not", "an", "object"], 422, "invalid_request"),
+])
+def test_post_events_validation(service, body, status, code):
+    client, settings = service
+    response = client.post("/api/events", json=body)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+    assert events_of(client, settings) == []
+
+
+def test_post_events_malformed_json_is_400(service):
+    client, _ = service
+    response = client.post("/api/events", content=b"{kind", headers={"content-type": "application/json"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "malformed_json"
+
+
+def test_an_internal_article_is_not_found_for_a_key_without_internal(content_copy, tmp_path, tiny_encoder):
+    settings = settings_for(tmp_path, content_dir=content_copy, index_dir=tmp_path / "index", auth="required")
+    build_index(settings, tiny_encoder, progress=False)
+    store = KeyStore(settings.auth_db)
+    _, plain = store.create("widget", ["suggest", "feedback"])
+    _, inner = store.create("inner", ["feedback", "internal"])
+    body = {"kind": "open", "article_id": "internal/escalation-policy", "source": "widget"}
+    with TestClient(create_app(settings, encoder=tiny_encoder)) as client:
+        assert client.post("/api/events", json=body, headers={"X-API-Key": plain}).status_code == 404
+        assert client.post("/api/events", json=body, headers={"X-API-Key": inner}).status_code == 202
+        _, search_only = store.create("reader", ["search"])
+        assert client.post("/api/events", json=body, headers={"X-API-Key": search_only}).status_code == 403
+
+
+def test_feedback_records_an_event_and_accepts_an_answer_id_instead_of_the_query(service):
+    client, settings = service
+    answer = client.post("/api/suggest", json=TICKET).json()
+    article = answer["articles"][0]["id"]
+    response = client.post("/api/feedback", json={"answer_id": answer["answer_id"], "article_id": article,
+                                                  "helpful": False, "source": "suggest"},
+                           headers={"X-KB-Source": "widget"})
+    assert response.status_code == 201, response.text
+    form = client.post("/feedback", data={"answer_id": answer["answer_id"], "article_id": article, "helpful": "yes",
+                                          "source": "suggest"}, follow_redirects=False)
+    assert form.status_code == 303
+    old_style = client.post("/api/feedback", json={"query": "call rina@contoso.com", "article_id": article,
+                                                   "helpful": True})
+    assert old_style.status_code == 201
+    bad = client.post("/api/feedback", json={"answer_id": "not-an-id", "article_id": article, "helpful": True,
+                                             "source": "suggest"})
+    assert bad.status_code == 400
+    feedback = [(r["kind"], r["source"], r["answer_id"], r["helpful"], r["article_id"])
+                for r in events_of(client, settings, "feedback")]
+    assert feedback == [("feedback", "widget", answer["answer_id"], 0, article),
+                        ("feedback", "page", answer["answer_id"], 1, article),
+                        ("feedback", "api:open", None, 1, article)]
+    stored = [r["query"] for r in client.app.state.kb.feedback.recent()]
+    assert stored == ["call [email]", "", ""]
+
+
+def test_feedback_stores_no_query_when_text_is_off(content_copy, tmp_path, tiny_encoder):
+    settings = settings_for(tmp_path, content_dir=content_copy, index_dir=tmp_path / "index",
+                            analytics_store_text=False)
+    build_index(settings, tiny_encoder, progress=False)
+    with TestClient(create_app(settings, encoder=tiny_encoder)) as client:
+        assert client.post("/api/feedback", json={"query": "outlook zebracorn", "article_id": "Outlook/a",
+                                                  "helpful": True}).status_code == 201
+        assert client.app.state.kb.feedback.recent()[0]["query"] == ""
+
+
+# ---- the /suggest page: no ticket text in URLs or forms; opens recorded from ?from=&pos= --------------------------
+
+def links_and_fields(page: str) -> list[str]:
+    """Every link and form target, and every hidden field as name=value, unescaped."""
+    hrefs = re.findall(r'(?:href|action)="([^"]*)"', page)
+    hidden = re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)"', page)
+    return [html.unescape(v) for v in hrefs + [f"{name}={value}" for name, value in hidden]]
+
+
+def test_the_suggest_page_puts_no_ticket_text_in_links_or_forms(service):
+    client, settings = service
+    response = client.post("/suggest", data=TICKET)
+    assert response.status_code == 200
+    answer_id = events_of(client, settings, "suggest")[0]["answer_id"]
+    html = response.text
+    results = html[html.index('id="answers-heading"'):]  # the form above still holds what the agent pasted
+    values = links_and_fields(results)
+    article_links = [v for v in values if "/articles/" in v]
+    assert article_links and all(f"from={answer_id}" in v and "&pos=" in v for v in article_links)
+    assert any(v == f"answer_id={answer_id}" for v in values)
+    cleaned = client.post("/api/suggest", json=TICKET).json()["query"]["text"]
+    for value in values:
+        assert "q=" not in value and "query=" not in value
+        for word in (*TICKET_WORDS, "Outlook password", cleaned[:20], "keeps asking"):
+            assert word.lower() not in value.lower(), value
+    for link in article_links:
+        assert set(parse_qs(urlsplit(link).query)) == {"from", "pos"}
+
+
+def test_opening_an_article_from_a_result_records_open_with_its_position(service):
+    client, settings = service
+    client.post("/suggest", data=TICKET)
+    html = client.post("/suggest", data=TICKET).text
+    answer_id = events_of(client, settings, "suggest")[-1]["answer_id"]
+    link = re.search(r'<h3><a href="(/articles/[^"]+)"', html)[1].replace("&amp;", "&")
+    page = client.get(link)
+    assert page.status_code == 200
+    assert f'data-answer-id="{answer_id}"' in page.text and 'data-position="1"' in page.text
+    assert f'name="answer_id" value="{answer_id}"' in page.text
+    assert client.get(link.split("?")[0]).status_code == 200                       # no from: not recorded
+    assert client.get(link.split("?")[0] + "?from=nothex&pos=2").status_code == 200  # not an answer id: neither
+    assert client.get(link.split("?")[0] + f"?from={answer_id}&pos=500").status_code == 200
+    opens = events_of(client, settings, "open")
+    article = urlsplit(link).path.removeprefix("/articles/")
+    assert [(r["source"], r["answer_id"], r["position"], r["article_id"]) for r in opens] == \
+        [("page", answer_id, 1, article), ("page", answer_id, None, article)]
+
+
+def test_search_page_links_keep_the_agents_words_and_add_the_answer(service):
+    client, settings = service
+    html = client.get("/", params={"q": "teams microphone"}).text
+    answer_id = events_of(client, settings, "search")[0]["answer_id"]
+    link = re.search(r'<h3 id="result-1"><a href="([^"]+)"', html)[1].replace("&amp;", "&")
+    assert parse_qs(urlsplit(link).query) == {"q": ["teams microphone"], "from": [answer_id], "pos": ["1"]}
+
+
+def test_event_source_ignores_unknown_client_claims():
+    class Request:
+        def __init__(self, header):
+            self.headers = {"x-kb-source": header} if header is not None else {}
+            self.state = type("State", (), {})()
+
+    assert event_source(Request("widget")) == "widget" and event_source(Request(" PAGE ")) == "page"
+    assert event_source(Request("webhook:zendesk")) == "api:open" and event_source(Request(None)) == "api:open"
+    assert event_source(Request("widget"), "webhook:freshdesk") == "webhook:freshdesk"
+
+
+def test_stats_are_what_metrics_read(service):
+    client, _ = service
+    client.get("/api/search", params={"q": "outlook"})
+    stats = client.app.state.kb.events.stats()
+    assert set(stats) == {"queued", "dropped", "written", "errors"} and json.dumps(stats)
