@@ -25,6 +25,7 @@ from kb.settings import Settings, load_settings
 from kb.store import current_id, open_current
 from kb.feedback import FeedbackStore
 from kb.usage import UsageLog
+from search.access_log import install_path_only
 from search.auth import Authenticator, SignInRequired, authorize
 from search.routes import admin, api, content, docs, feedback, health, pages, signin, webhooks, widget
 from search.routes import events as event_routes
@@ -210,6 +211,7 @@ def create_app(settings: Settings, encoder: TextEncoder | None = None, watch: bo
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        install_path_only()  # access log lines without query strings (search/access_log.py)
         state = ServiceState(settings, encoder or make_embedder(settings))
         state.encoder.encode_queries(["warm up"])  # load the model before the first request
         state.load()
