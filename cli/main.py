@@ -114,9 +114,12 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     if workers < 1:
         raise BadRequest(f"--workers must be at least 1, got {workers}")
     if workers > 1:  # uvicorn starts each worker from an import string: the settings travel as KB_* variables
+        from search.metrics_folder import worker_metrics_folder
+
         os.environ.update(to_environment(dataclasses.replace(settings, watch=watch, workers=workers)))
-        uvicorn.run("search.app:app_from_environment", factory=True, workers=workers, host=settings.host,
-                    port=settings.port, log_level=settings.log_level, proxy_headers=False)
+        with worker_metrics_folder():  # PROMETHEUS_MULTIPROC_DIR: /metrics of any worker counts all of them
+            uvicorn.run("search.app:app_from_environment", factory=True, workers=workers, host=settings.host,
+                        port=settings.port, log_level=settings.log_level, proxy_headers=False)
         return 0
     # proxy_headers=False: the peer address stays the real one, so that only KB_TRUSTED_PROXIES may name agents
     uvicorn.run(create_app(settings, watch=watch), host=settings.host, port=settings.port,

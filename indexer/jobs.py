@@ -36,6 +36,7 @@ class Job:
     finished: str | None = None
     report: object | None = None
     error: dict | None = None
+    seconds: float | None = None  # how long it ran, once finished (for /metrics)
 
     def to_dict(self) -> dict:
         report = self.report
@@ -49,7 +50,8 @@ class BuildJobs:
     """Runs `build` in a worker thread, never two at once; `on_built(report)` runs after each success.
 
     `start()` refuses while a build runs (Conflict); `request()` (file watching) instead queues exactly
-    one follow-up build, so that changes made during a build are never lost.
+    one follow-up build, so that changes made during a build are never lost. Each of `listeners` is called with
+    every finished job (succeeded or failed), before `wait()` returns.
     """
 
     def __init__(self, build: BuildFn, on_built: Callable[[object], None] | None = None, keep: int = 100):
@@ -60,6 +62,7 @@ class BuildJobs:
         self._again: str | None = None  # trigger of a queued follow-up build
         self._idle = threading.Event()
         self._idle.set()
+        self.listeners: list[Callable[[Job], None]] = []
 
     @property
     def running(self) -> Job | None:
@@ -108,6 +111,7 @@ class BuildJobs:
 
     def _run(self, job: Job) -> None:
         job.state, job.started = "running", _now()
+        began = time.perf_counter()
         try:
             job.report = self._build(self._progress(job))
             if self._on_built is not None:
@@ -120,7 +124,12 @@ class BuildJobs:
             job.state, job.error = "failed", {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
             log.exception("build job %s failed", job.id)
         finally:
-            job.finished = _now()
+            job.finished, job.seconds = _now(), time.perf_counter() - began
+            for listener in self.listeners:
+                try:
+                    listener(job)
+                except Exception:  # noqa: BLE001 - an observer must not stop the next build
+                    log.exception("listener of build job %s failed", job.id)
             with self._lock:
                 self._running = None
                 again, self._again = self._again, None

@@ -38,10 +38,11 @@ def watch_content(content_dir: Path, on_change: Callable[[set[str]], None], quie
 
 
 class ContentWatcher:
-    """`watch_content` in a daemon thread, for `kb serve --watch`."""
+    """`watch_content` in a daemon thread, for `kb serve --watch`; counts the bursts (`events`) and files it saw."""
 
     def __init__(self, content_dir: Path, on_change: Callable[[set[str]], None], quiet_ms: int):
         self.content_dir, self.on_change, self.quiet_ms = content_dir, on_change, quiet_ms
+        self.events = self.files = 0  # read by /metrics
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -52,9 +53,14 @@ class ContentWatcher:
 
     def _run(self) -> None:
         try:
-            watch_content(self.content_dir, self.on_change, self.quiet_ms, self._stop)
+            watch_content(self.content_dir, self._changed, self.quiet_ms, self._stop)
         except Exception:  # noqa: BLE001 - the service goes on answering from the current version
             log.exception("content watcher stopped; restart the service to watch again")
+
+    def _changed(self, paths: set[str]) -> None:
+        self.events += 1
+        self.files += len(paths)
+        self.on_change(paths)
 
     def stop(self) -> None:
         self._stop.set()

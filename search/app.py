@@ -27,7 +27,9 @@ from kb.feedback import FeedbackStore
 from kb.usage import UsageLog
 from search.access_log import install_path_only
 from search.auth import Authenticator, SignInRequired, authorize
+from search.metrics import install_metrics
 from search.routes import admin, api, content, docs, feedback, health, pages, signin, webhooks, widget
+from search.routes.metrics import router as metrics_router
 from search.routes import events as event_routes
 from search.searcher import Searcher
 from search.security import install_security
@@ -213,11 +215,13 @@ def create_app(settings: Settings, encoder: TextEncoder | None = None, watch: bo
     async def lifespan(app: FastAPI):
         install_path_only()  # access log lines without query strings (search/access_log.py)
         state = ServiceState(settings, encoder or make_embedder(settings))
+        app.state.metrics.attach(state)  # its builds, watch events and queues go into /metrics (search/metrics.py)
         state.encoder.encode_queries(["warm up"])  # load the model before the first request
         state.load()
         state.start_background(watch)
         app.state.kb = state
         yield
+        app.state.metrics.detach()
         state.stop()
 
     app = FastAPI(title="KB Search", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -226,9 +230,11 @@ def create_app(settings: Settings, encoder: TextEncoder | None = None, watch: bo
     app.state.auth = Authenticator(settings)
     install_error_handlers(app)
     install_security(app, settings)  # CSP and framing headers, cross-site posts refused, CORS (search/security.py)
+    install_metrics(app)  # outermost: counts and times every request by route template (search/metrics.py)
     app.include_router(api.router)
     app.include_router(admin.router)
     app.include_router(health.router)
+    app.include_router(metrics_router)  # GET /metrics, Prometheus text format (analytics or admin scope)
     app.include_router(content.router)
     app.include_router(feedback.router)
     app.include_router(event_routes.router)  # POST /api/events: opens, copies, inserts, links
