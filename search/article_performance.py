@@ -1,0 +1,135 @@
+"""Article performance: how often each article was shown and used, per owner and product, and articles to look at."""
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections import defaultdict
+
+import numpy as np
+
+from search.reports import ANSWERS, ReportFilters, Reports, answer_filter, share, utc_today
+
+ACTIONS = {"open": "opened", "copy": "copied", "insert": "inserted", "link": "linked"}
+COUNTS = ("shown", "opened", "copied", "inserted", "linked", "helpful", "not_helpful")
+POPULAR_MIN_SHOWN = 20      # popular: shown at least this often and among the 20% most shown articles
+POPULAR_QUANTILE = 80
+NEVER_OPENED_MIN_SHOWN = 20  # often shown but never opened: shown at least this often, opened never
+LOW_HELPFUL_MIN_VOTES = 5    # low helpful rate: at least this many yes/no answers, and under half of them yes
+LOW_HELPFUL_RATE = 0.5
+TOP_ARTICLES = 100
+
+
+def shown_counts(conn: sqlite3.Connection, filters: ReportFilters) -> dict[str, int]:
+    """Per article, how many searches and suggestions in the filters listed it (rows of `results`).
+
+    Without a language filter, the answers of a date range are found as a range of event ids (the log writes
+    events in time order) and their results counted from the covering index results_article; answers inside the
+    id range but dated outside the range (written out of order around midnight) are subtracted, so the count is
+    exact either way. With a language filter each answer's results are looked up.
+    """
+    where, params = answer_filter(filters)
+    product_only = " AND r.article_id IN temp.product_articles" if filters.product else ""
+    if filters.language:
+        rows = conn.execute(f"SELECT r.article_id, count(*) FROM events e JOIN results r ON r.event_id = e.id "
+                            f"WHERE {where}{product_only} GROUP BY r.article_id", params)
+        return dict(rows.fetchall())
+    if filters.product:  # the answer's own product does not matter here: the product's articles do
+        where, params = answer_filter(ReportFilters(filters.since, filters.until))
+    lo, hi = conn.execute(f"SELECT min(id), max(id) FROM events e WHERE {where}", params).fetchone()
+    if lo is None:
+        return {}
+    counts = dict(conn.execute(f"SELECT article_id, count(*) FROM results r INDEXED BY results_article WHERE "
+                               f"event_id BETWEEN ? AND ?{product_only} GROUP BY article_id", (lo, hi)))
+    outside = (f"SELECT id FROM events WHERE kind IN {ANSWERS} AND (day < ? OR day > ?) AND id BETWEEN ? AND ?")
+    strays = conn.execute(f"SELECT r.article_id, count(*) FROM results r WHERE r.event_id IN ({outside})"
+                          f"{product_only} GROUP BY r.article_id",
+                          (filters.since.isoformat(), filters.until.isoformat(), lo, hi)).fetchall()
+    for article_id, n in strays:
+        counts[article_id] -= n
+    return {a: n for a, n in counts.items() if n > 0}
+
+
+def action_counts(conn: sqlite3.Connection, filters: ReportFilters) -> dict[str, dict[str, int]]:
+    """Per article: opened, copied, inserted, linked, helpful, not_helpful within the filters."""
+    sql = ["a.day BETWEEN ? AND ?", "a.kind IN ('open', 'copy', 'insert', 'link', 'feedback')",
+           "a.article_id IS NOT NULL"]
+    params: list = [filters.since.isoformat(), filters.until.isoformat()]
+    if filters.language:  # an action's language is its query's: its own column, else its answer's
+        sql.append(f"COALESCE(a.language, (SELECT x.language FROM events x WHERE x.answer_id = a.answer_id AND "
+                   f"x.kind IN {ANSWERS} LIMIT 1)) = ? COLLATE NOCASE")
+        params.append(filters.language)
+    if filters.product:
+        sql.append("(a.article_id IN temp.product_articles OR a.product = ? COLLATE NOCASE)")
+        params.append(filters.product)
+    out: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNTS, 0))
+    for article_id, kind, n, yes, no in conn.execute(
+            f"SELECT a.article_id, a.kind, count(*), total(a.helpful = 1), total(a.helpful = 0) FROM events a "
+            f"WHERE {' AND '.join(sql)} GROUP BY a.article_id, a.kind", params):
+        if kind == "feedback":
+            out[article_id]["helpful"] += int(yes)
+            out[article_id]["not_helpful"] += int(no)
+        else:
+            out[article_id][ACTIONS[kind]] += n
+    return out
+
+
+def is_stale(reviewed: str, today: dt.date, stale_days: int) -> bool:
+    """`reviewed` older than `stale_days`, or no review date at all."""
+    try:
+        return (today - dt.date.fromisoformat(str(reviewed or "")[:10])).days > stale_days
+    except ValueError:
+        return True
+
+
+def with_rate(row: dict) -> dict:
+    return {**row, "helpful_rate": share(row["helpful"], row["helpful"] + row["not_helpful"])}
+
+
+def article_report(reports: Reports, filters: ReportFilters, limit: int | None = TOP_ARTICLES) -> dict:
+    """Per article shown / opened / copied / inserted / linked / helpful counts and flags, most shown first, with
+    totals per owner and per product."""
+    with reports.log.connect(filters, reports.catalog) as conn:
+        notes = reports.notes(conn)
+        shown = shown_counts(conn, filters) if conn is not None else {}
+        actions = action_counts(conn, filters) if conn is not None else {}
+    catalog, today = reports.catalog, reports.today or utc_today()
+    rows = []
+    for article_id in set(shown) | set(actions):
+        meta = catalog.articles.get(article_id, {})
+        counts = {**dict.fromkeys(COUNTS, 0), **actions.get(article_id, {}), "shown": shown.get(article_id, 0)}
+        rows.append(with_rate({"id": article_id, "title": catalog.title(article_id),
+                               "product": meta.get("product") or "", "owner": meta.get("owner") or "",
+                               "reviewed": str(meta.get("reviewed") or ""), "in_index": article_id in catalog.articles,
+                               **counts}))
+    rows.sort(key=lambda row: (-row["shown"], -row["opened"], row["id"]))
+    shown_values = [row["shown"] for row in rows if row["shown"]]
+    popular = max(POPULAR_MIN_SHOWN, float(np.percentile(shown_values, POPULAR_QUANTILE)) if shown_values else 0)
+    flag_counts = {"popular_stale": 0, "never_opened": 0, "low_helpful": 0}
+    for row in rows:
+        flags = []
+        if row["in_index"] and row["shown"] >= popular and is_stale(row["reviewed"], today, reports.stale_days):
+            flags.append("popular_stale")
+        if row["shown"] >= NEVER_OPENED_MIN_SHOWN and row["opened"] == 0:
+            flags.append("never_opened")
+        votes = row["helpful"] + row["not_helpful"]
+        if votes >= LOW_HELPFUL_MIN_VOTES and row["helpful"] / votes < LOW_HELPFUL_RATE:
+            flags.append("low_helpful")
+        row["flags"] = flags
+        for flag in flags:
+            flag_counts[flag] += 1
+    return {"filters": filters.to_dict(), "stale_days": reports.stale_days, "today": today.isoformat(),
+            "popular_min_shown": round(popular, 1), "total_articles": len(rows), "flag_counts": flag_counts,
+            "articles": rows[:limit] if limit else rows, "flagged": [row for row in rows if row["flags"]],
+            "owners": grouped(rows, "owner"), "products": grouped(rows, "product"), "notes": notes}
+
+
+def grouped(rows: list[dict], key: str) -> list[dict]:
+    """Counts summed per owner or product (empty: "unknown"), most shown first."""
+    groups: dict[str, dict] = defaultdict(lambda: {"articles": 0, **dict.fromkeys(COUNTS, 0)})
+    for row in rows:
+        group = groups[row[key] or "unknown"]
+        group["articles"] += 1
+        for name in COUNTS:
+            group[name] += row[name]
+    return [with_rate({key: name, **values}) for name, values in
+            sorted(groups.items(), key=lambda kv: (-kv[1]["shown"], kv[0]))]

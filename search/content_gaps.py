@@ -1,0 +1,114 @@
+"""Content gaps: searches and suggestions without a confident answer, or whose answer was marked not helpful, as topics."""
+from __future__ import annotations
+
+import numpy as np
+
+from search.reports import ReportFilters, Reports, answer_filter, share
+from search.topics import group_topics, threshold_for, unit
+
+EXAMPLES = 3
+RISING, FALLING = 0.25, -0.25   # change of the daily rate between the two halves of the range that counts as a trend
+
+
+def gap_rows(reports: Reports, filters: ReportFilters) -> dict:
+    """Distinct gap queries (by query_key; events without one stand alone) with their counts and one topic vector.
+
+    A gap is a search or suggestion in the filters with no confident answer (`confident = 0`, or no result at all),
+    or whose answer an agent marked not helpful (a feedback event with helpful = 0 on its answer_id, on any day
+    from `since`).
+    """
+    out: dict = {"keys": [], "texts": [], "counts": np.zeros(0, np.int64), "late": np.zeros(0, np.int64),
+                 "not_confident": np.zeros(0, np.int64), "not_helpful": np.zeros(0, np.int64),
+                 "vectors": np.zeros((0, 1), np.float32), "without_vector": 0, "events": 0}
+    with reports.log.connect(filters, reports.catalog) as conn:
+        out["notes"] = reports.notes(conn)
+        if conn is None:
+            return out
+        where, params = answer_filter(filters)
+        conn.execute("CREATE TEMP TABLE not_helpful (answer_id TEXT PRIMARY KEY) WITHOUT ROWID")
+        conn.execute("INSERT OR IGNORE INTO not_helpful SELECT answer_id FROM events WHERE day >= ? AND "
+                     "kind = 'feedback' AND helpful = 0 AND answer_id IS NOT NULL", (filters.since.isoformat(),))
+        rows = conn.execute(
+            "SELECT COALESCE(query_key, 'event:' || id) AS k, count(*), total(day >= ?), "
+            "total(confident = 0 OR result_count = 0), total(answer_id IN temp.not_helpful), max(query), "
+            f"max(topic_vector) FROM events e WHERE {where} AND (confident = 0 OR result_count = 0 OR "
+            "answer_id IN temp.not_helpful) GROUP BY k", [filters.middle.isoformat()] + params).fetchall()
+    blobs = [row[6] for row in rows]
+    lengths = np.fromiter((len(b) if b else 0 for b in blobs), dtype=np.int64, count=len(rows))
+    dims, votes = np.unique(lengths[lengths > 0], return_counts=True)
+    dim = int(dims[np.argmax(votes)]) if len(dims) else 0  # vectors of another model's size: counted, not grouped
+    counts = np.fromiter((row[1] for row in rows), dtype=np.int64, count=len(rows))
+    keep = np.flatnonzero(lengths == dim) if dim else np.zeros(0, np.int64)
+    out["events"] = int(counts.sum())
+    out["without_vector"] = out["events"] - int(counts[keep].sum())
+    out["keys"] = [rows[i][0] for i in keep]
+    out["texts"] = [rows[i][5] for i in keep]
+    out["counts"] = counts[keep]
+    for column, name in ((2, "late"), (3, "not_confident"), (4, "not_helpful")):
+        out[name] = np.fromiter((rows[i][column] for i in keep), dtype=np.float64, count=len(keep)).astype(np.int64)
+    vectors = np.frombuffer(b"".join(blobs[i] for i in keep), dtype=np.int8).reshape(len(keep), max(dim, 1))
+    out["vectors"] = unit(vectors.astype(np.float32))
+    return out
+
+
+def trend(first: int, second: int, filters: ReportFilters) -> tuple[str, float | None]:
+    """("new" | "rising" | "falling" | "steady", change of the daily rate) from the first half to the second."""
+    first_days = (filters.middle - filters.since).days
+    second_days = filters.days - first_days
+    if first_days == 0 or first == 0:
+        return ("new" if second else "steady"), None
+    change = (second / second_days) / (first / first_days) - 1
+    label = "rising" if change >= RISING else "falling" if change <= FALLING else "steady"
+    return label, round(change, 3)
+
+
+def nearest_articles(reports: Reports, centroids: np.ndarray) -> list[dict | None]:
+    """For each topic centroid, the article whose centroid is nearest and their cosine (None without vectors)."""
+    catalog = reports.catalog
+    if catalog.centroids is None or not len(catalog.ids) or catalog.centroids.shape[1] != centroids.shape[1]:
+        return [None] * len(centroids)
+    sims = centroids @ np.asarray(catalog.centroids, dtype=np.float32).T
+    best = sims.argmax(axis=1) if len(centroids) else np.zeros(0, np.int64)
+    return [{"id": catalog.ids[b], "title": catalog.title(catalog.ids[b]), "cosine": round(float(sims[t, b]), 4)}
+            for t, b in enumerate(best)]
+
+
+def gap_report(reports: Reports, filters: ReportFilters, limit: int = 30) -> dict:
+    """Topics of content gaps, most events first (what to write next), each with its trend, examples and the
+    nearest existing article (cosine of the topic's centroid to the article centroids of the index in service)."""
+    rows = gap_rows(reports, filters)
+    threshold = threshold_for(reports.model)
+    grouping = group_topics(rows["vectors"], rows["counts"], threshold)
+    topics = []
+    shown = min(grouping.count, limit)
+    nearest = nearest_articles(reports, grouping.centroids[:shown])
+    for t in range(shown):
+        members = np.flatnonzero(grouping.labels == t)
+        counts = rows["counts"][members]
+        late = int(rows["late"][members].sum())
+        size = int(counts.sum())
+        label, change = trend(size - late, late, filters)
+        texts = [(int(counts[i]), rows["texts"][m]) for i, m in enumerate(members) if rows["texts"][m]]
+        examples = []
+        for _, text in sorted(texts, key=lambda pair: -pair[0]):  # most asked first, each text once
+            if text not in examples:
+                examples.append(text)
+            if len(examples) == EXAMPLES:
+                break
+        topics.append({
+            "rank": t + 1, "size": size, "queries": len(members),
+            "not_confident": int(rows["not_confident"][members].sum()),
+            "not_helpful": int(rows["not_helpful"][members].sum()),
+            "first_half": size - late, "second_half": late, "trend": label, "change": change,
+            "examples": examples, "nearest_article": nearest[t]})
+    clustered = int(grouping.sizes.sum())
+    notes = rows["notes"]
+    if rows["without_vector"]:
+        notes.append(f"{rows['without_vector']} gap events carry no topic vector and are counted but not grouped")
+    if topics and not any(topic["examples"] for topic in topics):
+        notes.append("query text is not stored (KB_ANALYTICS_STORE_TEXT=false): topics come without examples")
+    return {"filters": filters.to_dict(), "gap_events": rows["events"],
+            "not_confident": int(rows["not_confident"].sum()), "not_helpful": int(rows["not_helpful"].sum()),
+            "grouped": clustered, "ungrouped": rows["events"] - clustered, "topic_count": grouping.count,
+            "threshold": threshold, "halves": [filters.since.isoformat(), filters.middle.isoformat()],
+            "grouped_share": share(clustered, rows["events"]), "topics": topics, "notes": notes}
