@@ -23,6 +23,7 @@ log = logging.getLogger("kb.events")
 
 ACTIONS = ("open", "copy", "insert", "link", "feedback")
 BATCH = 500                  # events per transaction at most
+LINGER = 0.5                 # seconds the writer collects events before a transaction (flush and close cut it short)
 ENCODE_BATCH = 32            # queries per encode_queries call of the writer
 RETENTION_EVERY = 24 * 3600  # seconds between retention runs
 MAX_TEXT = 1000              # characters of redacted query kept per event
@@ -84,6 +85,7 @@ class EventLog:
         self._dropped = self._written = self._errors = 0
         self.batches = 0             # transactions written
         self._stop = threading.Event()
+        self._hurry = threading.Event()  # flush() or close() is waiting: write without lingering
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._next_purge = 0.0       # time.monotonic() of the next retention run; 0: at start
@@ -138,12 +140,17 @@ class EventLog:
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued event is written (or failed) and the start-up retention run is done."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._pending == 0 and not self._purging, timeout)
+        self._hurry.set()
+        try:
+            with self._cond:
+                return self._cond.wait_for(lambda: self._pending == 0 and not self._purging, timeout)
+        finally:
+            self._hurry.clear()
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued (within `timeout`), then stop the writer."""
         self._stop.set()
+        self._hurry.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -165,11 +172,7 @@ class EventLog:
                     if self._stop.is_set():
                         break
                     continue
-                while len(batch) < BATCH:
-                    try:
-                        batch.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
+                self._collect(batch)
                 try:
                     self._write(batch)
                 finally:
@@ -180,6 +183,24 @@ class EventLog:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+    def _collect(self, batch: list[tuple]) -> None:
+        """Add queued events to `batch` for up to LINGER seconds (one transaction, one model call for many events
+        instead of one each, and fewer wake-ups beside the requests), or until BATCH or someone waits."""
+        deadline = time.monotonic() + LINGER
+        while len(batch) < BATCH:
+            try:
+                batch.append(self._queue.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._hurry.is_set():
+                return
+            try:
+                batch.append(self._queue.get(timeout=min(remaining, 0.05)))
+            except queue.Empty:
+                pass
 
     def _retain(self) -> None:
         self._next_purge = time.monotonic() + RETENTION_EVERY
@@ -236,6 +257,7 @@ class EventLog:
                 rows.append(self._row(event))
             except Exception:  # noqa: BLE001 - one malformed event is not written, the others are
                 self._count_error("event")
+            time.sleep(0)  # let request threads have the interpreter between two redactions
         topics = self._topics([text for _, _, text in rows])
         try:
             conn = self._connection()
@@ -285,6 +307,7 @@ class EventLog:
         wanted = [k for k, text in enumerate(texts) if text]
         if self.encoder is None or not wanted:
             return topics
+        wanted.sort(key=lambda k: len(texts[k]))  # batches of similar length: little padding
         try:
             for lo in range(0, len(wanted), ENCODE_BATCH):
                 chunk = wanted[lo:lo + ENCODE_BATCH]

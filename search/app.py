@@ -21,6 +21,7 @@ from indexer.watch import ContentWatcher
 from kb.embedder import TextEncoder, make_embedder
 from kb.errors import IndexNotFound, KBError
 from kb.events import EventLog
+from kb.recent_vectors import RecentVectors
 from kb.settings import Settings, load_settings
 from kb.store import current_id, open_current
 from kb.feedback import FeedbackStore
@@ -52,7 +53,8 @@ class ServiceState:
         self.failed: dict[str, str] = {}  # build id -> why it was not put into service
         self.feedback = FeedbackStore(settings.feedback_db, settings.max_query_chars,
                                       store_text=settings.analytics_store_text)
-        self.events = EventLog(settings, encoder)  # analytics event log: a queue and one writer (kb/events.py)
+        self.queries = RecentVectors(encoder)  # query vectors of the last searches: the event log reuses them
+        self.events = EventLog(settings, self.queries)  # analytics event log: a queue and one writer (kb/events.py)
         self.usage = UsageLog(settings.usage_db)
         self.jobs = BuildJobs(self.build, on_built=lambda report: self.refresh())
         self.watcher: ContentWatcher | None = None
@@ -80,7 +82,7 @@ class ServiceState:
                 return False
             try:
                 version = open_current(self.settings.index_dir, self.encoder.model_id)
-                searcher = Searcher(version, self.encoder, self.settings)
+                searcher = Searcher(version, self.queries, self.settings)
             except KBError as exc:
                 repeated = self.load_error is not None and self.load_error.message == exc.message
                 self.load_error = exc

@@ -469,6 +469,21 @@ def test_event_source_ignores_unknown_client_claims():
     assert event_source(Request("widget"), "webhook:freshdesk") == "webhook:freshdesk"
 
 
+def test_the_topic_vector_is_the_searchs_own_when_redaction_changed_nothing(service):
+    client, settings = service
+    queries = client.app.state.kb.queries
+    before = queries.hits, queries.misses
+    client.get("/api/search", params={"q": "teams microphone muted"})
+    client.get("/api/search", params={"q": "teams microphone call 0812-3456-7890"})
+    rows_ = events_of(client, settings, "search")
+    assert [r["query"] for r in rows_] == ["teams microphone muted", "teams microphone call [phone]"]
+    # two searches embedded their words; the writer reused the first vector and embedded the redacted second text
+    assert (queries.hits - before[0], queries.misses - before[1]) == (1, 3)
+    for row in rows_:  # each the int8 embedding of the text stored, however it was obtained
+        expected = np.frombuffer(quantise(TinyEncoder().encode_queries([row["query"]]))[0], dtype=np.int8)
+        assert np.array_equal(np.frombuffer(row["topic_vector"], dtype=np.int8), expected)
+
+
 def test_stats_are_what_metrics_read(service):
     client, _ = service
     client.get("/api/search", params={"q": "outlook"})
