@@ -28,11 +28,23 @@ def gap_rows(reports: Reports, filters: ReportFilters) -> dict:
         conn.execute("CREATE TEMP TABLE not_helpful (answer_id TEXT PRIMARY KEY) WITHOUT ROWID")
         conn.execute("INSERT OR IGNORE INTO not_helpful SELECT answer_id FROM events WHERE day >= ? AND "
                      "kind = 'feedback' AND helpful = 0 AND answer_id IS NOT NULL", (filters.since.isoformat(),))
-        rows = conn.execute(
-            "SELECT COALESCE(query_key, 'event:' || id) AS k, count(*), total(day >= ?), "
-            "total(confident = 0 OR result_count = 0), total(answer_id IN temp.not_helpful), max(query), "
-            f"max(topic_vector) FROM events e WHERE {where} AND (confident = 0 OR result_count = 0 OR "
-            "answer_id IN temp.not_helpful) GROUP BY k", [filters.middle.isoformat()] + params).fetchall()
+        # counted from the covering index alone; then one row per distinct query is read for its text and vector
+        conn.execute(
+            "CREATE TEMP TABLE gaps AS SELECT COALESCE(query_key, 'event:' || id) AS k, count(*) AS n, "
+            "total(day >= ?) AS late, total(confident = 0 OR result_count = 0) AS bad, "
+            f"total(answer_id IN temp.not_helpful) AS unhelpful, max(id) AS last FROM events e WHERE {where} AND "
+            "(confident = 0 OR result_count = 0 OR answer_id IN temp.not_helpful) GROUP BY k",
+            [filters.middle.isoformat()] + params)
+        rows = [list(row) for row in conn.execute(
+            "SELECT g.k, g.n, g.late, g.bad, g.unhelpful, e.query, e.topic_vector FROM temp.gaps g "
+            "JOIN events e ON e.id = g.last")]
+        missing = {row[0]: row for row in rows if row[6] is None and row[1] > 1}
+        if missing:  # the latest event of a query has no vector (not computed): take one of its others
+            marks = ", ".join("?" * len(missing))
+            for key, text, blob in conn.execute(
+                    f"SELECT query_key, max(query), max(topic_vector) FROM events e WHERE {where} AND query_key IN "
+                    f"({marks}) GROUP BY query_key", params + list(missing)):
+                missing[key][5], missing[key][6] = missing[key][5] or text, blob
     blobs = [row[6] for row in rows]
     lengths = np.fromiter((len(b) if b else 0 for b in blobs), dtype=np.int64, count=len(rows))
     dims, votes = np.unique(lengths[lengths > 0], return_counts=True)

@@ -1,9 +1,8 @@
-"""Reports over the analytics event log: filters, the read-only log, volume and latency, top queries, self-service."""
+"""Reports over the analytics event log: filters, the read-only log, the index in service, and the four reports."""
 from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ ANSWERS = "('search', 'suggest')"
 DEFAULT_DAYS = 30          # a report without `since` covers the 30 days up to `until` (default: today, UTC)
 MAX_DAYS = 3660            # ten years: anything longer is a typo
 WEEKLY_AFTER_DAYS = 60     # volume by day up to 60 days, by week (Monday to Sunday) beyond
-TOP_QUERIES = 50
+EARLIEST, LATEST = dt.date(2000, 1, 1), dt.date(2999, 12, 31)  # dates outside are typos (and overflow date maths)
 
 
 def utc_today() -> dt.date:
@@ -58,9 +57,12 @@ class ReportFilters:
 
 def parse_date(value: str, name: str) -> dt.date:
     try:
-        return dt.date.fromisoformat(value.strip())
+        date = dt.date.fromisoformat(value.strip())
     except ValueError:
         raise BadRequest(f"{name} must be a date as YYYY-MM-DD, got {value!r}") from None
+    if not EARLIEST <= date <= LATEST:
+        raise BadRequest(f"{name} must be between {EARLIEST} and {LATEST}, got {date}")
+    return date
 
 
 def parse_filters(since: str | None = None, until: str | None = None, language: str | None = None,
@@ -185,138 +187,27 @@ class Reports:
     """The reports of one event log against the index in service; `today` fixes what "stale" is measured from."""
 
     def __init__(self, log_path: Path, catalog: Catalog | None = None, stale_days: int = 180,
-                 model: str = "all-MiniLM-L6-v2", store_text: bool = True, today: dt.date | None = None):
+                 model: str = "all-MiniLM-L6-v2", today: dt.date | None = None):
         self.log = EventLog(log_path)
         self.catalog = catalog or Catalog()
-        self.stale_days, self.model, self.store_text = stale_days, model, store_text
-        self.today = today
+        self.stale_days, self.model, self.today = stale_days, model, today
 
     def notes(self, conn: sqlite3.Connection | None) -> list[str]:
         if conn is None:
             return [f"no events recorded yet ({self.log.path} does not exist or holds no event table)"]
         return []
 
-    # ---- volume, latency, self-service -------------------------------------------------------
+    # ---- the reports, each in its own module ----------------------------------------------------
     def summary(self, filters: ReportFilters) -> dict:
-        weekly = filters.weekly
-        slots = periods(filters, weekly)
-        volume = {p.isoformat(): {"period": p.isoformat(), "days": n, "searches": 0, "suggestions": 0,
-                                  "confident": 0, "rated": 0} for p, n in slots}
-        sources: dict[str, dict] = defaultdict(lambda: {"searches": 0, "suggestions": 0})
-        languages: dict[str, dict] = defaultdict(lambda: {"searches": 0, "suggestions": 0})
-        totals = {"searches": 0, "suggestions": 0, "confident": 0, "rated": 0, "no_results": 0}
-        latency: dict[str, np.ndarray] = {"search": np.zeros(0), "suggest": np.zeros(0)}
-        with self.log.connect(filters, self.catalog) as conn:
-            notes = self.notes(conn)
-            if conn is not None:
-                where, params = answer_filter(filters)
-                for day, kind, source, language, n, confident, rated, empty in conn.execute(
-                        "SELECT day, kind, source, language, count(*), total(confident = 1), count(confident), "
-                        f"total(result_count = 0) FROM events e WHERE {where} GROUP BY day, kind, source, language",
-                        params):
-                    column = "searches" if kind == "search" else "suggestions"
-                    row = volume[period_of(day, filters, weekly)]
-                    row[column] += n
-                    row["confident"] += int(confident)
-                    row["rated"] += rated
-                    sources[source or "unknown"][column] += n
-                    languages[language or "unknown"][column] += n
-                    totals[column] += n
-                    totals["confident"] += int(confident)
-                    totals["rated"] += rated
-                    totals["no_results"] += int(empty)
-                for kind in latency:  # fetched as arrays: cheaper than grouping by value in SQL
-                    rows = conn.execute(f"SELECT latency_ms FROM events e WHERE {where} AND e.kind = ? "
-                                        "AND latency_ms IS NOT NULL", params + [kind]).fetchall()
-                    latency[kind] = np.fromiter((r[0] for r in rows), dtype=np.float64, count=len(rows))
-                self_service = self._self_service(conn, filters)
-            else:
-                self_service = self._self_service_rows(filters, [])
-        latency["all"] = np.concatenate([latency["search"], latency["suggest"]])
-        return {
-            "filters": filters.to_dict(), "granularity": "week" if weekly else "day",
-            "totals": {"answers": totals["searches"] + totals["suggestions"], "searches": totals["searches"],
-                       "suggestions": totals["suggestions"], "no_results": totals["no_results"],
-                       "confident": totals["confident"], "rated": totals["rated"],
-                       "confident_share": share(totals["confident"], totals["rated"])},
-            "latency_ms": {kind: {"p50": percentile(values, 50), "p95": percentile(values, 95), "count": len(values)}
-                           for kind, values in latency.items()},
-            "volume": [{**{k: v for k, v in row.items() if k not in ("confident", "rated")},
-                        "confident_share": share(row["confident"], row["rated"])} for row in volume.values()],
-            "sources": ranked(sources, "source"), "languages": ranked(languages, "language"),
-            "self_service": self_service, "notes": notes,
-        }
+        from search.report_summary import summary_report
 
-    def _self_service(self, conn: sqlite3.Connection, filters: ReportFilters) -> dict:
-        where, params = answer_filter(filters)
-        used_sql, used_params = used_answers_sql(filters.since)
-        rows = conn.execute(
-            f"SELECT day, source, language, count(*), total(e.answer_id IN ({used_sql})) FROM events e "
-            f"WHERE {where} AND e.kind = 'suggest' GROUP BY day, source, language", used_params + params).fetchall()
-        return self._self_service_rows(filters, rows)
+        return summary_report(self, filters)
 
-    def _self_service_rows(self, filters: ReportFilters, rows: list[tuple]) -> dict:
-        weeks = {p.isoformat(): {"week": p.isoformat(), "days": n, "suggestions": 0, "used": 0}
-                 for p, n in periods(filters, weekly=True)}
-        by: dict[str, dict[str, dict]] = {"source": defaultdict(lambda: {"suggestions": 0, "used": 0}),
-                                          "language": defaultdict(lambda: {"suggestions": 0, "used": 0})}
-        total = {"suggestions": 0, "used": 0}
-        for day, source, language, n, used in rows:
-            for bucket in (weeks[period_of(day, filters, True)], by["source"][source or "unknown"],
-                           by["language"][language or "unknown"], total):
-                bucket["suggestions"] += n
-                bucket["used"] += int(used)
+    def queries(self, filters: ReportFilters, limit: int = 50) -> dict:
+        from search.top_queries import queries_report
 
-        def with_share(row: dict) -> dict:
-            return {**row, "share": share(row["used"], row["suggestions"])}
+        return queries_report(self, filters, limit)
 
-        return {**with_share(total), "weeks": [with_share(w) for w in weeks.values()],
-                "sources": [with_share({"source": k, **v}) for k, v in
-                            sorted(by["source"].items(), key=lambda kv: (-kv[1]["suggestions"], kv[0]))],
-                "languages": [with_share({"language": k, **v}) for k, v in
-                              sorted(by["language"].items(), key=lambda kv: (-kv[1]["suggestions"], kv[0]))]}
-
-    # ---- top queries -------------------------------------------------------------------------
-    def queries(self, filters: ReportFilters, limit: int = TOP_QUERIES) -> dict:
-        out: list[dict] = []
-        total = distinct = 0
-        text_seen = False
-        with self.log.connect(filters, self.catalog) as conn:
-            notes = self.notes(conn)
-            if conn is not None:
-                where, params = answer_filter(filters)
-                total = conn.execute(f"SELECT count(*) FROM events e WHERE {where}", params).fetchone()[0]
-                conn.execute("CREATE TEMP TABLE asked AS SELECT query_key, count(*) AS n, total(confident = 0) AS "
-                             f"bad, count(confident) AS rated, max(id) AS last FROM events e WHERE {where} "
-                             "AND query_key IS NOT NULL GROUP BY query_key", params)
-                distinct = conn.execute("SELECT count(*) FROM temp.asked").fetchone()[0]
-                top = conn.execute("SELECT query_key, n, bad, rated, last FROM temp.asked ORDER BY n DESC, query_key "
-                                   "LIMIT ?", (limit,)).fetchall()
-                keys = [row[0] for row in top]
-                marks = ", ".join("?" * len(keys))
-                texts, articles = {}, defaultdict(list)
-                if keys:  # the text of each query's latest event (redacted when written; NULL when text is not stored)
-                    texts = dict(conn.execute(f"SELECT query_key, query FROM events WHERE id IN ({marks})",
-                                              [row[4] for row in top]))
-                    for key, article_id, n in conn.execute(
-                            f"SELECT e.query_key, r.article_id, count(*) AS n FROM events e JOIN results r "
-                            f"ON r.event_id = e.id AND r.position = 1 WHERE {where} AND e.query_key IN ({marks}) "
-                            "GROUP BY e.query_key, r.article_id ORDER BY n DESC, r.article_id", params + keys):
-                        articles[key].append((article_id, n))
-                for key, n, not_confident, rated, _ in top:
-                    first = articles[key][0] if articles[key] else None
-                    text_seen = text_seen or texts.get(key) is not None
-                    out.append({"query_key": key, "query": texts.get(key), "count": n,
-                                "not_confident": int(not_confident),
-                                "not_confident_share": share(int(not_confident), rated),
-                                "top_article": None if first is None else {
-                                    "id": first[0], "title": self.catalog.title(first[0]), "count": first[1]}})
-        if out and not text_seen:
-            notes.append("query text is not stored (KB_ANALYTICS_STORE_TEXT=false): queries are shown by their key")
-        return {"filters": filters.to_dict(), "answers": total, "distinct_queries": distinct, "queries": out,
-                "notes": notes}
-
-    # ---- the other reports live in their own modules -----------------------------------------
     def gaps(self, filters: ReportFilters, limit: int = 30) -> dict:
         from search.content_gaps import gap_report
 
@@ -326,9 +217,3 @@ class Reports:
         from search.article_performance import article_report
 
         return article_report(self, filters, limit)
-
-
-def ranked(groups: Mapping[str, dict], name: str) -> list[dict]:
-    """{key: {"searches", "suggestions"}} as rows with a total, most first."""
-    rows = [{name: key, **value, "total": value["searches"] + value["suggestions"]} for key, value in groups.items()]
-    return sorted(rows, key=lambda row: (-row["total"], row[name]))

@@ -1,18 +1,4 @@
-"""Topics: queries grouped by embedding similarity (density-seeded threshold clustering), and purity to measure it.
-
-How queries become topics (`group_topics`):
-1. Seeds. Each query's neighbourhood is the queries whose cosine to it is at least `threshold`; its density is how
-   many events its neighbourhood holds (a query asked 40 times weighs 40). The densest query becomes the seed of a
-   topic and its neighbourhood is taken out; the next densest among the rest follows (densities recomputed over
-   what is left), until no query has a neighbourhood of `min_weight` events. This is the community detection of
-   sentence-transformers' fast clustering, weighted by counts and with densities kept up to date. Above `sample`
-   distinct queries the seeds are found in a count-weighted random sample (topics worth reporting are in it).
-2. Assignment. Every query joins its most similar seed when their cosine is at least `threshold` (so a query taken
-   early by a neighbouring seed still ends up with the seed it is nearest to); otherwise it stays unclustered.
-
-Unlike k-means it needs no number of topics and never forces an outlier into a topic; the threshold has a plain
-meaning ("as similar to the topic's seed query as paraphrases of one question are") and is set per model.
-"""
+"""Topics: queries grouped by embedding similarity (density-seeded threshold clustering), and purity to measure it."""
 from __future__ import annotations
 
 import heapq
@@ -20,9 +6,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# How queries become topics (`group_topics`):
+# 1. Seeds. Each query's neighbourhood is the queries whose cosine to it is at least `threshold`; its density is how
+#    many events its neighbourhood holds (a query asked 40 times weighs 40). The densest query becomes the seed of a
+#    topic and its neighbourhood is taken out; the next densest among the rest follows (densities recomputed over
+#    what is left), until no query has a neighbourhood of `min_weight` events. This is the community detection of
+#    sentence-transformers' fast clustering, weighted by counts and with densities kept up to date. Above `sample`
+#    distinct queries the seeds are found in a count-weighted random sample (topics worth reporting are in it).
+# 2. Assignment. Every query joins its most similar seed when their cosine is at least `threshold` (so a query taken
+#    early by a neighbouring seed still ends up with the seed it is nearest to); otherwise it stays unclustered.
+# Unlike k-means it needs no number of topics and never forces an outlier into a topic; the threshold has a plain
+# meaning ("as similar to the topic's seed query as paraphrases of one question are") and is set per model.
+
 # Cosine to a topic's seed, per model, chosen on 10 support questions x 6 paraphrases and checked on 8 others x 5
-# (tests/test_reports.py; int8 vectors as stored): all-MiniLM-L6-v2 at 0.5 kept every topic pure on both (held-out:
-# 6 of 40 paraphrases unclustered; 0.45 mixed two topics). multilingual-e5-small puts unrelated questions at cosine
+# (both sets in tests/test_reports.py; int8 vectors as stored): all-MiniLM-L6-v2 at 0.5 kept every topic pure on
+# both (held-out: 6 of 40 paraphrases unclustered; 0.45 mixed two of its topics). multilingual-e5-small puts unrelated questions at cosine
 # 0.82 (median) and paraphrases at 0.89: 0.9 gave purity 1.00 / 0.96, at the cost of more queries left unclustered.
 THRESHOLDS = {"all-MiniLM-L6-v2": 0.5, "multilingual-e5-small": 0.9}
 DEFAULT_THRESHOLD = 0.5

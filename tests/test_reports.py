@@ -47,7 +47,9 @@ def test_filters_default_to_the_last_30_days_and_refuse_bad_dates():
                                   ("yesterday", None, "since must be a date"),
                                   (None, "2026/03/01", "until must be a date"),
                                   ("2026-03-05", "2026-03-04", "is after until"),
-                                  ("2000-01-01", "2026-03-04", "longer than 3660 days")]:
+                                  ("2000-01-01", "2026-03-04", "longer than 3660 days"),
+                                  ("9999-12-30", "9999-12-31", "between 2000-01-01 and 2999-12-31"),
+                                  ("1999-12-31", "2000-01-01", "since must be between")]:
         with pytest.raises(BadRequest, match=message):
             parse_filters(since, until, today=TODAY)
     assert parse_filters(language=" ", product="", today=TODAY).language is None
@@ -221,7 +223,40 @@ def unit_rows(x):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-# Support questions, each paraphrased, none used to choose the threshold (search/topics.py: other sets)
+# Support questions, each paraphrased: CALIBRATION chose the threshold of search/topics.py, HELD_OUT checks it
+CALIBRATION = {
+    "outlook_password": ["outlook keeps asking for my password", "outlook password prompt appears again and again",
+                         "outlook repeatedly prompts for credentials", "keep getting asked to sign in to outlook "
+                         "every few minutes", "outlook won't stop requesting my password",
+                         "credential prompt loop in outlook desktop"],
+    "teams_camera": ["teams camera not working in meetings", "my webcam shows black screen in microsoft teams",
+                     "teams can't find my camera", "video doesn't work during teams calls",
+                     "camera is greyed out in teams meeting", "teams says no camera detected"],
+    "onedrive_sync": ["onedrive is not syncing files", "onedrive sync stuck on processing changes",
+                      "files won't sync to onedrive", "onedrive shows sync pending forever",
+                      "onedrive stopped uploading my documents", "sync problems with onedrive for business"],
+    "printer": ["printer is offline and won't print", "cannot print to the office printer",
+                "print jobs stuck in the queue", "my printer says offline in windows",
+                "documents don't print anymore", "printing fails with printer error"],
+    "vpn": ["vpn connection keeps dropping", "can't connect to the company vpn", "vpn disconnects every few minutes",
+            "unable to establish vpn tunnel from home", "vpn client fails to connect",
+            "lost vpn access when working remotely"],
+    "mailbox_full": ["my mailbox is full", "mailbox storage quota exceeded", "outlook says mailbox is almost full",
+                     "cannot receive email because mailbox size limit reached", "how do I free up space in my mailbox",
+                     "exchange mailbox over its size limit"],
+    "excel_crash": ["excel crashes when opening a file", "excel stops responding and closes",
+                    "excel freezes when I open large spreadsheets", "microsoft excel keeps crashing",
+                    "excel not responding after update", "excel closes unexpectedly while working"],
+    "invoice": ["where can I download my invoice", "how to get a copy of my bill", "I need the invoice for last month",
+                "download billing statement", "send me my latest invoice please", "where do I find past invoices"],
+    "password_reset": ["how do I reset my account password", "forgot my password need to reset it",
+                       "password reset link not working", "can't reset my password",
+                       "reset password for my work account", "I need to change my forgotten password"],
+    "sharepoint_access": ["access denied on sharepoint site", "i don't have permission to open the sharepoint page",
+                          "sharepoint says you need permission to access this site",
+                          "can't open shared sharepoint folder access denied", "request access to a sharepoint site",
+                          "sharepoint permission error when opening document library"],
+}
 HELD_OUT = {
     "teams_mic": ["teams microphone not working", "nobody can hear me in teams calls", "teams does not pick up my mic",
                   "my headset microphone is muted in teams meetings", "audio input not detected by microsoft teams"],
@@ -249,8 +284,19 @@ HELD_OUT = {
 
 
 @pytest.mark.model
+def test_threshold_keeps_calibration_topics_pure(embedder):
+    texts = [t for group in CALIBRATION.values() for t in group]
+    truth = np.array([name for name, group in CALIBRATION.items() for _ in group])
+    q = np.stack([np.frombuffer(quantise(v), np.int8).astype(np.float32) / 127 for v in embedder.encode_queries(texts)])
+    grouping = group_topics(q, np.ones(len(q)), threshold=0.5)
+    p, inv = purity(grouping.labels, truth), inverse_purity(grouping.labels, truth)
+    print(f"calibration set: {grouping.count} topics for {len(CALIBRATION)}, purity {p:.3f}, inverse purity {inv:.3f}")
+    assert p == 1.0 and inv >= 0.95
+
+
+@pytest.mark.model
 def test_topic_grouping_purity_with_real_query_embeddings(embedder, tmp_path):
-    """Gap topics from a log whose topic vectors are the real model's embeddings of real support questions."""
+    """Gap topics from a log whose topic vectors are the real model's embeddings of held-out support questions."""
     vectors = {text: vector for text, vector in zip(
         [t for texts in HELD_OUT.values() for t in texts],
         embedder.encode_queries([t for texts in HELD_OUT.values() for t in texts]))}
