@@ -32,6 +32,7 @@ from search.metrics import install_metrics
 from search.routes import admin, api, content, docs, feedback, health, pages, signin, webhooks, widget
 from search.routes.metrics import router as metrics_router
 from search.routes import events as event_routes
+from search.routes import reports as report_routes
 from search.searcher import Searcher
 from search.security import install_security
 
@@ -241,6 +242,7 @@ def create_app(settings: Settings, encoder: TextEncoder | None = None, watch: bo
     app.include_router(feedback.router)
     app.include_router(event_routes.router)  # POST /api/events: opens, copies, inserts, links
     app.include_router(pages.router)
+    app.include_router(report_routes.router)  # /reports and /api/analytics/*: reports for managers
     app.include_router(widget.router)  # /widget: the ticket-sidebar widget for helpdesk iframes
     app.include_router(signin.router)
     app.include_router(docs.router)  # /docs, /redoc from vendored assets

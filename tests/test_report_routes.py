@@ -1,0 +1,176 @@
+"""The analytics API (/api/analytics/*) and the /reports page through the service, over a log with known answers."""
+import csv
+import io
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+
+from indexer.build import build_index
+from kb.settings import load_settings
+from search.app import create_app
+from tests.report_log import A, C, write_known_log
+
+RANGE = {"since": "2026-03-01", "until": "2026-03-14"}
+HTML = {"accept": "text/html"}
+
+
+def make_settings(tmp_path, **extra):
+    from tests.conftest import FIXTURE_CONTENT
+
+    # retention of ten years: the service's event log writer would otherwise delete the log's March 2026 events
+    return load_settings({}, **{"content_dir": FIXTURE_CONTENT, "index_dir": tmp_path / "index",
+                                "feedback_db": tmp_path / "fb.sqlite", "usage_db": tmp_path / "usage.sqlite",
+                                "auth_db": tmp_path / "auth.sqlite", "reload_poll_seconds": 0,
+                                "analytics_db": tmp_path / "events.sqlite", "analytics_retention_days": 3650,
+                                **extra})
+
+
+@pytest.fixture(scope="module")
+def index_dir(tmp_path_factory):
+    from tests.conftest import TinyEncoder
+
+    root = tmp_path_factory.mktemp("report-routes")
+    build_index(make_settings(root), TinyEncoder(), progress=False)
+    return root / "index"
+
+
+def client_for(tmp_path, index_dir, **extra):
+    from tests.conftest import TinyEncoder
+
+    settings = make_settings(tmp_path, **extra)
+    settings = type(settings)(**{**settings.__dict__, "index_dir": index_dir})
+    return TestClient(create_app(settings, encoder=TinyEncoder()), follow_redirects=False)
+
+
+@pytest.fixture
+def client(tmp_path, index_dir):
+    write_known_log(tmp_path / "events.sqlite")
+    with client_for(tmp_path, index_dir) as client:
+        yield client
+
+
+def test_summary_json(client):
+    response = client.get("/api/analytics/summary", params=RANGE)
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["filters"] == {**RANGE, "language": None, "product": None, "days": 14}
+    assert body["totals"]["searches"] == 5 and body["totals"]["suggestions"] == 5
+    assert body["latency_ms"]["all"] == {"p50": 40.0, "p95": 90.0, "count": 10}
+    assert body["self_service"]["share"] == 0.6 and len(body["volume"]) == 14
+    teams = client.get("/api/analytics/summary", params={**RANGE, "product": "Teams"}).json()
+    assert (teams["totals"]["searches"], teams["totals"]["suggestions"]) == (2, 1)  # product of the index in service
+    assert client.get("/api/analytics/summary", params={**RANGE, "language": "id"}).json()["totals"]["answers"] == 2
+
+
+def test_the_response_models_keep_every_key_of_the_reports(client):
+    from search.reports import Catalog, Reports, parse_filters
+
+    state = client.app.state.kb
+    reports = Reports(state.settings.analytics_db, Catalog.from_searcher(state.searcher))
+    filters = parse_filters(RANGE["since"], RANGE["until"])
+    for name, report in (("summary", reports.summary(filters)), ("queries", reports.queries(filters)),
+                         ("gaps", reports.gaps(filters)), ("articles", reports.articles(filters))):
+        assert client.get(f"/api/analytics/{name}", params=RANGE).json() == report, name
+
+
+def test_queries_gaps_and_articles_use_titles_of_the_index_in_service(client):
+    queries = client.get("/api/analytics/queries", params={**RANGE, "limit": 2}).json()
+    assert [(q["query"], q["count"]) for q in queries["queries"]] == [("outlook password", 3), ("vpn drops", 2)]
+    assert queries["queries"][0]["top_article"]["title"] == "Outlook keeps asking for your password"
+    gaps = client.get("/api/analytics/gaps", params=RANGE).json()
+    assert [t["size"] for t in gaps["topics"]] == [3, 2] and gaps["topics"][0]["trend"] == "rising"
+    assert gaps["topics"][0]["nearest_article"] is None  # the log's 8-dim vectors are not the index's 64-dim ones
+    articles = client.get("/api/analytics/articles", params=RANGE).json()
+    rows = {a["id"]: a for a in articles["articles"]}
+    assert rows[A]["shown"] == 5 and rows[A]["owner"] == "support-outlook" and rows[A]["in_index"]
+    assert rows[C]["title"] == 'OneDrive is stuck on "Processing changes" or "Sync pending"'
+    assert [p["product"] for p in articles["products"]] == ["Teams", "Outlook", "OneDrive"]
+    # the fixture articles were reviewed in 2023-2024: a popular one would be stale, but none is shown 20 times
+    assert articles["flag_counts"]["popular_stale"] == 0 and articles["stale_days"] == 180
+
+
+@pytest.mark.parametrize("name, first_column", [("summary", "period"), ("queries", "query_key"), ("gaps", "rank"),
+                                                 ("articles", "id")])
+def test_csv_downloads(client, name, first_column):
+    response = client.get(f"/api/analytics/{name}", params={**RANGE, "language": "en", "format": "csv"})
+    assert response.status_code == 200 and response.headers["content-type"] == "text/csv; charset=utf-8"
+    assert response.headers["content-disposition"] == \
+        f'attachment; filename="kb-{name}-2026-03-01-2026-03-14-en.csv"'
+    rows = list(csv.reader(io.StringIO(response.text)))
+    assert rows[0][0] == first_column and len(rows) > 1
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"since": "2026-02-30"}, "since must be a date as YYYY-MM-DD, got '2026-02-30'"),
+    ({"until": "14/03/2026"}, "until must be a date as YYYY-MM-DD"),
+    ({"since": "2026-03-15", "until": "2026-03-14"}, "since (2026-03-15) is after until (2026-03-14)"),
+    ({"since": "2010-01-01", "until": "2026-03-14"}, "longer than 3660 days"),
+    ({"since": "9999-12-30", "until": "9999-12-31"}, "until must be between 2000-01-01 and 2999-12-31"),
+    ({**RANGE, "format": "xml"}, "format must be json or csv, got 'xml'"),
+    ({**RANGE, "limit": "0"}, "limit must be from 1 to 500, got 0"),
+])
+def test_bad_parameters_are_400_with_a_clear_message(client, params, message):
+    response = client.get("/api/analytics/queries", params=params)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_request" and message in response.json()["error"]["message"]
+    assert client.get("/api/analytics/gaps", params={**RANGE, "limit": "many"}).status_code == 422
+
+
+def test_an_empty_log_gives_empty_reports(tmp_path, index_dir):
+    with client_for(tmp_path, index_dir, analytics_db=tmp_path / "new" / "events.sqlite") as client:
+        body = client.get("/api/analytics/summary", params=RANGE).json()
+        assert body["totals"]["answers"] == 0 and len(body["volume"]) == 14
+        assert client.get("/api/analytics/gaps", params=RANGE).json()["topics"] == []
+        page = client.get("/reports", params=RANGE)
+        assert page.status_code == 200 and "No events in this range." in page.text
+
+
+def test_reports_page_has_charts_tables_filters_and_csv_links(client):
+    page = client.get("/reports", params={**RANGE, "product": "Teams"})
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    html = page.text
+    assert html.count("<svg class=\"chart") == 5 and len(re.findall(r'<rect class="bar-(?:search|suggest)"', html)) >= 3
+    assert 'value="2026-03-01"' in html and '<option value="Teams" selected>' in html
+    assert 'href="/api/analytics/gaps?since=2026-03-01&amp;until=2026-03-14&amp;product=Teams&amp;format=csv"' in html
+    assert "Kamera tidak berfungsi di Microsoft Teams" in html  # Teams articles, shown and acted on
+    assert "teams camera" in html and 'aria-current="page">Reports</a>' in html
+    assert "style=" not in html and "<script>" not in html  # the CSP allows neither
+    indonesian = client.get("/reports", params={**RANGE, "lang": "id"}).text
+    assert "<h1>Laporan</h1>" in indonesian and "Celah konten" in indonesian and "Unduh CSV" in indonesian
+
+
+def test_reports_page_defaults_to_the_last_30_days_and_shows_bad_dates_in_the_form(client):
+    page = client.get("/reports")
+    assert page.status_code == 200 and "30 days, UTC" in page.text
+    bad = client.get("/reports", params={"since": "2026-03-20", "until": "2026-03-01"}, headers=HTML)
+    assert bad.status_code == 400 and "is after until" in bad.text and 'value="2026-03-20"' in bad.text
+
+
+def test_reports_need_the_analytics_scope(tmp_path, index_dir):
+    write_known_log(tmp_path / "events.sqlite")
+    with client_for(tmp_path, index_dir, auth="required") as client:
+        keys = client.app.state.auth.keys
+        _, agent = keys.create("agent", ["search", "suggest"])
+        _, manager = keys.create("manager", ["search", "analytics"])
+        assert client.get("/api/analytics/summary", params=RANGE).status_code == 401
+        denied = client.get("/api/analytics/gaps", params=RANGE, headers={"X-API-Key": agent})
+        assert denied.status_code == 403 and "analytics" in denied.json()["error"]["message"]
+        assert client.get("/reports", headers={"X-API-Key": agent}).status_code == 403
+        assert "/reports" not in client.get("/", headers={"X-API-Key": agent}).text  # no header link
+        for name in ("summary", "queries", "gaps", "articles"):
+            assert client.get(f"/api/analytics/{name}", params=RANGE, headers={"X-API-Key": manager}).status_code == 200
+        page = client.get("/", headers={"X-API-Key": manager}).text
+        assert 'href="/reports"' in page
+
+
+def test_openapi_documents_the_reports(client):
+    spec = client.get("/openapi.json").json()
+    for name, model in (("summary", "SummaryResponse"), ("queries", "QueriesResponse"), ("gaps", "GapsResponse"),
+                        ("articles", "ArticlesResponse")):
+        operation = spec["paths"][f"/api/analytics/{name}"]["get"]
+        content = operation["responses"]["200"]["content"]
+        assert content["application/json"]["schema"]["$ref"].endswith(model) and "text/csv" in content
+        assert {p["name"] for p in operation["parameters"]} >= {"since", "until", "language", "product", "format"}
+        assert "400" in operation["responses"]
+    assert "/reports" not in spec["paths"]
