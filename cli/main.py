@@ -11,7 +11,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from cli import integrations, keys
+from cli import integrations, keys, report
 from kb.errors import BadRequest, KBError
 from kb.settings import Settings, describe_settings, load_settings, to_environment
 
@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "still counted)")
     keys.add_parser(sub)
     integrations.add_parser(sub)
+    report.add_parser(sub)
     return parser
 
 
@@ -268,7 +269,7 @@ def run_check(args: argparse.Namespace, settings: Settings) -> int:
 
 COMMANDS = {"index": run_index, "serve": run_serve, "watch": run_watch, "search": run_search, "suggest": run_suggest,
             "eval": run_eval, "check": run_check, "keys": keys.run,
-            "integrations": integrations.run}
+            "integrations": integrations.run, "report": report.run}
 
 
 def main(argv: list[str] | None = None) -> int:
