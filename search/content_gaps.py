@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from search.reports import ReportFilters, Reports, answer_filter, share
-from search.topics import group_topics, threshold_for, unit
+from search.topics import group_topics, threshold_for, topic_centroids, unit
 
 EXAMPLES = 3
 RISING, FALLING = 0.25, -0.25   # change of the daily rate between the two halves of the range that counts as a trend
@@ -59,7 +59,7 @@ def gap_rows(reports: Reports, filters: ReportFilters) -> dict:
     for column, name in ((2, "late"), (3, "not_confident"), (4, "not_helpful")):
         out[name] = np.fromiter((rows[i][column] for i in keep), dtype=np.float64, count=len(keep)).astype(np.int64)
     vectors = np.frombuffer(b"".join(blobs[i] for i in keep), dtype=np.int8).reshape(len(keep), max(dim, 1))
-    out["vectors"] = unit(vectors.astype(np.float32))
+    out["vectors"] = unit(vectors.astype(np.float32), in_place=True)
     return out
 
 
@@ -93,7 +93,7 @@ def gap_report(reports: Reports, filters: ReportFilters, limit: int = 30) -> dic
     grouping = group_topics(rows["vectors"], rows["counts"], threshold)
     topics = []
     shown = min(grouping.count, limit)
-    nearest = nearest_articles(reports, grouping.centroids[:shown])
+    nearest = nearest_articles(reports, topic_centroids(grouping, rows["vectors"], rows["counts"], shown))
     for t in range(shown):
         members = np.flatnonzero(grouping.labels == t)
         counts = rows["counts"][members]

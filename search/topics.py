@@ -38,7 +38,6 @@ class Grouping:
 
     labels: np.ndarray       # (n,) int64
     seeds: np.ndarray        # (topics,) index of each topic's seed query
-    centroids: np.ndarray    # (topics, dim) count-weighted mean direction of the members, L2-normalised
     sizes: np.ndarray        # (topics,) events in each topic
 
     @property
@@ -46,11 +45,13 @@ class Grouping:
         return len(self.seeds)
 
 
-def unit(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to length 1 (zero rows stay zero), float32."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))[:, None]
-    return vectors / np.where(norms > 0, norms, np.float32(1))
+def unit(vectors: np.ndarray, in_place: bool = False) -> np.ndarray:
+    """Rows scaled to length 1 (zero rows stay zero), float32; `in_place` reuses a float32 array's memory."""
+    vectors = np.asarray(vectors, dtype=np.float32) if in_place else np.array(vectors, dtype=np.float32)
+    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
+    norms[norms == 0] = 1
+    vectors /= norms[:, None]
+    return vectors
 
 
 def find_seeds(vectors: np.ndarray, weights: np.ndarray, threshold: float, min_weight: float) -> list[int]:
@@ -91,8 +92,7 @@ def group_topics(vectors: np.ndarray, weights: np.ndarray | None = None, thresho
     n = len(vectors)
     weights = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
     if n == 0:
-        return Grouping(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, vectors.shape[1] if
-                        vectors.ndim == 2 else 0), np.float32), np.zeros(0))
+        return Grouping(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
     pool = np.arange(n)
     if n > sample:
         pool = np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False, p=weights / weights.sum()))
@@ -108,14 +108,20 @@ def group_topics(vectors: np.ndarray, weights: np.ndarray | None = None, thresho
     remap = np.full(len(seeds) + 1, -1, dtype=np.int64)  # last slot maps -1 to -1
     remap[keep] = np.arange(len(keep))
     labels = remap[labels]
-    members = np.flatnonzero(labels >= 0)
-    order = members[np.argsort(labels[members], kind="stable")]
-    sums = np.zeros((len(keep), vectors.shape[1]), dtype=np.float32)
-    if len(order):  # count-weighted sum of each topic's vectors: one reduceat over members sorted by topic
-        starts = np.flatnonzero(np.r_[True, np.diff(labels[order]) != 0])
-        sums[labels[order[starts]]] = np.add.reduceat(vectors[order] * weights[order, None].astype(np.float32),
-                                                      starts, axis=0)
-    return Grouping(labels, seeds[keep], unit(sums), sizes[keep])
+    return Grouping(labels, seeds[keep], sizes[keep])
+
+
+def topic_centroids(grouping: Grouping, vectors: np.ndarray, weights: np.ndarray, count: int | None = None
+                    ) -> np.ndarray:
+    """(count, dim) count-weighted mean direction of the members of the first `count` topics, L2-normalised."""
+    count = grouping.count if count is None else min(count, grouping.count)
+    order = np.argsort(grouping.labels, kind="stable")
+    bounds = np.searchsorted(grouping.labels[order], np.arange(count + 1))
+    sums = np.zeros((count, np.asarray(vectors).shape[1]), dtype=np.float32)
+    for t in range(count):
+        members = order[bounds[t]:bounds[t + 1]]
+        sums[t] = np.asarray(weights, dtype=np.float32)[members] @ np.asarray(vectors, dtype=np.float32)[members]
+    return unit(sums, in_place=True)
 
 
 def purity(predicted: np.ndarray, truth: np.ndarray, weights: np.ndarray | None = None) -> float:

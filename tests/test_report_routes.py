@@ -174,3 +174,28 @@ def test_openapi_documents_the_reports(client):
         assert {p["name"] for p in operation["parameters"]} >= {"since", "until", "language", "product", "format"}
         assert "400" in operation["responses"]
     assert "/reports" not in spec["paths"]
+
+
+def test_reports_are_cached_for_a_minute_per_filter_set(client, tmp_path):
+    from search.routes.reports import ReportCache
+    from tests.report_log import LogWriter
+
+    first = client.get("/api/analytics/summary", params=RANGE).json()
+    log = LogWriter(tmp_path / "events.sqlite")  # one more search on 2 March
+    log.answer("late", 1, "search", "page", "en", "vpn drops", 0, 10, [A])
+    log.close()
+    assert client.get("/api/analytics/summary", params=RANGE).json() == first  # within the minute: as computed
+    csv_after_page = client.get("/api/analytics/summary", params={**RANGE, "format": "csv"})
+    assert csv_after_page.text.splitlines()[2].startswith("2026-03-02,1,1,1,")  # the cached report, as CSV
+    fresh = client.get("/api/analytics/summary", params={**RANGE, "language": "en"}).json()  # other filters
+    assert fresh["totals"]["searches"] == 5  # a1 a2 a3 a11 + the new one; a7 is Indonesian
+    calls = []
+    cache = ReportCache(seconds=60, size=2)
+    for key in ("a", "a", "b", "c", "a"):
+        cache.get((key,), lambda: calls.append(key) or {"key": key})
+    assert calls == ["a", "b", "c", "a"]  # "a" was evicted by b and c (size 2)
+    expired = ReportCache(seconds=0)
+    expired.get(("x",), lambda: calls.append("x") or {})
+    expired.get(("x",), lambda: calls.append("x") or {})
+    assert calls[-2:] == ["x", "x"]
+

@@ -10,7 +10,7 @@ from kb.errors import BadRequest
 from search import article_performance
 from search.report_csv import filename, to_csv
 from search.reports import Catalog, Reports, parse_filters, periods
-from search.topics import group_topics, inverse_purity, purity
+from search.topics import group_topics, inverse_purity, purity, topic_centroids
 from tests.report_log import A, ARTICLE_VECTORS, B, C, D, SYNTHETIC, START, quantise, unit, write_known_log
 
 TODAY = dt.date(2026, 3, 15)
@@ -207,7 +207,9 @@ def test_topic_grouping_purity_on_well_separated_synthetic_topics():
         alone = grouping.labels[-15:][grouping.labels[-15:] >= 0]
         assert len(set(alone)) == len(alone) and (alone >= 12).all()  # never merged with anything
         assert grouping.sizes.tolist() == sorted(grouping.sizes.tolist(), reverse=True)
-        assert np.allclose(np.linalg.norm(grouping.centroids, axis=1), 1, atol=1e-5)
+        centroids = topic_centroids(grouping, vectors, weights)
+        assert centroids.shape == (grouping.count, 64) and np.allclose(np.linalg.norm(centroids, axis=1), 1, atol=1e-5)
+        assert (np.einsum("ij,ij->i", centroids[:12], unit_rows(centres[truth[grouping.seeds[:12]]])) > 0.99).all()
 
 
 def test_purity_measures():

@@ -1,8 +1,11 @@
 """Reports for support-operations managers: GET /api/analytics/{summary,queries,gaps,articles} (JSON or CSV) and /reports."""
 from __future__ import annotations
 
+import threading
+import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, Callable
+from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
@@ -29,7 +32,35 @@ CSV = {200: {"content": {"text/csv": {"schema": {"type": "string"}}},
              "description": "The report as JSON, or as CSV with format=csv."}}
 RESPONSES = {**CSV, **error_responses(400, 422, *API_ERRORS)}
 LIMITS = {"queries": (50, 500), "gaps": (30, 200), "articles": (100, 5000)}  # default, maximum
-PAGE_ROWS = {"queries": 20, "gaps": 15, "articles": 25}
+PAGE_ROWS = {"queries": 20, "gaps": 15, "articles": 25}  # rows the page shows; its CSV links give the defaults
+CACHE_SECONDS = 60  # a report is computed at most once a minute per filter set (the page, then its CSV links)
+CACHE_SIZE = 32
+REPORTS = ("summary", "queries", "gaps", "articles")
+_CREATE = threading.Lock()
+
+
+class ReportCache:
+    """Recently computed reports by (report, filters, limit, index version), kept CACHE_SECONDS; least recent out."""
+
+    def __init__(self, seconds: float = CACHE_SECONDS, size: int = CACHE_SIZE):
+        self.seconds, self.size = seconds, size
+        self._entries: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, compute) -> dict:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None and now - hit[0] < self.seconds:
+                self._entries.move_to_end(key)
+                return hit[1]
+        report = compute()
+        with self._lock:
+            self._entries[key] = (now, report)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return report
 
 
 def reports_for(request: Request) -> Reports:
@@ -38,6 +69,23 @@ def reports_for(request: Request) -> Reports:
     settings = state.settings
     catalog = Catalog.from_searcher(state.searcher) if state.searcher is not None else Catalog()
     return Reports(settings.analytics_db, catalog, settings.stale_days, settings.model)
+
+
+def compute(request: Request, name: str, filters: ReportFilters, limit: int | None = None) -> dict:
+    """One report, from the app's cache when it was computed for the same filters within CACHE_SECONDS."""
+    with _CREATE:
+        cache = getattr(request.app.state, "report_cache", None)
+        if cache is None:
+            cache = request.app.state.report_cache = ReportCache()
+    searcher = request.app.state.kb.searcher
+    limit = None if name == "summary" else check_limit(name, limit)
+    key = (name, filters, limit, searcher.version.build_id if searcher is not None else None)
+
+    def run() -> dict:
+        reports = reports_for(request)
+        return reports.summary(filters) if name == "summary" else getattr(reports, name)(filters, limit)
+
+    return cache.get(key, run)
 
 
 def check_limit(name: str, limit: int | None) -> int:
@@ -53,17 +101,14 @@ def respond(name: str, report: dict, format: str) -> dict | Response:
     if format == "csv":
         return Response(to_csv(name, report), media_type="text/csv; charset=utf-8", headers={
             "Content-Disposition": f'attachment; filename="{filename(name, report["filters"])}"'})
-    if format not in ("", "json"):
-        raise BadRequest(f"format must be json or csv, got {format!r}")
     return report
 
 
 def run(request: Request, name: str, since: str | None, until: str | None, language: str | None,
         product: str | None, format: str, limit: int | None = None) -> dict | Response:
-    filters = parse_filters(since, until, language, product)
-    reports = reports_for(request)
-    report = reports.summary(filters) if name == "summary" else getattr(reports, name)(filters, check_limit(name, limit))
-    return respond(name, report, format)
+    if format not in ("", "json", "csv"):
+        raise BadRequest(f"format must be json or csv, got {format!r}")
+    return respond(name, compute(request, name, parse_filters(since, until, language, product), limit), format)
 
 
 @router.get("/api/analytics/summary", response_model=SummaryResponse, responses=RESPONSES,
@@ -99,15 +144,11 @@ def articles(request: Request, since: Since = None, until: Until = None, languag
 
 
 # ---- the page -----------------------------------------------------------------------------------
-def all_reports(reports: Reports, filters: ReportFilters) -> dict[str, dict]:
-    """The four reports, two at a time (SQLite and numpy release the GIL while they work)."""
-    jobs: dict[str, Callable[[], dict]] = {
-        "summary": lambda: reports.summary(filters),
-        "queries": lambda: reports.queries(filters, PAGE_ROWS["queries"]),
-        "gaps": lambda: reports.gaps(filters, PAGE_ROWS["gaps"]),
-        "articles": lambda: reports.articles(filters, PAGE_ROWS["articles"])}
+def all_reports(request: Request, filters: ReportFilters) -> dict[str, dict]:
+    """The four reports with the API's default limits (the CSV links then come from the cache), two at a time:
+    SQLite and numpy release the GIL while they work."""
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="report") as pool:
-        futures = {name: pool.submit(job) for name, job in jobs.items()}
+        futures = {name: pool.submit(compute, request, name, filters) for name in REPORTS}
         return {name: future.result() for name, future in futures.items()}
 
 
@@ -146,10 +187,10 @@ def reports_page(request: Request, since: str = "", until: str = "", language: s
         return render(request, "reports.html", {**context, "error": exc.message}, exc.status)
     form.update(since=filters.since.isoformat(), until=filters.until.isoformat())
     try:
-        data = all_reports(reports_for(request), filters)
+        data = all_reports(request, filters)
     except KBError as exc:
         return error_page(request, exc)
     query = urlencode({k: v for k, v in {**form, "format": "csv"}.items() if v})
     return render(request, "reports.html", {
-        **context, "data": data, "filters": filters, "charts": page_charts(data, t),
+        **context, "data": data, "filters": filters, "charts": page_charts(data, t), "rows": PAGE_ROWS,
         "csv": {name: f"/api/analytics/{name}?{query}" for name in ("summary", "queries", "gaps", "articles")}})
