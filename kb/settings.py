@@ -53,7 +53,7 @@ class Settings:
     near_duplicate_threshold: float = _setting(0.95, "KB_NEAR_DUPLICATE_THRESHOLD", "`kb check`: cosine of two articles' mean passage vectors above which they are near-duplicates.")
     # ---- analytics (README: "What is stored, where, how long") ----
     analytics_db: Path = _setting(Path("var/analytics.sqlite"), "KB_ANALYTICS_DB", "SQLite file of the analytics event log (searches, suggestions and what agents did with them; redacted text only).")
-    analytics_store_text: bool = _setting(True, "KB_ANALYTICS_STORE_TEXT", "Store redacted query and ticket text in the event log (false: no text at all; reports use counts and topics computed at write time).")
+    analytics_store_text: bool = _setting(True, "KB_ANALYTICS_STORE_TEXT", "Store redacted query and ticket text in the event log and the redacted query of feedback (false: no text at all in either; reports use counts and topics computed at write time).")
     analytics_retention_days: int = _setting(90, "KB_ANALYTICS_RETENTION_DAYS", "Events and feedback older than this are deleted (checked daily).")
     analytics_queue_size: int = _setting(10_000, "KB_ANALYTICS_QUEUE_SIZE", "Events waiting for the writer; beyond it new events are dropped and counted, never waited for.")
     # ---- access control (README: "Put it on your network") ----
