@@ -441,6 +441,8 @@ def test_opening_an_article_from_a_result_records_open_with_its_position(service
     assert page.status_code == 200
     assert f'data-answer-id="{answer_id}"' in page.text and 'data-position="1"' in page.text
     assert f'name="answer_id" value="{answer_id}"' in page.text
+    switches = re.findall(r'href="(\?[^"]*lang=[^"]*)"', page.text)
+    assert switches and not any("from=" in s or "pos=" in s for s in switches)  # switching language opens nothing
     assert client.get(link.split("?")[0]).status_code == 200                       # no from: not recorded
     assert client.get(link.split("?")[0] + "?from=nothex&pos=2").status_code == 200  # not an answer id: neither
     assert client.get(link.split("?")[0] + f"?from={answer_id}&pos=500").status_code == 200

@@ -58,8 +58,9 @@ def render(request: Request, name: str, context: dict, status: int = 200) -> Res
     param = normalise(request.query_params.get("lang"))
     lang = choose_language(param, request.cookies.get("lang"), request.headers.get("accept-language"))
     root = request.scope.get("root_path", "").rstrip("/")
+    kept = {k: v for k, v in request.query_params.items() if k not in ("from", "pos")}  # a switch is no new open
     languages = [{"code": code, "name": LANGUAGE_NAMES[code], "current": code == lang,
-                  "href": "?" + urlencode({**request.query_params, "lang": code})} for code in LANGUAGES]
+                  "href": "?" + urlencode({**kept, "lang": code})} for code in LANGUAGES]
     base = {"lang": lang, "t": translate(lang), "root": root, "languages": languages,
             "who": getattr(request.state, "principal", None),
             "href": lambda article_id, anchor="", q="", answer=None, pos=None: article_path(
