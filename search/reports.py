@@ -10,7 +10,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from kb.errors import BadRequest
+from kb.errors import BadRequest, KBError
 
 ANSWERS = "('search', 'suggest')"
 DEFAULT_DAYS = 30          # a report without `since` covers the 30 days up to `until` (default: today, UTC)
@@ -183,6 +183,21 @@ def used_answers_sql(since: dt.date) -> tuple[str, list]:
             "(kind IN ('insert', 'link') OR (kind = 'feedback' AND helpful = 1))", [since.isoformat()])
 
 
+class EventLogUnreadable(KBError):
+    """The event log file exists but SQLite cannot read it (damaged, not a database, unreadable)."""
+
+    status = 503
+    code = "event_log_unreadable"
+
+
+@contextmanager
+def readable(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        raise EventLogUnreadable(f"the analytics event log {path} cannot be read: {exc}") from None
+
+
 class Reports:
     """The reports of one event log against the index in service; `today` fixes what "stale" is measured from."""
 
@@ -201,19 +216,23 @@ class Reports:
     def summary(self, filters: ReportFilters) -> dict:
         from search.report_summary import summary_report
 
-        return summary_report(self, filters)
+        with readable(self.log.path):
+            return summary_report(self, filters)
 
     def queries(self, filters: ReportFilters, limit: int = 50) -> dict:
         from search.top_queries import queries_report
 
-        return queries_report(self, filters, limit)
+        with readable(self.log.path):
+            return queries_report(self, filters, limit)
 
     def gaps(self, filters: ReportFilters, limit: int = 30) -> dict:
         from search.content_gaps import gap_report
 
-        return gap_report(self, filters, limit)
+        with readable(self.log.path):
+            return gap_report(self, filters, limit)
 
     def articles(self, filters: ReportFilters, limit: int | None = 100) -> dict:
         from search.article_performance import article_report
 
-        return article_report(self, filters, limit)
+        with readable(self.log.path):
+            return article_report(self, filters, limit)

@@ -199,3 +199,51 @@ def test_reports_are_cached_for_a_minute_per_filter_set(client, tmp_path):
     expired.get(("x",), lambda: calls.append("x") or {})
     assert calls[-2:] == ["x", "x"]
 
+
+
+def test_reports_read_what_the_service_records(tmp_path, index_dir):
+    """End to end with the real event log writer (kb/events.py): answers and actions in, the same numbers out."""
+    with client_for(tmp_path, index_dir, analytics_db=tmp_path / "live.sqlite") as client:
+        page = {"X-KB-Source": "page"}
+        search = client.get("/api/search", params={"q": "outlook password prompt", "k": 3}, headers=page).json()
+        client.get("/api/search", params={"q": "outlook password prompt", "k": 3}, headers=page)
+        ticket = client.post("/api/suggest", json={"subject": "Teams microphone", "body": "Nobody hears me in "
+                                                   "Teams meetings, the microphone does not work.", "k": 3},
+                             headers={"X-KB-Source": "widget"}).json()
+        inserted = ticket["articles"][0]["id"]
+        assert client.post("/api/events", json={"kind": "insert", "answer_id": ticket["answer_id"],
+                                                "article_id": inserted, "position": 1,
+                                                "source": "widget"}).status_code == 202
+        assert client.post("/api/events", json={"kind": "open", "answer_id": search["answer_id"],
+                                                "article_id": search["results"][0]["id"], "position": 1,
+                                                "source": "page"}).status_code == 202
+        assert client.app.state.kb.events.flush()
+        summary = client.get("/api/analytics/summary").json()  # today, in the default 30 days
+        assert (summary["totals"]["searches"], summary["totals"]["suggestions"]) == (2, 1)
+        assert {s["source"]: s["total"] for s in summary["sources"]} == {"page": 2, "widget": 1}
+        assert summary["self_service"]["used"] == 1 and summary["self_service"]["share"] == 1.0
+        assert summary["latency_ms"]["all"]["count"] == 3 and summary["latency_ms"]["all"]["p50"] is not None
+        queries = client.get("/api/analytics/queries").json()["queries"]
+        assert (queries[0]["query"], queries[0]["count"]) == ("outlook password prompt", 2)
+        assert queries[0]["top_article"]["id"] == search["results"][0]["id"]
+        rows = {a["id"]: a for a in client.get("/api/analytics/articles").json()["articles"]}
+        assert rows[inserted]["inserted"] == 1 and rows[search["results"][0]["id"]]["opened"] == 1
+        assert rows[search["results"][0]["id"]]["shown"] >= 2
+        gaps = client.get("/api/analytics/gaps").json()  # the tiny encoder is not confident about the searches
+        assert (gaps["gap_events"], gaps["topics"][0]["size"]) == (2, 2)  # the same query twice: one topic
+        # topic vectors come from the writer with the index's own model: the nearest article can be found
+        assert gaps["topics"][0]["nearest_article"]["id"] == search["results"][0]["id"]
+
+
+def test_an_unreadable_log_is_a_503_that_says_so(tmp_path, index_dir):
+    with client_for(tmp_path, index_dir, analytics_db=tmp_path / "broken.sqlite") as client:
+        client.app.state.kb.events.flush()
+        (tmp_path / "broken.sqlite").write_bytes(b"not a database at all" * 200)
+        for suffix in ("-wal", "-shm"):
+            (tmp_path / f"broken.sqlite{suffix}").unlink(missing_ok=True)
+        response = client.get("/api/analytics/gaps", params=RANGE)
+        assert response.status_code == 503 and response.json()["error"]["code"] == "event_log_unreadable"
+        assert "cannot be read" in response.json()["error"]["message"]
+        page = client.get("/reports", params=RANGE, headers=HTML)
+        assert page.status_code == 503 and "broken.sqlite" not in page.text  # no server paths on pages
+

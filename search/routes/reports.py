@@ -18,7 +18,7 @@ from search.report_csv import filename, to_csv
 from search.report_schemas import ArticlesResponse, GapsResponse, QueriesResponse, SummaryResponse
 from search.reports import Catalog, ReportFilters, Reports, parse_filters
 from search.routes.pages import error_page, filter_options, render
-from search.schemas import API_ERRORS, error_responses
+from search.schemas import API_ERRORS, ErrorResponse, error_responses
 
 router = APIRouter(tags=["analytics"])
 
@@ -30,7 +30,8 @@ Product = Annotated[str | None, Query(description="Only answers about this produ
 Format = Annotated[str, Query(description="json (default) or csv: text/csv with a Content-Disposition file name.")]
 CSV = {200: {"content": {"text/csv": {"schema": {"type": "string"}}},
              "description": "The report as JSON, or as CSV with format=csv."}}
-RESPONSES = {**CSV, **error_responses(400, 422, *API_ERRORS)}
+RESPONSES = {**CSV, **error_responses(400, 422, *API_ERRORS),
+             503: {"model": ErrorResponse, "description": "The event log (KB_ANALYTICS_DB) cannot be read."}}
 LIMITS = {"queries": (50, 500), "gaps": (30, 200), "articles": (100, 5000)}  # default, maximum
 PAGE_ROWS = {"queries": 20, "gaps": 15, "articles": 25}  # rows the page shows; its CSV links give the defaults
 CACHE_SECONDS = 60  # a report is computed at most once a minute per filter set (the page, then its CSV links)
