@@ -1,4 +1,4 @@
-"""Reports at scale: a synthetic analytics event log (1,000,000 events over 90 days by default) and each report timed."""
+"""Reports at scale: a synthetic analytics event log (1,000,000 events over 90 days by default), each report timed."""
 from __future__ import annotations
 
 import argparse
@@ -55,7 +55,8 @@ class Catalog:
             if i < len(covered):  # one article per covered topic, the rest spread over products
                 topic = int(covered[i])
                 self.topic_article[topic] = i
-                product, vector = int(self.topic_product[topic]), unit(self.topics[topic] + 0.5 * unit(rng.normal(size=DIM)))
+                product = int(self.topic_product[topic])
+                vector = unit(self.topics[topic] + 0.5 * unit(rng.normal(size=DIM)))
             else:
                 product = int(rng.integers(0, len(PRODUCTS)))
                 vector = unit(0.45 * product_dirs[product] + unit(rng.normal(size=DIM)))
@@ -63,9 +64,10 @@ class Catalog:
             self.ids.append(article_id)
             vectors.append(vector)
             reviewed = dt.date(2026, 1, 1) + dt.timedelta(days=int(rng.integers(0, 330)))
-            self.meta[article_id] = {"title": f"{PRODUCTS[product]} article {i}", "summary": "", "product": PRODUCTS[product],
-                                     "language": "id" if rng.random() < 0.15 else "en", "audience": "public",
-                                     "owner": OWNERS[int(rng.integers(0, len(OWNERS)))], "reviewed": reviewed.isoformat()}
+            self.meta[article_id] = {"title": f"{PRODUCTS[product]} article {i}", "summary": "",
+                                     "product": PRODUCTS[product], "language": "id" if rng.random() < 0.15 else "en",
+                                     "audience": "public", "owner": OWNERS[int(rng.integers(0, len(OWNERS)))],
+                                     "reviewed": reviewed.isoformat()}
         self.centroids = np.asarray(vectors, dtype=np.float32)
         self.by_product = {p: [i for i, a in enumerate(self.ids) if self.meta[a]["product"] == PRODUCTS[p]]
                            for p in range(len(PRODUCTS))}
@@ -159,8 +161,9 @@ def generate(path: Path, events: int = 1_000_000, days: int = 90, end: dt.date |
             rows.append((event_id, stamp, stamp[:10], *values))
             if shown_ids:
                 results.extend((event_id, pos, aid, round(1.0 - 0.05 * pos, 3)) for pos, aid in enumerate(shown_ids, 1))
-        conn.executemany("INSERT INTO events (id, at, day, kind, source, answer_id, language, product, query, query_key,"
-                         " topic_vector, confidence, confident, latency_ms, result_count, article_id, position, helpful)"
+        conn.executemany("INSERT INTO events (id, at, day, kind, source, answer_id, language, product, query, "
+                         "query_key, topic_vector, confidence, confident, latency_ms, result_count, article_id, "
+                         "position, helpful)"
                          " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         conn.executemany("INSERT INTO results VALUES (?, ?, ?, ?)", results)
         conn.commit()

@@ -73,7 +73,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if name == "summary":
             results[name] = reports.summary(filters)
         else:
-            results[name] = getattr(reports, name)(filters, args.limit) if args.limit else getattr(reports, name)(filters)
+            report = getattr(reports, name)
+            results[name] = report(filters, args.limit) if args.limit else report(filters)
     if args.csv:
         sys.stdout.write(to_csv(names[0], results[names[0]]))
     elif args.json:
@@ -115,8 +116,8 @@ def notes(report: dict) -> None:
 
 def print_summary(s: dict) -> None:
     t = s["totals"]
-    print(f"SUMMARY: {t['searches']:,} searches, {t['suggestions']:,} suggestions; confident {pct(t['confident_share'])}"
-          f"; no results {t['no_results']:,}")
+    print(f"SUMMARY: {t['searches']:,} searches, {t['suggestions']:,} suggestions; "
+          f"confident {pct(t['confident_share'])}; no results {t['no_results']:,}")
     lat = s["latency_ms"]
     print(f"  latency p50 / p95: search {ms(lat['search']['p50'])} / {ms(lat['search']['p95'])}, "
           f"suggest {ms(lat['suggest']['p50'])} / {ms(lat['suggest']['p95'])}")

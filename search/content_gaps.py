@@ -1,4 +1,4 @@
-"""Content gaps: searches and suggestions without a confident answer, or whose answer was marked not helpful, as topics."""
+"""Content gaps: searches and suggestions without a confident answer, or answered not helpful, grouped into topics."""
 from __future__ import annotations
 
 import numpy as np

@@ -20,8 +20,9 @@ import numpy as np
 
 # Cosine to a topic's seed, per model, chosen on 10 support questions x 6 paraphrases and checked on 8 others x 5
 # (both sets in tests/test_reports.py; int8 vectors as stored): all-MiniLM-L6-v2 at 0.5 kept every topic pure on
-# both (held-out: 6 of 40 paraphrases unclustered; 0.45 mixed two of its topics). multilingual-e5-small puts unrelated questions at cosine
-# 0.82 (median) and paraphrases at 0.89: 0.9 gave purity 1.00 / 0.96, at the cost of more queries left unclustered.
+# both (held-out: 6 of 40 paraphrases unclustered; 0.45 mixed two of its topics). multilingual-e5-small puts
+# unrelated questions at cosine 0.82 (median) and paraphrases at 0.89: 0.9 gave purity 1.00 / 0.96 on the two sets,
+# at the cost of more queries left unclustered.
 THRESHOLDS = {"all-MiniLM-L6-v2": 0.5, "multilingual-e5-small": 0.9}
 DEFAULT_THRESHOLD = 0.5
 SAMPLE = 4000

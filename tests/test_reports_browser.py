@@ -101,7 +101,8 @@ def test_filters_change_every_report(page):
     page.wait_for_url("**product=Teams**")
     assert (kpi(page, "Searches"), kpi(page, "Ticket suggestions")) == ("2", "1")
     titles = page.locator("#articles table.articles-table tbody th a").all_inner_texts()
-    assert titles == ["Microphone doesn't work in Microsoft Teams meetings", "Kamera tidak berfungsi di Microsoft Teams"]
+    assert titles == ["Microphone doesn't work in Microsoft Teams meetings",
+                      "Kamera tidak berfungsi di Microsoft Teams"]
     page.select_option("#filter-product", "")
     page.select_option("#filter-language", "id")
     page.fill("#since", str(START + dt.timedelta(days=1)))

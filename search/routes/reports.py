@@ -1,4 +1,4 @@
-"""Reports for support-operations managers: GET /api/analytics/{summary,queries,gaps,articles} (JSON or CSV) and /reports."""
+"""Reports for support-operations managers: GET /api/analytics/* (JSON or CSV) and the /reports page."""
 from __future__ import annotations
 
 import threading
