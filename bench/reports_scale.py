@@ -144,8 +144,9 @@ def generate(path: Path, events: int = 1_000_000, days: int = 90, end: dt.date |
             for k, (action, position) in enumerate(actions):
                 article = catalog.ids[shown[position - 1]]
                 helpful = int(rng.random() < (0.75 if confident else 0.25)) if action == "feedback" else None
+                # as kb/events.py writes actions: no language of their own (it is their answer's), the article's product
                 pending.append((at + dt.timedelta(seconds=20 + 40 * k), (
-                    action, source, answer_id, str(language[n]), catalog.meta[article]["product"], None, None, None,
+                    action, source, answer_id, None, catalog.meta[article]["product"], None, None, None,
                     None, None, None, None, article, position, helpful), None))
         # write everything older than this batch's last answer in time order (ids grow with time, as the writer's)
         pending.sort(key=lambda item: item[0])

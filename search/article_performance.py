@@ -17,6 +17,7 @@ NEVER_OPENED_MIN_SHOWN = 20  # often shown but never opened: shown at least this
 LOW_HELPFUL_MIN_VOTES = 5    # low helpful rate: at least this many yes/no answers, and under half of them yes
 LOW_HELPFUL_RATE = 0.5
 TOP_ARTICLES = 100
+ANSWER_LOOKBACK_DAYS = 7     # an action in the range may act on an answer given up to a week before it
 
 
 def shown_counts(conn: sqlite3.Connection, filters: ReportFilters) -> dict[str, int]:
@@ -54,10 +55,13 @@ def action_counts(conn: sqlite3.Connection, filters: ReportFilters) -> dict[str,
     sql = ["a.day BETWEEN ? AND ?", "a.kind IN ('open', 'copy', 'insert', 'link', 'feedback')",
            "a.article_id IS NOT NULL"]
     params: list = [filters.since.isoformat(), filters.until.isoformat()]
-    if filters.language:  # an action's language is its query's: its own column, else its answer's
-        sql.append(f"COALESCE(a.language, (SELECT x.language FROM events x WHERE x.answer_id = a.answer_id AND "
-                   f"x.kind IN {ANSWERS} LIMIT 1)) = ? COLLATE NOCASE")
-        params.append(filters.language)
+    if filters.language:  # an action's language is its query's: its own column (the writer leaves it empty), else
+        # its answer's, among the answers of that language from a week before the range on (one covering-index scan)
+        sql.append(f"(a.language = ? COLLATE NOCASE OR (a.language IS NULL AND a.answer_id IN (SELECT x.answer_id "
+                   f"FROM events x WHERE x.day BETWEEN ? AND ? AND x.kind IN {ANSWERS} AND x.language = ? "
+                   "COLLATE NOCASE AND x.answer_id IS NOT NULL)))")
+        params += [filters.language, (filters.since - dt.timedelta(days=ANSWER_LOOKBACK_DAYS)).isoformat(),
+                   filters.until.isoformat(), filters.language]
     if filters.product:
         sql.append("(a.article_id IN temp.product_articles OR a.product = ? COLLATE NOCASE)")
         params.append(filters.product)
