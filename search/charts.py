@@ -75,7 +75,8 @@ def columns(periods: Sequence[str], series: Sequence[tuple[str, str, Sequence[fl
     if not any(totals):
         body.append(f'<text class="empty" x="{WIDTH / 2}" y="{top + plot_h / 2}" text-anchor="middle">'
                     f'{escape(empty)}</text>')
-    desc = ", ".join(f"{s[0]} {sum(s[2]):,.0f}" for s in series) + (f" ({periods[0]} – {periods[-1]})" if periods else "")
+    desc = ", ".join(f"{s[0]} {sum(s[2]):,.0f}" for s in series)
+    desc += f" ({periods[0]} – {periods[-1]})" if periods else ""
     return svg(height, title, desc, body, "chart-columns")
 
 
