@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from kb.errors import BadRequest
+from kb.sqlite_setup import prepare_wal
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -35,8 +36,7 @@ class AuditLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=self.timeout, check_same_thread=False, isolation_level=None)
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(SCHEMA)
+            prepare_wal(conn, SCHEMA, self.timeout)
             self._conn = conn
         return self._conn
 

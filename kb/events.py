@@ -18,6 +18,7 @@ from kb.errors import BadRequest
 from kb.event_schema import ANSWER_KINDS, SCHEMA, SCHEMA_VERSION
 from kb.feedback import ANSWER_ID, FeedbackStore
 from kb.redaction import redact
+from kb.sqlite_setup import prepare_wal
 
 log = logging.getLogger("kb.events")
 
@@ -239,9 +240,7 @@ class EventLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=30)
             try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.executescript(SCHEMA)
+                prepare_wal(conn, SCHEMA, 30)
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 conn.commit()
             except Exception:

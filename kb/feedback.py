@@ -12,6 +12,7 @@ from typing import Iterator
 from kb.articles import validate_article_id
 from kb.errors import BadRequest
 from kb.redaction import redact
+from kb.sqlite_setup import prepare_wal
 
 SOURCES = ("search", "suggest", "article")
 ANSWER_ID = re.compile(r"^[0-9a-f]{16}$")  # as kb/events.py makes them
@@ -58,8 +59,7 @@ class FeedbackStore:
         self._write_lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(SCHEMA)
+            prepare_wal(conn, SCHEMA, self.timeout, synchronous="FULL")
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from kb.errors import BadRequest, Conflict, KeyInvalid, NotFound, RateLimited
+from kb.sqlite_setup import prepare_wal
 
 SCOPES = ("search", "suggest", "feedback", "analytics", "admin", "internal")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -122,9 +123,7 @@ class KeyStore:
                 conn = sqlite3.connect(self.path, timeout=self.timeout, check_same_thread=False,
                                        isolation_level=None)
                 conn.row_factory = sqlite3.Row
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.executescript(SCHEMA)
+                prepare_wal(conn, SCHEMA, self.timeout)
                 self._conn = conn
             yield self._conn
 

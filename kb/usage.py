@@ -7,6 +7,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
+from kb.sqlite_setup import prepare_wal
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS returned (
     article_id TEXT PRIMARY KEY,
@@ -37,9 +39,7 @@ class UsageLog:
                 return None
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=self.timeout, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(SCHEMA)
+            prepare_wal(conn, SCHEMA, self.timeout)
             self._conn = conn
         return self._conn
 

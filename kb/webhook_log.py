@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from kb.sqlite_setup import prepare_wal
+
 log = logging.getLogger("kb.webhooks")
 
 SCHEMA = """
@@ -52,9 +54,7 @@ class WebhookLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=self.timeout, check_same_thread=False, isolation_level=None)
             try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.executescript(SCHEMA)
+                prepare_wal(conn, SCHEMA, self.timeout)  # retried while other processes create it too
             except BaseException:
                 conn.close()
                 raise
