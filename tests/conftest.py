@@ -50,6 +50,23 @@ class TinyEncoder:
         return self.encode_queries(texts)
 
 
+CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright never downloads a browser of its own
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium driven by Playwright, one per test module."""
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "Debian's chromium is required: apt-get install -y chromium"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser
+        browser.close()
+
+
 @pytest.fixture
 def tiny_encoder() -> TinyEncoder:
     return TinyEncoder()

@@ -6,16 +6,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import sync_playwright
 
 from tests.conftest import FIXTURES, running_server
 
 pytestmark = pytest.mark.model
 REPO = Path(__file__).parent.parent
 SHOTS = REPO / "test-output" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SERVED: dict[str, Path] = {}
 
 
@@ -35,15 +31,6 @@ def server(tmp_path_factory, embedder):
     with running_server(root / "index", root, {"KB_MODEL_CACHE_DIR": str(root / "models"),
                                                "KB_LOG_LEVEL": "warning", "KB_CONTENT_DIR": str(content)}) as (base, _):
         yield base
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert Path(CHROMIUM).exists(), "Debian's chromium is required: apt-get install -y chromium"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import sync_playwright
 
 from tests.conftest import running_server
 from tests.report_log import write_known_log
@@ -14,9 +13,6 @@ from tests.report_log import write_known_log
 pytestmark = pytest.mark.model
 REPO = Path(__file__).parent.parent
 SHOTS = REPO / "test-output" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 START = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=20)  # recent: inside the log's retention
 RANGE = f"since={START}&until={START + dt.timedelta(days=13)}"
 # every CSP violation the page causes, from the browser's own event (the init script is injected by the driver)
@@ -33,15 +29,6 @@ def server(tmp_path_factory, real_index, embedder):
                                                      "KB_MODEL_CACHE_DIR": str(root / "models"),
                                                      "KB_LOG_LEVEL": "warning"}) as (base, _):
         yield base
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert Path(CHROMIUM).exists(), "Debian's chromium is required: apt-get install -y chromium"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -7,15 +7,13 @@ import threading
 import time
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import sync_playwright
 
 from cli.integrations import ZAF_SDK, write_zendesk_app
 from tests.conftest import FIXTURES, free_port, running_server
-from tests.test_browser import CHROMIUM, FLAGS, shot
+from tests.test_browser import shot
 
 pytestmark = pytest.mark.model
 
@@ -110,15 +108,6 @@ def hosts(tmp_path_factory, server, origins):
         httpd.shutdown()
         thread.join(timeout=5)
         httpd.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert Path(CHROMIUM).exists(), "Debian's chromium is required: apt-get install -y chromium"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
