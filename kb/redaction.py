@@ -5,10 +5,9 @@ import ipaddress
 import re
 from urllib.parse import unquote, urlsplit
 
-# The ticket cleaner already knows greetings, sign-offs, signature blocks and error codes; redaction reuses it, so
-# that what it calls a signature here is what it drops from a query there. (kb/ otherwise never imports search/:
-# these are plain-text rules with no service in them.)
-from search.tickets import code_spans, cut_signature, greeting_addressee, is_signature_name, signoff_end
+# The ticket cleaner (search/tickets.py) and redaction share these rules of greetings, sign-offs, signature blocks and
+# error codes, so that what redaction calls a signature here is what the cleaner drops from a query there.
+from kb.ticket_text import code_spans, cut_signature, greeting_addressee, is_signature_name, signoff_end
 
 EMAIL, PHONE, NUMBER, IP, URL, NAME = "[email]", "[phone]", "[number]", "[ip]", "[url]", "[name]"
 
