@@ -195,6 +195,8 @@ def main() -> None:
     parser.add_argument("--regenerate", action="store_true")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each report (the median is reported)")
     parser.add_argument("--skip-purity", action="store_true", help="do not measure gap topic purity")
+    parser.add_argument("--page-workers", default="2", help="comma-separated thread counts to time the page with, "
+                        "side by side (1 = the four reports one after another; /reports uses 2)")
     args = parser.parse_args()
     if args.regenerate and args.db.exists():
         for suffix in ("", "-wal", "-shm"):
@@ -227,23 +229,24 @@ def main() -> None:
                      "report_index": "events_report" in indexes, "seconds": {}}
     from concurrent.futures import ThreadPoolExecutor
 
-    def page(filters) -> None:  # what /reports computes when nothing is cached: the four reports, two at a time
-        with ThreadPoolExecutor(max_workers=2) as pool:
+    def page(filters, workers: int) -> None:  # what /reports computes when nothing is cached: the four reports
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             [f.result() for f in [pool.submit(getattr(reports, n), filters) for n in ("summary", "queries", "gaps",
                                                                                      "articles")]]
 
     jobs = {"summary": lambda f: reports.summary(f), "queries": lambda f: reports.queries(f),
-            "gaps": lambda f: reports.gaps(f), "articles": lambda f: reports.articles(f), "page": page}
+            "gaps": lambda f: reports.gaps(f), "articles": lambda f: reports.articles(f)}
+    for workers in (int(w) for w in args.page_workers.split(",")):
+        jobs[f"page/{workers}"] = lambda f, w=workers: page(f, w)
     print(f"{'filters':<26}" + "".join(f"{name:>10}" for name in jobs) + f"  (median of {args.repeat}, s)")
     for label, filters in cases.items():
-        row = {}
-        for name, job in jobs.items():
-            times = []
-            for _ in range(args.repeat):
+        times: dict[str, list[float]] = {name: [] for name in jobs}
+        for _ in range(args.repeat):  # rounds interleaved: a change in the machine's load falls on every column
+            for name, job in jobs.items():
                 t0 = time.perf_counter()
                 job(filters)
-                times.append(time.perf_counter() - t0)
-            row[name] = round(sorted(times)[len(times) // 2], 3)
+                times[name].append(time.perf_counter() - t0)
+        row = {name: round(sorted(ts)[len(ts) // 2], 3) for name, ts in times.items()}
         figures["seconds"][label] = row
         print(f"{label:<26}" + "".join(f"{row[n]:>10.3f}" for n in jobs))
     if not args.skip_purity:
