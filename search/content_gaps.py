@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from search.reports import ReportFilters, Reports, answer_filter, share
+from search.reports import Note, ReportFilters, Reports, answer_filter, share
 from search.topics import group_topics, threshold_for, topic_centroids, unit
 
 EXAMPLES = 3
@@ -116,9 +116,9 @@ def gap_report(reports: Reports, filters: ReportFilters, limit: int = 30) -> dic
     clustered = int(grouping.sizes.sum())
     notes = rows["notes"]
     if rows["without_vector"]:
-        notes.append(f"{rows['without_vector']} gap events carry no topic vector and are counted but not grouped")
+        notes.append(Note("without_vector", count=rows["without_vector"]))
     if topics and not any(topic["examples"] for topic in topics):
-        notes.append("query text is not stored (KB_ANALYTICS_STORE_TEXT=false): topics come without examples")
+        notes.append(Note("topics_text_not_stored"))
     return {"filters": filters.to_dict(), "gap_events": rows["events"],
             "not_confident": int(rows["not_confident"].sum()), "not_helpful": int(rows["not_helpful"].sum()),
             "grouped": clustered, "ungrouped": rows["events"] - clustered, "topic_count": grouping.count,

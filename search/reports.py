@@ -183,6 +183,29 @@ def used_answers_sql(since: dt.date) -> tuple[str, list]:
             "(kind IN ('insert', 'link') OR (kind = 'feedback' AND helpful = 1))", [since.isoformat()])
 
 
+NOTES = {  # what the reports say about their data, in English (the API and `kb report`); pages: i18n "note_<key>"
+    "no_events": "no events recorded yet ({path} does not exist or holds no event table)",
+    "queries_text_not_stored": "query text is not stored (KB_ANALYTICS_STORE_TEXT=false): queries are shown by "
+                               "their key",
+    "topics_text_not_stored": "query text is not stored (KB_ANALYTICS_STORE_TEXT=false): topics come without "
+                              "examples",
+    "without_vector": "{count} gap events carry no topic vector and are counted but not grouped",
+}
+
+
+class Note(str):
+    """A report's note: its English text (a plain string to JSON, CSV and the CLI) that keeps its key and values,
+    so a page can say it in its own language."""
+
+    key: str
+    values: dict
+
+    def __new__(cls, key: str, **values) -> Note:
+        note = super().__new__(cls, NOTES[key].format(**values))
+        note.key, note.values = key, values
+        return note
+
+
 class EventLogUnreadable(KBError):
     """The event log file exists but SQLite cannot read it (damaged, not a database, unreadable)."""
 
@@ -209,7 +232,7 @@ class Reports:
 
     def notes(self, conn: sqlite3.Connection | None) -> list[str]:
         if conn is None:
-            return [f"no events recorded yet ({self.log.path} does not exist or holds no event table)"]
+            return [Note("no_events", path=self.log.path)]
         return []
 
     # ---- the reports, each in its own module ----------------------------------------------------

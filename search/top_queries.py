@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from search.reports import ReportFilters, Reports, answer_filter, share
+from search.reports import Note, ReportFilters, Reports, answer_filter, share
 
 TOP_QUERIES = 50
 
@@ -44,6 +44,6 @@ def queries_report(reports: Reports, filters: ReportFilters, limit: int = TOP_QU
                             "top_article": None if first is None else {
                                 "id": first[0], "title": reports.catalog.title(first[0]), "count": first[1]}})
     if out and not text_seen:
-        notes.append("query text is not stored (KB_ANALYTICS_STORE_TEXT=false): queries are shown by their key")
+        notes.append(Note("queries_text_not_stored"))
     return {"filters": filters.to_dict(), "answers": total, "distinct_queries": distinct, "queries": out,
             "notes": notes}

@@ -9,6 +9,9 @@ from fastapi.testclient import TestClient
 from indexer.build import build_index
 from kb.settings import load_settings
 from search.app import create_app
+from search.i18n import translate
+from search.reports import Reports, parse_filters
+from search.routes.reports import page_notes
 from tests.report_log import A, C, write_known_log
 
 RANGE = {"since": "2026-03-01", "until": "2026-03-14"}
@@ -124,6 +127,23 @@ def test_an_empty_log_gives_empty_reports(tmp_path, index_dir):
         assert client.get("/api/analytics/gaps", params=RANGE).json()["topics"] == []
         page = client.get("/reports", params=RANGE)
         assert page.status_code == 200 and "No events in this range." in page.text
+
+
+def test_the_reports_page_gives_the_notes_in_its_language_and_the_api_in_english(tmp_path, index_dir):
+    english = "query text is not stored (KB_ANALYTICS_STORE_TEXT=false): topics come without examples"
+    write_known_log(tmp_path / "events.sqlite", store_text=False)
+    with client_for(tmp_path, index_dir) as client:
+        assert english in client.get("/api/analytics/gaps", params={**RANGE, "lang": "id"}).json()["notes"]
+        indonesian = client.get("/reports", params={**RANGE, "lang": "id"}).text
+        assert "teks kueri tidak disimpan (KB_ANALYTICS_STORE_TEXT=false): topik tampil tanpa contoh" in indonesian
+        assert english not in indonesian
+        assert english in client.get("/reports", params={**RANGE, "lang": "en"}).text
+    # the service creates its log at start; without one (a reader without the service) the note names the file
+    missing = tmp_path / "none.sqlite"
+    summary = Reports(missing).summary(parse_filters(**RANGE))
+    assert summary["notes"] == [f"no events recorded yet ({missing} does not exist or holds no event table)"]
+    assert page_notes({"summary": summary}, translate("id")) == {"summary": [
+        f"belum ada peristiwa yang tercatat ({missing} tidak ada atau tidak berisi tabel peristiwa)"]}
 
 
 def test_reports_page_has_charts_tables_filters_and_csv_links(client):

@@ -16,7 +16,7 @@ from search import charts
 from search.i18n import choose_language, normalise, translate
 from search.report_csv import filename, to_csv
 from search.report_schemas import ArticlesResponse, GapsResponse, QueriesResponse, SummaryResponse
-from search.reports import Catalog, ReportFilters, Reports, parse_filters
+from search.reports import Catalog, Note, ReportFilters, Reports, parse_filters
 from search.routes.pages import error_page, filter_options, render
 from search.schemas import API_ERRORS, ErrorResponse, error_responses
 
@@ -174,6 +174,12 @@ def page_charts(data: dict[str, dict], t) -> dict:
     }
 
 
+def page_notes(data: dict[str, dict], t) -> dict[str, list[str]]:
+    """Each report's notes in the page's language (the API and the cache keep them in English)."""
+    return {name: [t("note_" + note.key, **note.values) if isinstance(note, Note) else note
+                   for note in report["notes"]] for name, report in data.items()}
+
+
 @router.get("/reports", response_class=HTMLResponse, include_in_schema=False)
 def reports_page(request: Request, since: str = "", until: str = "", language: str = "", product: str = ""):
     t = translate(choose_language(normalise(request.query_params.get("lang")), request.cookies.get("lang"),
@@ -193,5 +199,6 @@ def reports_page(request: Request, since: str = "", until: str = "", language: s
         return error_page(request, exc)
     query = urlencode({k: v for k, v in {**form, "format": "csv"}.items() if v})
     return render(request, "reports.html", {
-        **context, "data": data, "filters": filters, "charts": page_charts(data, t), "rows": PAGE_ROWS,
+        **context, "data": data, "filters": filters, "charts": page_charts(data, t), "notes": page_notes(data, t),
+        "rows": PAGE_ROWS,
         "csv": {name: f"/api/analytics/{name}?{query}" for name in ("summary", "queries", "gaps", "articles")}})
