@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import numpy as np
 
@@ -41,10 +41,13 @@ def shown_counts(conn: sqlite3.Connection, filters: ReportFilters) -> dict[str, 
         return {}
     counts = dict(conn.execute(f"SELECT article_id, count(*) FROM results r INDEXED BY results_article WHERE "
                                f"event_id BETWEEN ? AND ?{product_only} GROUP BY article_id", (lo, hi)))
-    outside = (f"SELECT id FROM events WHERE kind IN {ANSWERS} AND (day < ? OR day > ?) AND id BETWEEN ? AND ?")
+    # answers dated before or after the range: two scans of the (day, kind) index, which holds the id too; the
+    # table itself, scanned over the id range, is the wide rows (0.35 s against 0.05 s over 90 days of 1,000,000)
+    outside = " UNION ALL ".join(f"SELECT id FROM events INDEXED BY events_day_kind WHERE kind IN {ANSWERS} AND "
+                                 f"day {op} ? AND id BETWEEN ? AND ?" for op in ("<", ">"))
     strays = conn.execute(f"SELECT r.article_id, count(*) FROM results r WHERE r.event_id IN ({outside})"
                           f"{product_only} GROUP BY r.article_id",
-                          (filters.since.isoformat(), filters.until.isoformat(), lo, hi)).fetchall()
+                          (filters.since.isoformat(), lo, hi, filters.until.isoformat(), lo, hi)).fetchall()
     for article_id, n in strays:
         counts[article_id] -= n
     return {a: n for a, n in counts.items() if n > 0}
@@ -66,14 +69,14 @@ def action_counts(conn: sqlite3.Connection, filters: ReportFilters) -> dict[str,
         sql.append("(a.article_id IN temp.product_articles OR a.product = ? COLLATE NOCASE)")
         params.append(filters.product)
     out: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNTS, 0))
-    for article_id, kind, n, yes, no in conn.execute(
-            f"SELECT a.article_id, a.kind, count(*), total(a.helpful = 1), total(a.helpful = 0) FROM events a "
-            f"WHERE {' AND '.join(sql)} GROUP BY a.article_id, a.kind", params):
-        if kind == "feedback":
-            out[article_id]["helpful"] += int(yes)
-            out[article_id]["not_helpful"] += int(no)
-        else:
+    # counted in Python: a Counter over the fetched rows took 0.37-0.47 s over 90 days of 1,000,000 events where
+    # SQLite's GROUP BY article_id, kind (a sort of every action) took 0.53-0.60 s
+    rows = conn.execute(f"SELECT a.article_id, a.kind, a.helpful FROM events a WHERE {' AND '.join(sql)}", params)
+    for (article_id, kind, helpful), n in Counter(rows.fetchall()).items():
+        if kind != "feedback":
             out[article_id][ACTIONS[kind]] += n
+        elif helpful is not None:
+            out[article_id]["helpful" if helpful else "not_helpful"] += n
     return out
 
 
