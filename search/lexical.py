@@ -1,6 +1,7 @@
 """Lexical arm: query text -> SQLite FTS5 MATCH expression -> BM25 scores per passage row."""
 from __future__ import annotations
 
+import math
 import re
 import sqlite3
 
@@ -77,13 +78,51 @@ def search_lexical(db: sqlite3.Connection, text: str, limit: int,
     return {row: score for row, score in db.execute(sql, (match_expression(terms), limit))}
 
 
+def code_expression(code: str) -> str:
+    """The MATCH expression of one normalised code: its exact phrase; "error 30088" (the ticket cleaner's form of
+    "error 30088", "error code 30088", "kode kesalahan 30088") also as "error code 30088" and "error: code 30088"."""
+    tokens = TOKEN.findall(code.lower())
+    if len(tokens) >= 2 and tokens[0] == "error" and tokens[1].isdigit():
+        return f"NEAR({quote(tokens[0])} {quote(' '.join(tokens[1:]))}, 2)"
+    return phrase_expression(code)
+
+
+def code_rows(db: sqlite3.Connection, codes: list[str], limit: int = 1000) -> dict[str, list[int]]:
+    """Code -> the passage rows containing it (at most `limit`: a code in more passages is hardly a clue)."""
+    out: dict[str, list[int]] = {}
+    for code in dict.fromkeys(codes):
+        if TOKEN.findall(code):
+            out[code] = [row for (row,) in db.execute("SELECT rowid FROM passages_fts WHERE passages_fts MATCH ? "
+                                                      "LIMIT ?", (code_expression(code), limit))]
+    return out
+
+
 def search_codes(db: sqlite3.Connection, codes: list[str], limit: int = 1000) -> dict[int, int]:
     """Passage row -> number of the exact `codes` it contains."""
     hits: dict[int, int] = {}
-    for code in codes:
-        if not TOKEN.findall(code):
-            continue
-        for (row,) in db.execute("SELECT rowid FROM passages_fts WHERE passages_fts MATCH ? LIMIT ?",
-                                 (phrase_expression(code), limit)):
+    for rows in code_rows(db, codes, limit).values():
+        for row in rows:
             hits[row] = hits.get(row, 0) + 1
     return hits
+
+
+RARE_CODE_PASSAGES = 5  # a code found in at most this many passages is specific: its match counts in full
+
+
+def code_weight(found: int, total: int) -> float:
+    """How much finding a code says, by its rarity: 1 up to RARE_CODE_PASSAGES passages, falling with the log of
+    the passages it is in, 0 for a code in every passage (a common code such as 0x80070005 in dozens of passages
+    pulls toward all of them alike)."""
+    if found <= RARE_CODE_PASSAGES or total <= RARE_CODE_PASSAGES:
+        return 1.0
+    return max(0.0, math.log(total / found) / math.log(total / RARE_CODE_PASSAGES))
+
+
+def weigh_codes(db: sqlite3.Connection, codes: list[str], total: int, limit: int = 1000) -> dict[int, float]:
+    """Passage row -> the summed rarity weight (code_weight) of the exact `codes` it contains."""
+    weights: dict[int, float] = {}
+    for rows in code_rows(db, codes, limit).values():
+        weight = code_weight(len(rows), total)
+        for row in rows:
+            weights[row] = weights.get(row, 0.0) + weight
+    return weights

@@ -19,7 +19,7 @@ from kb.store import IndexVersion
 from search.confidence import calibration_for, features
 from search.fusion import FusionWeights, fuse_scores, rank
 from search.glossary import Glossary, load_glossary
-from search.lexical import search_codes, search_lexical
+from search.lexical import search_codes, search_lexical, weigh_codes
 from search.snippets import mark_sentences
 from search.tickets import TicketQuery, build_query, detect_language, extract_codes
 
@@ -137,15 +137,16 @@ class Searcher:
 
     def candidates(self, query: Query, filters: Filters = Filters(), vector: np.ndarray | None = None,
                    limit: int | None = None, lexical_only: bool = False
-                   ) -> tuple[dict[int, float], dict[int, float], dict[int, int]]:
-        """(dense cosine, BM25, exact-code hits) per row; every lexical or code candidate gets its exact cosine."""
+                   ) -> tuple[dict[int, float], dict[int, float], dict[int, float]]:
+        """(dense cosine, BM25, exact codes found weighted by their rarity) per row; every lexical or code
+        candidate gets its exact cosine."""
         limit = limit or self.settings.candidates
         allowed = self.allowed_rows(filters)
         keep = set(allowed.tolist()) if allowed is not None else None
         db = self.version.db()
         lexical = search_lexical(db, query.lexical, limit if keep is None else limit * 20,
                                  df=self.term_df, total=len(self.row_article))
-        codes = search_codes(db, list(query.codes)) if query.codes else {}
+        codes = weigh_codes(db, list(query.codes), len(self.row_article)) if query.codes else {}
         if keep is not None:
             lexical = dict([(r, s) for r, s in lexical.items() if r in keep][:limit])
             codes = {r: c for r, c in codes.items() if r in keep}
@@ -162,8 +163,8 @@ class Searcher:
         return dense, lexical, codes
 
     def retrieve(self, query: Query, filters: Filters = Filters(), mode: str = "fused"
-                 ) -> tuple[dict[int, float], dict[int, float], dict[int, int]]:
-        """(row -> score of the candidates of `mode`, row -> dense cosine, row -> exact codes found) for
+                 ) -> tuple[dict[int, float], dict[int, float], dict[int, float]]:
+        """(row -> score of the candidates of `mode`, row -> dense cosine, row -> exact codes found by rarity) for
         fused, dense or lexical."""
         dense, lexical, codes = self.candidates(query, filters, lexical_only=(mode == "lexical"))
         if mode == "lexical":
@@ -176,7 +177,7 @@ class Searcher:
         """Indonesian queries lean more on BM25: MiniLM's cosines say less about them (docs/quality.md)."""
         return self.weights_id if query.language == "id" else self.weights
 
-    def assess(self, dense: dict[int, float], query: Query, code_hits: dict[int, int]) -> dict:
+    def assess(self, dense: dict[int, float], query: Query, code_hits: dict[int, float]) -> dict:
         """Whether the knowledge base has a good answer, from calibrated dense-score features.
 
         A query made of nothing but error codes is judged by exact matching instead, because cosines of hex
@@ -186,9 +187,10 @@ class Searcher:
         top, gap = features(dense)
         probability = self.calibrations.get(query.language, self.calibrations["en"]).probability(top, gap)
         if query.codes and is_code_only(query):
-            if not code_hits:
+            found = {r: n for r, n in search_codes(self.version.db(), list(query.codes)).items() if r in code_hits}
+            if not found:
                 probability = 0.0
-            elif max(code_hits.values()) >= len(set(query.codes)):
+            elif max(found.values()) >= len(set(query.codes)):
                 probability = max(probability, CODE_MATCH_CONFIDENCE)
         return {"confident": probability >= self.settings.confidence_threshold,
                 "confidence": round(probability, 3)}

@@ -3,7 +3,8 @@ import sqlite3
 
 import pytest
 
-from search.lexical import extract_terms, match_expression, phrase_expression, search_codes, search_lexical
+from search.lexical import (RARE_CODE_PASSAGES, code_weight, extract_terms, match_expression, phrase_expression,
+                            search_codes, search_lexical)
 
 
 @pytest.fixture
@@ -48,6 +49,26 @@ def test_exact_codes_match_as_phrases(db):
     assert search_codes(db, ["0x8004010F"]) == {1: 1}
     assert search_codes(db, ["5.7.1"]) == {}
     assert phrase_expression("5.7.124") == '"5 7 124"'
+
+
+def test_error_numbers_match_with_or_without_the_word_code(tmp_path):
+    conn = sqlite3.connect(tmp_path / "c.sqlite")
+    conn.execute("CREATE VIRTUAL TABLE passages_fts USING fts5(title, heading, text)")
+    conn.executemany("INSERT INTO passages_fts (rowid, title, heading, text) VALUES (?, ?, ?, ?)", [
+        (1, "Install fails", "", "Setup stops with error code 30088-4 and rolls back."),
+        (2, "Sign-in", "", "You receive error 30088-4 when you sign in."),
+        (3, "Other", "", "Error handling in code 30088 of the sample."),
+        (4, "Other", "", "The 30088-4 value is unrelated to any error in this sentence at all."),
+    ])
+    assert search_codes(conn, ["error 30088-4"]) == {1: 1, 2: 1}
+    assert search_codes(conn, ["error 30088"]) == {1: 1, 2: 1}  # not row 3: three words between "error" and 30088
+
+
+def test_common_codes_weigh_less_than_rare_ones():
+    assert code_weight(1, 10_000) == code_weight(RARE_CODE_PASSAGES, 10_000) == 1.0
+    assert 0 < code_weight(500, 10_000) < code_weight(50, 10_000) < 1.0
+    assert code_weight(10_000, 10_000) == 0.0
+    assert code_weight(3, 3) == 1.0  # a tiny knowledge base: every match counts
 
 
 def test_common_terms_are_pruned_but_some_always_remain():

@@ -186,15 +186,19 @@ def test_what_the_dense_arm_reads_of_an_indonesian_query():
 
 
 def test_assess_rules_for_queries_of_only_codes(searcher):
+    from search.lexical import search_codes
     from search.searcher import Query
 
+    rows = set(search_codes(searcher.version.db(), ["0x8004010F"]))
+    row, other = min(rows), min(set(range(len(searcher.row_article))) - rows)
     low = {1: 0.21, 2: 0.2, 3: 0.2, 4: 0.19, 5: 0.19, 6: 0.18}  # hex strings: cosines say nothing
-    code = Query(dense="AADSTS50107", lexical="AADSTS50107", codes=("AADSTS50107",))
+    code = Query(dense="0x8004010F", lexical="0x8004010F", codes=("0x8004010F",))
     assert searcher.assess(low, code, {})["confidence"] == 0.0
-    found = searcher.assess(low, code, {1: 1})
+    found = searcher.assess(low, code, {row: 0.4})  # the passage holds the code (a common one weighs under 1)
     assert found["confident"] is True and found["confidence"] == 0.9
-    words = Query(dense="sign in error AADSTS50107", lexical="", codes=("AADSTS50107",))
-    assert searcher.assess(low, words, {1: 1}) == searcher.assess(low, words, {})  # calibration only
+    assert searcher.assess(low, code, {other: 1.0})["confidence"] == 0.0  # a row that does not hold it
+    words = Query(dense="sign in error 0x8004010F", lexical="", codes=("0x8004010F",))
+    assert searcher.assess(low, words, {row: 1.0}) == searcher.assess(low, words, {})  # calibration only
     assert searcher.assess(low, words, {})["confident"] is False
-    two = Query(dense="550 5.1.10", lexical="", codes=("550", "5.1.10"))
-    assert searcher.assess(low, two, {1: 1})["confident"] is False  # not every code in one passage
+    two = Query(dense="0x8004010F 5.7.124", lexical="", codes=("0x8004010F", "5.7.124"))
+    assert searcher.assess(low, two, {row: 1.0})["confident"] is False  # not every code in one passage
