@@ -36,6 +36,8 @@ class Settings:
     lexical_weight: float = _setting(0.07, "KB_LEXICAL_WEIGHT", "Weight of the min-max normalised BM25 score added to the normalised dense score.")
     lexical_weight_id: float = _setting(0.3, "KB_LEXICAL_WEIGHT_ID", "Lexical weight for Indonesian queries: the model reads English only, so BM25 counts for more.")
     query_max_words: int = _setting(200, "KB_QUERY_MAX_WORDS", "Words of a ticket kept for the embedded query (subject first, then its most informative sentences, in their order; MiniLM reads the first 256 word pieces, about 160-200 words).")
+    language_weight: float = _setting(0.2, "KB_LANGUAGE_WEIGHT", "On a knowledge base in several languages, how much a passage in an English-preferring agent's language (the page's UI language, else the query's or ticket's) adds to the fused score.")
+    language_weight_id: float = _setting(0.0, "KB_LANGUAGE_WEIGHT_ID", "The same for agents preferring Indonesian (0: Indonesian agents read the English articles, which hold most answers; a preference cost Indonesian tickets with English answers 0.13 MRR@10).")
     translate_indonesian: bool = _setting(True, "KB_TRANSLATE_INDONESIAN", "Render Indonesian queries into English with the support glossary before retrieval.")
     confidence_threshold: float = _setting(0.5, "KB_CONFIDENCE_THRESHOLD", "Calibrated probability above which a response says confident: true.")
     max_query_chars: int = _setting(20_000, "KB_MAX_QUERY_CHARS", "Longest query or ticket text accepted.")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,31 @@ def normalise_minmax(scores: dict[int, float]) -> dict[int, float]:
     return {row: (s - low) / span for row, s in scores.items()}
 
 
+@dataclass(frozen=True)
+class LinearCombiner:
+    """score = sum of weight x signal (search/signals.py names them); signals in `normalised` are min-max scaled per
+    query first. A row counts when the dense or lexical signal holds it (the dense one holds the exact cosine of
+    every candidate), or, without either, when any signal does."""
+
+    weights: Mapping[str, float]
+    normalised: frozenset[str] = frozenset({"dense", "lexical"})
+
+    def combine(self, signals: Mapping[str, dict[int, float]]) -> dict[int, float]:
+        rows = set(signals.get("dense", {})) | set(signals.get("lexical", {}))
+        if not signals.get("dense"):  # an ablation without the dense signal: every proposed row still counts
+            rows = rows.union(*signals.values())
+        total = dict.fromkeys(rows, 0.0)
+        for name, weight in self.weights.items():
+            scores = signals.get(name) or {}
+            if not weight or not scores:
+                continue
+            if name in self.normalised:
+                scores = normalise_minmax(scores)
+            for row in rows:
+                total[row] += weight * scores.get(row, 0.0)
+        return total
+
+
 def fuse_scores(dense: dict[int, float], lexical: dict[int, float], codes: dict[int, float],
                 weights: FusionWeights) -> dict[int, float]:
     """Row -> fused score. `dense` must hold the exact cosine of every candidate of either arm.
@@ -29,9 +55,8 @@ def fuse_scores(dense: dict[int, float], lexical: dict[int, float], codes: dict[
     Measured on stackfaq (docs/quality.md): plain RRF and max-normalised BM25 at weight >= 0.1 fell below
     dense alone; min-max normalising both arms with a small lexical weight beat both arms on both query sets.
     """
-    dense_n, lex_n = normalise_minmax(dense), normalise_minmax(lexical)
-    return {row: dense_n.get(row, 0.0) + weights.lexical * lex_n.get(row, 0.0) + weights.code * codes.get(row, 0)
-            for row in set(dense) | set(lexical)}
+    combiner = LinearCombiner({"dense": 1.0, "lexical": weights.lexical, "codes": weights.code})
+    return combiner.combine({"dense": dense, "lexical": lexical, "codes": codes})
 
 
 def reciprocal_rank_fusion(rankings: list[list[int]], weights: list[float], k: int = 60) -> dict[int, float]:

@@ -17,11 +17,12 @@ from kb.errors import ArticleNotFound, BadRequest
 from kb.settings import Settings
 from kb.store import IndexVersion
 from search.confidence import calibration_for, features
-from search.fusion import FusionWeights, fuse_scores, rank
+from search.fusion import FusionWeights, LinearCombiner, rank
 from search.glossary import Glossary, load_glossary
-from search.lexical import search_codes, search_lexical, weigh_codes
+from search.lexical import search_codes
+from search.signals import Candidates, Probe, collect, only
 from search.snippets import mark_sentences
-from search.tickets import TicketQuery, build_query, detect_language, extract_codes
+from search.tickets import TicketQuery, build_query, detect_language, extract_codes, normalise_language
 
 MODES = ("fused", "dense", "lexical")
 WORD = re.compile(r"\w+", re.UNICODE)
@@ -47,25 +48,29 @@ class Query:
     codes: tuple[str, ...] = ()
     alternatives: tuple[str, ...] = ()  # further texts to embed; a passage scores its best cosine over all
     language: str = "en"
+    prefer: str | None = None  # the agent's language: its articles rank first on a mixed knowledge base
 
 
-def make_query(ticket: TicketQuery, fallback: str, glossary: Glossary | None, embed: str = "both") -> Query:
+def make_query(ticket: TicketQuery, fallback: str, glossary: Glossary | None, embed: str = "both",
+               prefer: str | None = None) -> Query:
     """Retrieval query of a cleaned ticket; Indonesian text gets its English glossary rendering as well.
 
     Lexical: both texts. Dense, by `embed`: "rendering" (an English-only model such as MiniLM and English
     articles), "both" (an English-only model, and Indonesian articles in the index, which match the original
     best), "original" (a multilingual model reads the Indonesian itself; the rendering only blurs it).
+    `prefer`: the agent's language (default: the ticket's), whose articles rank first on a mixed knowledge base.
     """
     dense, lexical = ticket.text or fallback, ticket.lexical or fallback
+    prefer = prefer or ticket.language
     if ticket.language == "id" and glossary is not None and glossary.entries:
         english = glossary.translate(dense)
         if english and english != dense:
             lexical = f"{lexical} {glossary.translate(lexical)}"
             if embed == "original":
-                return Query(dense=dense, lexical=lexical, codes=ticket.codes, language="id")
+                return Query(dense=dense, lexical=lexical, codes=ticket.codes, language="id", prefer=prefer)
             return Query(dense=english, lexical=lexical, codes=ticket.codes,
-                         alternatives=(dense,) if embed == "both" else (), language="id")
-    return Query(dense=dense, lexical=lexical, codes=ticket.codes, language=ticket.language)
+                         alternatives=(dense,) if embed == "both" else (), language="id", prefer=prefer)
+    return Query(dense=dense, lexical=lexical, codes=ticket.codes, language=ticket.language, prefer=prefer)
 
 
 def is_code_only(query: Query) -> bool:
@@ -103,6 +108,8 @@ class Searcher:
             "SELECT id, title, summary, product, language, audience, owner, reviewed, tags FROM articles")}
         self.row_article = [row[0] for row in db.execute("SELECT article_id FROM passages ORDER BY row")]
         self.has_indonesian = any(a["language"] == "id" for a in self.articles.values())
+        self.row_language = [str(self.articles[a]["language"] or "").lower() for a in self.row_article]
+        self.mixed_languages = len(set(self.row_language)) > 1
         self.embed = "original" if getattr(encoder, "multilingual", False) else \
             "both" if self.has_indonesian else "rendering"
         self.term_df = dict(db.execute("SELECT term, df FROM term_df"))
@@ -135,43 +142,35 @@ class Searcher:
         scores, rows = self.version.vectors.search(vector.reshape(1, -1), limit, params=params)
         return {int(r): float(s) for r, s in zip(rows[0], scores[0]) if r >= 0}
 
+    def collect(self, query: Query, filters: Filters = Filters(), vector: np.ndarray | None = None,
+                limit: int | None = None, lexical_only: bool = False) -> Candidates:
+        """Every retrieval signal's scores of the query's candidate passages (search/signals.py)."""
+        probe = Probe(self, query, self.allowed_rows(filters), limit or self.settings.candidates, vector)
+        return collect(probe, lexical_only=lexical_only)
+
     def candidates(self, query: Query, filters: Filters = Filters(), vector: np.ndarray | None = None,
                    limit: int | None = None, lexical_only: bool = False
                    ) -> tuple[dict[int, float], dict[int, float], dict[int, float]]:
         """(dense cosine, BM25, exact codes found weighted by their rarity) per row; every lexical or code
         candidate gets its exact cosine."""
-        limit = limit or self.settings.candidates
-        allowed = self.allowed_rows(filters)
-        keep = set(allowed.tolist()) if allowed is not None else None
-        db = self.version.db()
-        lexical = search_lexical(db, query.lexical, limit if keep is None else limit * 20,
-                                 df=self.term_df, total=len(self.row_article))
-        codes = weigh_codes(db, list(query.codes), len(self.row_article)) if query.codes else {}
-        if keep is not None:
-            lexical = dict([(r, s) for r, s in lexical.items() if r in keep][:limit])
-            codes = {r: c for r, c in codes.items() if r in keep}
-        if lexical_only:
-            return {}, lexical, codes
-        vectors = self.encoder.encode_queries([query.dense, *query.alternatives]) if vector is None \
-            else vector.reshape(1, -1)
-        dense: dict[int, float] = {}
-        for v in vectors:
-            dense.update(self.dense_search(v, limit, allowed))
-        rows = list(set(dense) | set(lexical) | set(codes))
-        if rows:  # exact cosine for every candidate; with several query texts, the best of them
-            dense = dict(zip(rows, (self.matrix[rows] @ vectors.T).max(axis=1).tolist()))
-        return dense, lexical, codes
+        found = self.collect(query, filters, vector, limit, lexical_only)
+        return found.get("dense"), found.get("lexical"), found.get("codes")
 
     def retrieve(self, query: Query, filters: Filters = Filters(), mode: str = "fused"
                  ) -> tuple[dict[int, float], dict[int, float], dict[int, float]]:
         """(row -> score of the candidates of `mode`, row -> dense cosine, row -> exact codes found by rarity) for
         fused, dense or lexical."""
-        dense, lexical, codes = self.candidates(query, filters, lexical_only=(mode == "lexical"))
-        if mode == "lexical":
-            return lexical, dense, codes
-        if mode == "dense":
-            return {r: dense[r] for r in rank(dense)[: self.settings.candidates]}, dense, codes
-        return fuse_scores(dense, lexical, codes, self.weights_for(query)), dense, codes
+        found = self.collect(query, filters, lexical_only=(mode == "lexical"))
+        dense, codes = found.get("dense"), found.get("codes")
+        if mode in ("lexical", "dense"):
+            return only(found, mode, self.settings.candidates), dense, codes
+        return found.combined(self.combiner_for(query)), dense, codes
+
+    def combiner_for(self, query: Query) -> LinearCombiner:
+        """The service's weights of each signal for this query."""
+        weights = self.weights_for(query)
+        language = self.settings.language_weight_id if query.prefer == "id" else self.settings.language_weight
+        return LinearCombiner({"dense": 1.0, "lexical": weights.lexical, "codes": weights.code, "language": language})
 
     def weights_for(self, query: Query) -> FusionWeights:
         """Indonesian queries lean more on BM25: MiniLM's cosines say less about them (docs/quality.md)."""
@@ -251,13 +250,15 @@ class Searcher:
         return [(aid, scores[rows[0]], rows) for aid, rows in ordered[:limit]]
 
     # ---- public API ------------------------------------------------------------------------
-    def search(self, q: str, k: int = 10, filters: Filters = Filters(), mode: str = "fused") -> dict:
+    def search(self, q: str, k: int = 10, filters: Filters = Filters(), mode: str = "fused",
+               prefer: str | None = None) -> dict:
+        """Articles for an agent's search words; `prefer`: the agent's language (default: the query's)."""
         q = validate_text(q, self.settings.max_query_chars)
         k = validate_k(k)
         if mode not in MODES:
             raise BadRequest(f"mode must be one of {', '.join(MODES)}")
         ticket = TicketQuery(text=q, lexical=q, codes=tuple(extract_codes(q)), language=detect_language(q))
-        query = make_query(ticket, q, self.glossary, self.embed)
+        query = make_query(ticket, q, self.glossary, self.embed, normalise_language(prefer) if prefer else None)
         scores, dense, code_hits = self.retrieve(query, filters, mode)
         results = []
         for article_id, score, rows in self.group_articles(scores, k):
@@ -270,12 +271,13 @@ class Searcher:
         return {"query": q, "total": len(results), **confidence, "results": results}
 
     def suggest(self, subject: str = "", body: str = "", tags: Sequence[str] = (), language: str | None = None,
-                k: int = 5, filters: Filters = Filters()) -> dict:
+                k: int = 5, filters: Filters = Filters(), prefer: str | None = None) -> dict:
+        """Answers and articles for a ticket; `prefer`: the agent's language (default: the ticket's)."""
         text = validate_text(f"{subject or ''}\n{body or ''}", self.settings.max_query_chars, "subject and body")
         k = validate_k(k)
         ticket = build_query(subject or "", body or "", tags=tags, language=language,
                              max_words=self.settings.query_max_words)
-        query = make_query(ticket, text, self.glossary, self.embed)
+        query = make_query(ticket, text, self.glossary, self.embed, normalise_language(prefer) if prefer else None)
         scores, dense, code_hits = self.retrieve(query, filters)
         articles = []
         for article_id, score, rows in self.group_articles(scores, k):

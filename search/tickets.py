@@ -178,7 +178,7 @@ def score_sentence(sentence: str, index: int) -> float:
     return 3.0 * code + 2.0 * info + 1.5 * product + max(0.0, 1.5 - 0.5 * index) - 0.5 * (len(sentence.split()) < 4)
 
 
-def _normalise_language(language: str) -> str:
+def normalise_language(language: str) -> str:
     lang = re.split(r"[-_]", language.strip().lower())[0]
     lang = "id" if lang == "in" else lang
     if not re.fullmatch(r"[a-z]{2,3}", lang):
@@ -212,5 +212,5 @@ def build_query(subject: str = "", body: str = "", tags: Sequence[str] = (), lan
     text = " ".join(" ".join([lead, *(sentences[k] for k in sorted(chosen)), *missing(chosen)]).split()[:max_words])
     kept = [s for s, sc in zip(sentences, scores) if sc > float("-inf")]
     lexical = " ".join(_WORD.findall(" ".join([subject, *kept, *tags])))
-    lang = _normalise_language(language) if language else detect_language(subject + "\n" + cleaned)
+    lang = normalise_language(language) if language else detect_language(subject + "\n" + cleaned)
     return TicketQuery(text=text, lexical=lexical, codes=tuple(codes), language=lang)

@@ -21,6 +21,8 @@ class SuggestRequest(BaseModel):
     body: str = Field("", description="Ticket body: may contain greetings, signatures, quoted replies, logs.")
     tags: list[str] = Field(default_factory=list, description="Helpdesk tags of the ticket.")
     language: str | None = Field(None, description="Ticket language (en, id, ...); detected when absent.")
+    prefer: str | None = Field(None, description="The agent's language (en, id): on a knowledge base in several "
+                               "languages its articles rank first (default: the ticket's language).")
     k: int = Field(5, description="How many answers and articles to return (1..100; outside: 400).",
                    json_schema_extra=K_BOUNDS)
 
@@ -35,11 +37,14 @@ def search(searcher: SearcherDep, http: Request, who: CallerDep,
            language: Annotated[str | None, Query(description="Only articles in this language (en, id)")] = None,
            audience: Annotated[str | None, Query(description="Only public or internal articles")] = None,
            mode: Annotated[str, Query(description="fused (default), dense or lexical (anything else: 400)",
-                                      json_schema_extra={"enum": list(MODES)})] = "fused") -> dict:
+                                      json_schema_extra={"enum": list(MODES)})] = "fused",
+           prefer: Annotated[str | None, Query(description="The agent's language (en, id): on a knowledge base in "
+                                               "several languages its articles rank first (default: the language "
+                                               "of the query)")] = None) -> dict:
     filters = Filters(product=product or None, language=language or None, audience=audience or None,
                       public_only=not who.sees_internal)
     started = perf_counter()
-    result = searcher.search(q, k, filters, mode)
+    result = searcher.search(q, k, filters, mode, prefer)
     return answered(http, "search", result, started, product=product or None)
 
 
@@ -48,7 +53,7 @@ def search(searcher: SearcherDep, http: Request, who: CallerDep,
 def suggest(searcher: SearcherDep, request: SuggestRequest, http: Request, who: CallerDep) -> dict:
     started = perf_counter()
     result = searcher.suggest(request.subject, request.body, request.tags, request.language, request.k,
-                              Filters(public_only=not who.sees_internal))
+                              Filters(public_only=not who.sees_internal), request.prefer)
     return answered(http, "suggest", result, started)
 
 

@@ -53,10 +53,16 @@ def filter_options(searcher: Searcher) -> dict[str, list[str]]:
             for field in ("product", "language", "audience")}
 
 
+def ui_language(request: Request) -> str:
+    """The page's language: `?lang=`, else the cookie, else Accept-Language, else English."""
+    return choose_language(normalise(request.query_params.get("lang")), request.cookies.get("lang"),
+                           request.headers.get("accept-language"))
+
+
 def render(request: Request, name: str, context: dict, status: int = 200) -> Response:
     """Render a page in the request's language; `?lang=` also remembers the choice in a cookie."""
     param = normalise(request.query_params.get("lang"))
-    lang = choose_language(param, request.cookies.get("lang"), request.headers.get("accept-language"))
+    lang = ui_language(request)
     root = request.scope.get("root_path", "").rstrip("/")
     kept = {k: v for k, v in request.query_params.items() if k not in ("from", "pos")}  # a switch is no new open
     languages = [{"code": code, "name": LANGUAGE_NAMES[code], "current": code == lang,
@@ -205,7 +211,8 @@ def search_page(request: Request, q: str = "", product: str = "", language: str 
         results, elapsed_ms = None, None
         if q.strip():
             started = perf_counter()
-            results = searcher.search(q, RESULTS_PER_PAGE, Filters(**{k: v or None for k, v in selected.items()}))
+            results = searcher.search(q, RESULTS_PER_PAGE, Filters(**{k: v or None for k, v in selected.items()}),
+                                      prefer=ui_language(request))  # the agent's language first
             elapsed_ms = round((perf_counter() - started) * 1000)
             answered(request, "search", results, started, source="page", product=product or None)
         options = filter_options(searcher)
@@ -231,7 +238,7 @@ def suggest_page(request: Request, subject: Annotated[str, Form()] = "", body: A
     context = {"page": "suggest", "subject": subject, "body": body, "result": None, "positions": {}}
     try:
         started = perf_counter()
-        result = get_searcher(request).suggest(subject, body, k=ANSWERS_PER_TICKET)
+        result = get_searcher(request).suggest(subject, body, k=ANSWERS_PER_TICKET, prefer=ui_language(request))
         context["result"] = answered(request, "suggest", result, started, source="page")
         # links and feedback carry the answer id and the article's position, never the ticket's text
         context["positions"] = {article["id"]: n for n, article in enumerate(result["articles"], 1)}

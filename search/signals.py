@@ -1,0 +1,159 @@
+"""Retrieval as named signals: each scores candidate passages of a query; a combiner turns their scores into one.
+
+Signals that *find* candidates (dense, lexical, codes) each propose rows; every proposed row then gets every
+signal's score (the dense cosine is computed exactly for all of them). Signals that only *score* (language) add a
+column. The service, `kb eval` (its ablations drop a signal by name) and the study scripts all go through
+`Candidates`, so a new signal or a reranker is one class here and one weight in the combiner.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from search.fusion import rank
+from search.lexical import search_lexical, weigh_codes
+
+if TYPE_CHECKING:
+    from search.fusion import LinearCombiner
+    from search.searcher import Query, Searcher
+
+Scores = dict[int, float]
+
+
+@dataclass
+class Candidates:
+    """Per-signal scores of a query's candidate passage rows; a row absent from a signal scores 0 there."""
+
+    signals: dict[str, Scores] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> set[int]:
+        return set().union(*self.signals.values()) if self.signals else set()
+
+    def get(self, name: str) -> Scores:
+        return self.signals.get(name, {})
+
+    def combined(self, combiner: LinearCombiner) -> Scores:
+        return combiner.combine(self.signals)
+
+    def without(self, *names: str) -> Candidates:
+        """The same candidates with the named signals' scores dropped (an ablation)."""
+        return Candidates({n: s for n, s in self.signals.items() if n not in names})
+
+
+class Probe:
+    """One query against one searcher: what every signal needs, its embeddings computed once."""
+
+    def __init__(self, searcher: Searcher, query: Query, allowed: np.ndarray | None, limit: int,
+                 vector: np.ndarray | None = None):
+        self.searcher, self.query, self.allowed, self.limit = searcher, query, allowed, limit
+        self._vectors = None if vector is None else vector.reshape(1, -1)
+
+    @property
+    def vectors(self) -> np.ndarray:
+        if self._vectors is None:
+            self._vectors = self.searcher.encoder.encode_queries([self.query.dense, *self.query.alternatives])
+        return self._vectors
+
+    def keep(self, found: Scores) -> Scores:
+        if self.allowed is None:
+            return found
+        keep = set(self.allowed.tolist())
+        return {r: s for r, s in found.items() if r in keep}
+
+
+class Signal(Protocol):
+    """One named source of evidence about a passage's relevance to a query."""
+
+    name: str
+
+    def find(self, probe: Probe) -> Scores:
+        """Rows this signal proposes, with its score (empty for signals that only score)."""
+
+    def score(self, probe: Probe, rows: list[int]) -> Scores:
+        """Its score of each of `rows` (the union of every signal's proposals)."""
+
+
+class DenseSignal:
+    """Cosine of the query's embedding(s) and the passage's; with several query texts, the best of them."""
+
+    name = "dense"
+
+    def find(self, probe):
+        found: Scores = {}
+        for vector in probe.vectors:
+            found.update(probe.searcher.dense_search(vector, probe.limit, probe.allowed))
+        return found
+
+    def score(self, probe, rows):
+        if not rows:
+            return {}
+        return dict(zip(rows, (probe.searcher.matrix[rows] @ probe.vectors.T).max(axis=1).tolist()))
+
+
+class LexicalSignal:
+    """BM25 of the query's words over title, headings and body (SQLite FTS5)."""
+
+    name = "lexical"
+
+    def find(self, probe):
+        searcher, limit = probe.searcher, probe.limit
+        found = search_lexical(searcher.version.db(), probe.query.lexical,
+                               limit if probe.allowed is None else limit * 20,
+                               df=searcher.term_df, total=len(searcher.row_article))
+        return dict(list(probe.keep(found).items())[:limit])
+
+    def score(self, probe, rows):
+        return {}  # passages BM25 did not return among its best score 0 (min-max normalised, they would anyway)
+
+
+class CodeSignal:
+    """Exact error codes of the query found in the passage, each weighted by its rarity (search.lexical)."""
+
+    name = "codes"
+
+    def find(self, probe):
+        if not probe.query.codes:
+            return {}
+        searcher = probe.searcher
+        return probe.keep(weigh_codes(searcher.version.db(), list(probe.query.codes), len(searcher.row_article)))
+
+    def score(self, probe, rows):
+        return {}
+
+
+class LanguageSignal:
+    """1 when the passage's article is in the language the agent prefers (query.prefer), else 0; nothing on a
+    knowledge base in one language."""
+
+    name = "language"
+
+    def find(self, probe):
+        return {}
+
+    def score(self, probe, rows):
+        prefer, searcher = (probe.query.prefer or "").lower(), probe.searcher
+        if not prefer or not searcher.mixed_languages:
+            return {}
+        return {r: 1.0 for r in rows if searcher.row_language[r] == prefer}
+
+
+SIGNALS: tuple[Signal, ...] = (DenseSignal(), LexicalSignal(), CodeSignal(), LanguageSignal())
+
+
+def collect(probe: Probe, signals: tuple[Signal, ...] = SIGNALS, lexical_only: bool = False) -> Candidates:
+    """Every signal's proposals, then every signal's score of their union (lexical_only: proposals without the
+    dense signal, nothing embedded)."""
+    found = {s.name: s.find(probe) for s in signals if not (lexical_only and s.name == "dense")}
+    if lexical_only:
+        return Candidates(found)
+    rows = sorted(set().union(*found.values()))
+    return Candidates({s.name: {**found.get(s.name, {}), **s.score(probe, rows)} for s in signals})
+
+
+def only(candidates: Candidates, name: str, limit: int) -> Scores:
+    """One finding signal's own ranking, as the service's `mode=dense|lexical` returns it."""
+    scores = candidates.get(name)
+    return {r: scores[r] for r in rank(scores)[:limit]} if name == "dense" else dict(scores)

@@ -1,0 +1,80 @@
+"""Retrieval signals over the real fixture index: candidates, their union's scores, the combiner, the language."""
+import dataclasses
+from types import SimpleNamespace
+
+from search.fusion import FusionWeights, LinearCombiner, fuse_scores
+from search.searcher import Query
+from search.signals import Candidates, LanguageSignal, Probe, collect
+
+
+def test_every_candidate_of_any_signal_gets_every_scoring_signal(searcher):
+    query = Query(dense="outlook error 0x8004010F", lexical="outlook error 0x8004010F", codes=("0x8004010F",),
+                  prefer="en")
+    found = searcher.collect(query)
+    assert set(found.signals) == {"dense", "lexical", "codes", "language"}
+    assert found.get("codes") and set(found.get("codes")) <= set(found.get("dense"))
+    assert set(found.get("lexical")) <= set(found.get("dense"))  # the exact cosine of every lexical candidate
+    assert found.rows == set(found.get("dense"))
+    english = {r for r in found.rows if searcher.row_language[r] == "en"}
+    assert set(found.get("language")) == english and english != found.rows  # the fixture mixes en and id
+
+
+def test_lexical_only_embeds_nothing(searcher):
+    class NoEncoder:
+        def encode_queries(self, texts):
+            raise AssertionError("lexical search must not embed")
+
+    probe = Probe(SimpleNamespace(**{**vars(searcher), "encoder": NoEncoder()}), Query("password", "password"),
+                  None, 10)
+    found = collect(probe, lexical_only=True)
+    assert found.get("lexical") and "dense" not in found.signals
+
+
+def test_linear_combiner_is_the_fusion_of_the_arms(searcher):
+    found = searcher.collect(Query(dense="teams camera", lexical="teams camera"))
+    weights = FusionWeights(lexical=0.07, code=0.5)
+    combined = LinearCombiner({"dense": 1.0, "lexical": 0.07, "codes": 0.5}).combine(found.signals)
+    assert combined == fuse_scores(found.get("dense"), found.get("lexical"), found.get("codes"), weights)
+
+
+def test_an_ablation_drops_one_signal_and_keeps_the_rows(searcher):
+    found = searcher.collect(Query(dense="send receive 0x8004010F", lexical="send receive 0x8004010F",
+                                   codes=("0x8004010F",)))
+    without = found.without("dense")
+    assert "dense" not in without.signals and without.rows == set(found.get("lexical")) | set(found.get("codes"))
+    scores = LinearCombiner({"dense": 1.0, "lexical": 0.07, "codes": 0.5}).combine(without.signals)
+    assert set(scores) == without.rows
+
+
+def test_language_signal_is_silent_on_a_knowledge_base_in_one_language():
+    one_language = SimpleNamespace(mixed_languages=False, row_language=["en", "en"])
+    probe = SimpleNamespace(query=Query("q", "q", prefer="en"), searcher=one_language)
+    assert LanguageSignal().score(probe, [0, 1]) == {}
+    mixed = SimpleNamespace(mixed_languages=True, row_language=["en", "id"])
+    assert LanguageSignal().score(SimpleNamespace(query=Query("q", "q", prefer="en"), searcher=mixed), [0, 1]) == {0: 1.0}
+    assert LanguageSignal().score(SimpleNamespace(query=Query("q", "q"), searcher=mixed), [0, 1]) == {}
+
+
+def test_english_agents_get_english_articles_before_indonesian_twins(searcher):
+    """An English query over a knowledge base with an Indonesian twin: the twin is second without the preference
+    and falls behind English articles with it; Indonesian agents (KB_LANGUAGE_WEIGHT_ID 0) see no change."""
+    def top(prefer, weight):
+        searcher.settings = dataclasses.replace(original, language_weight=weight)
+        return [r["id"] for r in searcher.search("outlook keeps asking for password", 3, prefer=prefer)["results"]]
+
+    original = searcher.settings
+    try:
+        assert original.language_weight > 0 and original.language_weight_id == 0
+        assert top("en", 0.0)[:2] == ["Outlook/outlook-password-prompt", "id/reset-kata-sandi-outlook"]
+        with_preference = top("en", original.language_weight)
+        assert with_preference[0] == "Outlook/outlook-password-prompt"
+        assert "id/reset-kata-sandi-outlook" not in with_preference[:2]
+        assert top("id", original.language_weight) == top("en", 0.0)
+    finally:
+        searcher.settings = original
+
+
+def test_candidates_without_lists_other_signals():
+    found = Candidates({"dense": {1: 0.5}, "lexical": {2: 3.0}, "codes": {2: 1.0}})
+    assert found.without("codes", "lexical").signals == {"dense": {1: 0.5}}
+    assert found.rows == {1, 2}
