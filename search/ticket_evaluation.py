@@ -1,14 +1,14 @@
 """Ticket-set evaluation over a Markdown knowledge base: article-level hit rates, MRR and nDCG per language."""
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from pathlib import Path
-from typing import Callable
 
 from search.evaluation import read_jsonl, read_qrels
-from search.fusion import FusionWeights, fuse_scores, rank
 from search.searcher import Query, Searcher, make_query
+from search.signals import Candidates, only
 from search.tickets import build_query
 
 Scores = dict[int, float]
@@ -41,22 +41,26 @@ def raw_query(item: dict) -> Query:
     return Query(dense=text, lexical=text)
 
 
-def variants(weights: list[float], code_weight: float) -> dict[str, Callable[[Scores, Scores, dict], Scores]]:
-    out: dict[str, Callable[[Scores, Scores, dict], Scores]] = {
-        "lexical": lambda d, l, c: l,
-        "dense": lambda d, l, c: d,
-    }
-    for w in weights:
-        out[f"fused w={w:g}"] = (lambda w: lambda d, l, c: fuse_scores(d, l, c, FusionWeights(w, code_weight)))(w)
-    out[f"fused w={weights[0]:g} no codes"] = lambda d, l, c: fuse_scores(d, l, {}, FusionWeights(weights[0], 0.0))
+SERVICE = "service (all signals)"
+
+
+def ablations(searcher: Searcher, query: Query, found: Candidates) -> dict[str, Scores]:
+    """The service's ranking, and the same with each signal dropped or alone (each signal's contribution)."""
+    combiner = searcher.combiner_for(query)
+    out = {SERVICE: found.combined(combiner)}
+    for name in combiner.weights:  # every query, so that each row averages over the same queries
+        if name != "language" or searcher.mixed_languages:
+            out[f"without {name}"] = found.without(name).combined(combiner)
+    out["dense alone"] = only(found, "dense", searcher.settings.candidates)
+    out["lexical alone"] = only(found, "lexical", searcher.settings.candidates)
     return out
 
 
 def evaluate_tickets(folder: Path, searcher: Searcher, weights: list[float]) -> dict:
-    """Mean metrics per variant and group (all, en, id, tickets, queries) plus suggest latency."""
+    """Mean metrics per variant and group (all, en, id, tickets, queries) plus suggest latency: the service's
+    ranking, each signal's ablation, the lexical weights given, without the glossary, and the raw ticket text."""
     qrels = read_qrels(folder / "qrels.tsv")
     items = [q for q in read_jsonl(folder / "queries.jsonl") if q["id"] in qrels]
-    combos = variants(weights, searcher.weights.code)
     sums: dict[tuple[str, str], dict[str, float]] = {}
     counts: dict[str, int] = {}
     for item in items:
@@ -64,18 +68,18 @@ def evaluate_tickets(folder: Path, searcher: Searcher, weights: list[float]) -> 
         groups = ("all", lang, f"{lang} {kind}")
         for g in groups:
             counts[g] = counts.get(g, 0) + 1
-        results = {}
         query = ticket_query(item, searcher)
-        dense, lexical, codes = searcher.candidates(query)
-        dense_top = {r: dense[r] for r in rank(dense)[: searcher.settings.candidates]}
-        for name, combine in combos.items():
-            results[name] = combine(dense_top if name == "dense" else dense, lexical, codes)
-        results["fused, service weights"] = fuse_scores(dense, lexical, codes, searcher.weights_for(query))
-        raw_dense, _, _ = searcher.candidates(raw_query(item), lexical_only=False)
-        results["dense, raw ticket text"] = {r: raw_dense[r] for r in rank(raw_dense)[: searcher.settings.candidates]}
+        found = searcher.collect(query)
+        results = ablations(searcher, query, found)
+        for w in weights:
+            combiner = searcher.combiner_for(query)
+            results[f"fused w={w:g}"] = found.combined(dataclasses.replace(
+                combiner, weights={**combiner.weights, "lexical": w}))
+        raw = searcher.collect(raw_query(item))
+        results["dense, raw ticket text"] = only(raw, "dense", searcher.settings.candidates)
         if searcher.glossary is not None and item.get("lang") == "id":
-            d0, l0, c0 = searcher.candidates(ticket_query(item, searcher, translate=False))
-            results[f"fused w={weights[0]:g} untranslated"] = fuse_scores(d0, l0, c0, FusionWeights(weights[0], searcher.weights.code))
+            plain = ticket_query(item, searcher, translate=False)
+            results["service, untranslated"] = searcher.collect(plain).combined(searcher.combiner_for(plain))
         for name, scores in results.items():
             ranking = [a for a, _, _ in searcher.group_articles(scores, 10)]
             for metric, value in article_metrics(ranking, qrels[item["id"]]).items():
@@ -122,6 +126,7 @@ def evaluate_confidence(folder: Path, searcher: Searcher) -> dict:
         service = searcher.assess(dense, query, codes)["confidence"]  # calibration plus the exact-code rule
         rows.append((kind, item.get("lang", "en"), top, gap, item["id"] in qrels, service))
     fitted = fit_calibration([(top, gap, label) for _, _, top, gap, label, _ in rows])
+    bins = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0001)
     report = {"fitted": fitted.__dict__,
               "current": {lang: c.__dict__ for lang, c in searcher.calibrations.items()}}
     for name in ("current", "fitted"):
@@ -137,4 +142,11 @@ def evaluate_confidence(folder: Path, searcher: Searcher) -> dict:
                     "answerable flagged confident": round(sum(c for c, l in confident if l) / max(1, sum(l for _, l in confident)), 3),
                     "unanswerable flagged confident": round(sum(c for c, l in confident if not l) / max(1, sum(not l for _, l in confident)), 3),
                     "n": len(chosen)}
+    for lang in ("all", "en", "id"):  # reliability of the service's probability: predicted vs observed, per bin
+        chosen = [(service, label) for _, l, _, _, label, service in rows if lang in ("all", l)]
+        report[f"reliability | {lang}"] = [
+            {"predicted": f"{lo:.1f}-{min(hi, 1.0):.1f}", "n": len(b),
+             "mean predicted": round(sum(p for p, _ in b) / len(b), 3) if b else None,
+             "answerable share": round(sum(lbl for _, lbl in b) / len(b), 3) if b else None}
+            for lo, hi in zip(bins, bins[1:]) for b in [[(p, lbl) for p, lbl in chosen if lo <= p < hi]]]
     return report

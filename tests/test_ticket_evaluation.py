@@ -30,6 +30,13 @@ def test_evaluate_tickets_on_the_fixture_index(searcher, tmp_path):
     assert results["queries"] == 2 and results["groups"]["id"] == 1
     assert results["variants"]["fused w=0.1 | all"]["R@3"] == 1.0
     assert "| fused w=0.1 | en ticket |" in format_ticket_table(results)
+    variants = {key.split(" | ")[0] for key in results["variants"]}  # each signal's contribution (ablations)
+    assert {"service (all signals)", "without dense", "without lexical", "without codes", "dense alone",
+            "lexical alone", "dense, raw ticket text", "service, untranslated"} <= variants
+    assert results["variants"]["service (all signals) | en ticket"]["R@1"] == 1.0
     confidence = evaluate_confidence(tmp_path, searcher)
     assert confidence["current | all | all"]["n"] == 3 and confidence["current | all | en"]["AUC"] == 1.0
     assert confidence["current | short | all"]["n"] == 3 and confidence["current | ticket | all"]["n"] == 0
+    bins = confidence["reliability | all"]  # predicted probability against the observed share answerable
+    assert sum(b["n"] for b in bins) == 3 and len(bins) == 5
+    assert all(b["answerable share"] is None or 0 <= b["answerable share"] <= 1 for b in bins)
