@@ -5,6 +5,7 @@ import html
 import re
 from dataclasses import dataclass
 
+from search.boilerplate import boilerplate_flags
 from search.lexical import TOKEN, extract_terms
 
 SENTENCE_END = re.compile(r"(?<=[.!?:;])\s+(?=[\"'(\[A-Z0-9])|\n+")
@@ -50,11 +51,13 @@ def mark_sentences(text: str, query: str, codes: tuple[str, ...] = (), limit: in
 
     A query term scores 1 / (number of sentences of this passage containing it), so words that are
     everywhere in the passage (the product name) count less than the one that singles a sentence out;
-    an exact code counts 3.
+    an exact code counts 3. Boilerplate (KB numbers, registry warnings, disclaimers: search.boilerplate) is
+    never marked, so a query about the registry marks the steps rather than the warning above them.
     """
     terms = {_stem(t) for t in extract_terms(query, limit=200)}
     code_tokens = [" ".join(TOKEN.findall(c.lower())) for c in codes]
-    spans = split_sentences(text)
+    sentences = split_sentences(text)
+    spans = [span for span, boiler in zip(sentences, boilerplate_flags(text, sentences)) if not boiler]
     words = [{_stem(t) for t in TOKEN.findall(text[s:e].lower())} & terms for s, e in spans]
     spread = {t: sum(1 for w in words if t in w) for t in terms}
     scored = []

@@ -198,3 +198,57 @@ def test_split_sections_copies_sub_sections_and_drops_the_title_h1():
     assert [s["anchor"] for s in sections] == ["a", "a1", "b"]
     assert sections[0]["text"] == "A & B\n\none\n\nA1\n\n1. x\n2. y"
     assert sections[2]["text"] == "B\n\ntwo"
+
+
+CARD = re.compile(r'<li class="result">\s*<article class="card".*?</article>\s*</li>', re.S)
+
+
+def cards(body: str) -> list[str]:
+    return CARD.findall(body)
+
+
+def lead_of(card: str) -> str:
+    return re.search(r'<div class="lead">(.*?)</div>', card, re.S).group(1)
+
+
+def test_search_results_are_cards_with_a_lead_and_the_whole_passage_behind_details(client):
+    body = client.get("/", params={"q": "teams select the headset in device settings"}).text
+    found = cards(body)
+    assert found and all('<div class="lead">' in card and "<h3 id=\"result-" in card for card in found)
+    first = next(card for card in found if "teams-microphone-not-working" in card)
+    assert '<details class="passage">' in first and STRINGS["en"]["show_passage"] in first
+    full = re.search(r'<div class="passage-full">(.*?)</div>', first, re.S).group(1)
+    assert re.search(r"<ul><li>(<mark>)?In Teams, select Settings and more", full)  # a numbered list stays a list
+    assert re.search(r"</li><li>(<mark>)?Under Audio devices, select the headset", full)
+    assert "<mark>" in lead_of(first) and len(re.sub(r"<[^>]+>", "", lead_of(first))) < 320
+
+
+def test_a_registry_warning_is_never_the_lead(client):
+    body = client.get("/", params={"q": "registry editor profiles key data file location"}).text
+    card = next(card for card in cards(body) if "send-receive-error-0x8004010f" in card)
+    assert "Serious problems" not in lead_of(card) and "Follow the steps" not in lead_of(card)
+    assert "Registry Editor" in lead_of(card)
+    assert "Serious problems might occur" in card  # still there in the whole passage
+
+
+def test_internal_articles_have_a_badge(client):
+    body = client.get("/", params={"q": "escalate severity tier 2"}).text
+    card = next(card for card in cards(body) if "internal/escalation-policy" in card)
+    assert 'class="badge badge-internal"' in card and STRINGS["en"]["audience_internal"] in card
+    assert all("badge-internal" not in c for c in cards(body) if "internal/escalation-policy" not in c)
+
+
+def test_suggest_answers_are_cards_with_badges(client):
+    body = client.post("/suggest", data={"subject": "Outlook password", "body": "Outlook keeps prompting for my "
+                                         "password every few minutes after I changed it."}).text
+    found = cards(body)
+    assert found and all('class="badge badge-product"' in c and 'class="badge badge-language"' in c for c in found)
+    assert all('<div class="lead">' in c and 'class="from-section"' in c for c in found)
+    assert 'class="suggest-layout with-results"' in body
+
+
+def test_cards_speak_indonesian(client):
+    body = client.get("/", params={"q": "outlook kata sandi terus diminta", "lang": "id"}).text
+    client.cookies.clear()
+    assert STRINGS["id"]["show_passage"] in body and STRINGS["id"]["hide_passage"] in body
+    assert STRINGS["en"]["show_passage"] not in body

@@ -38,3 +38,12 @@ def test_code_must_match_whole_tokens():
     text = "Error 550 5.1.10 means the recipient was not found. Error 550 5.1.1 means a bad address."
     marked = spans_text(mark_sentences(text, "bounce", ("550 5.1.1",), limit=1))
     assert marked == ["Error 550 5.1.1 means a bad address."]
+
+
+def test_boilerplate_is_never_marked():
+    text = ("Original KB number: 2734925\n\n"
+            "Important: Follow the steps in this section carefully. Serious problems might occur if you modify the "
+            "registry incorrectly. Before you modify it, back up the registry for restoration in case problems occur."
+            "\n\n- Open Registry Editor.\n- Set the EnableADAL registry value to 1.")
+    marked = spans_text(mark_sentences(text, "modify registry 2734925 problems", ("2734925",), limit=3))
+    assert marked == ["- Open Registry Editor.", "- Set the EnableADAL registry value to 1."]

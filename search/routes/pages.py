@@ -16,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 
 from kb.errors import BadRequest, KBError
+from search.cards import passage_card
 from search.i18n import LANGUAGE_NAMES, LANGUAGES, choose_language, normalise, translate
 from search.related import related_articles
 from search.routes.deps import get_searcher
@@ -25,6 +26,7 @@ from search.searcher import Filters, Searcher
 WEB_DIR = Path(str(resources.files("search") / "web"))  # templates and static files ship inside the package
 TEMPLATES = Jinja2Templates(env=Environment(loader=FileSystemLoader(WEB_DIR / "templates"), autoescape=True,
                                             trim_blocks=True, lstrip_blocks=True))
+TEMPLATES.env.globals["passage_card"] = passage_card  # result cards: lead, whole passage, lists as lists
 LANG_COOKIE_AGE = 365 * 24 * 3600
 RESULTS_PER_PAGE = 10
 ANSWERS_PER_TICKET = 5
@@ -57,6 +59,12 @@ def ui_language(request: Request) -> str:
     """The page's language: `?lang=`, else the cookie, else Accept-Language, else English."""
     return choose_language(normalise(request.query_params.get("lang")), request.cookies.get("lang"),
                            request.headers.get("accept-language"))
+
+
+def article_facts(searcher: Searcher, ids) -> dict[str, dict[str, str]]:
+    """Product, language and audience of the listed articles: the badges of their result cards."""
+    return {i: {k: searcher.articles[i].get(k) or "" for k in ("product", "language", "audience")}
+            for i in ids if i in searcher.articles}
 
 
 def render(request: Request, name: str, context: dict, status: int = 200) -> Response:
@@ -220,6 +228,7 @@ def search_page(request: Request, q: str = "", product: str = "", language: str 
         return error_page(request, exc)
     return render(request, "search.html", {
         "page": "search", "q": q, "selected": selected, "options": options, "results": results,
+        "facts": article_facts(searcher, [r["id"] for r in results["results"]]) if results else {},
         "elapsed_ms": elapsed_ms, "filtered": any(selected.values()),
         "unfiltered_href": "?" + urlencode({"q": q})})
 
@@ -235,10 +244,12 @@ def suggest_form(request: Request):
 
 @router.post("/suggest", response_class=HTMLResponse)
 def suggest_page(request: Request, subject: Annotated[str, Form()] = "", body: Annotated[str, Form()] = ""):
-    context = {"page": "suggest", "subject": subject, "body": body, "result": None, "positions": {}}
+    context = {"page": "suggest", "subject": subject, "body": body, "result": None, "positions": {}, "facts": {}}
     try:
         started = perf_counter()
-        result = get_searcher(request).suggest(subject, body, k=ANSWERS_PER_TICKET, prefer=ui_language(request))
+        searcher = get_searcher(request)
+        result = searcher.suggest(subject, body, k=ANSWERS_PER_TICKET, prefer=ui_language(request))
+        context["facts"] = article_facts(searcher, [a["article_id"] for a in result["answers"]])
         context["result"] = answered(request, "suggest", result, started, source="page")
         # links and feedback carry the answer id and the article's position, never the ticket's text
         context["positions"] = {article["id"]: n for n, article in enumerate(result["articles"], 1)}
