@@ -101,7 +101,7 @@ class Searcher:
         self.version, self.encoder, self.settings = version, encoder, settings
         self.weights = weights or FusionWeights(lexical=settings.lexical_weight)
         self.weights_id = FusionWeights(lexical=settings.lexical_weight_id, code=self.weights.code)
-        self.glossary = load_glossary() if settings.translate_indonesian else None
+        self.glossary = None  # set below, once the knowledge base's vocabulary is read
         self.calibrations = {lang: calibration_for(encoder.model_id, lang) for lang in ("en", "id")}
         db = version.db()
         self.articles = {row["id"]: dict(row) for row in db.execute(
@@ -113,6 +113,8 @@ class Searcher:
         self.embed = "original" if getattr(encoder, "multilingual", False) else \
             "both" if self.has_indonesian else "rendering"
         self.term_df = dict(db.execute("SELECT term, df FROM term_df"))
+        if settings.translate_indonesian:  # the dictionary's senses resolved by what this knowledge base's text says
+            self.glossary = load_glossary().for_vocabulary(self.term_df)
         faiss.omp_set_num_threads(1)  # one query at a time: OpenMP threads only contend with the encoder
         n = version.vectors.ntotal
         self.matrix = version.vectors.reconstruct_n(0, n) if n else np.zeros((0, encoder.dim), np.float32)

@@ -1,4 +1,6 @@
 """Glossary: Indonesian phrases rendered into English support terms, codes and names kept."""
+import dataclasses
+
 from search.glossary import load_glossary, parse_glossary
 
 SAMPLE = "# comment\ntidak bisa\tcannot\nkirim\tsend\nsurel\temail\nkata sandi\tpassword\nmasuk\tsign in / log in\n"
@@ -25,3 +27,27 @@ def test_packaged_glossary_parses_and_covers_core_terms():
     assert len(g.entries) >= 300
     for phrase, english in ((("kata", "sandi"), "password"), (("lampiran",), "attachment")):
         assert english in g.entries[phrase]
+
+
+def test_words_the_hand_glossary_lacks_come_from_the_dictionary():
+    glossary = load_glossary()
+    assert ("kolom",) not in glossary.entries and ("faktur",) not in glossary.entries
+    assert glossary.translate("kolom faktur pajak") == "column invoice tax"
+    assert glossary.translate("folder Outlook 0x8004010F") == "folder Outlook 0x8004010F"  # English kept
+
+
+def test_the_knowledge_base_chooses_among_the_dictionary_senses():
+    from search.glossary import parse_glossary
+
+    base = dataclasses.replace(parse_glossary(""), alternatives={("sandi",): ["sandhi", "password"]},
+                               fallback={("sandi",): "sandhi"})
+    assert base.for_vocabulary({"password": 286}).translate("sandi") == "password"  # an IT knowledge base
+    assert base.for_vocabulary({}).translate("sandi") == "sandhi"  # no evidence: the dictionary's first
+
+
+def test_inflected_indonesian_words_are_found_by_their_stem():
+    from search.glossary import indonesian_stem, parse_glossary
+
+    assert indonesian_stem("dicetak") == indonesian_stem("mencetak") == "cetak"
+    base = dataclasses.replace(parse_glossary(""), alternatives={("cetak",): ["print"]}, fallback={("cetak",): "print"})
+    assert base.for_vocabulary({"print": 3}).translate("dokumen dicetak") == "dokumen print"
