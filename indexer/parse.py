@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -13,6 +14,8 @@ from indexer.markdown import block_text, parse_tree, remove_docfx, render_html, 
 from kb.articles import Article, Problem, Section
 
 __all__ = ["discover", "parse_article", "render_html", "slugify"]
+
+log = logging.getLogger("kb.parse")
 
 MAX_INCLUDE_DEPTH = 3
 ROOT_FRAGMENTS = {"source.md", "readme.md"}
@@ -49,8 +52,11 @@ def discover(content_root: Path) -> list[Path]:
 
     os.walk rather than Path.rglob: hidden and includes folders are pruned before they are read, and a
     4,500-article tree is listed in a fraction of the time (this runs on every watch-triggered build).
+    A symbolic link to a file outside the content folder is refused with a warning naming it, as includes are
+    (folders that are links are never entered: os.walk does not follow them).
     """
     found = []
+    real_root = Path(os.path.realpath(content_root))
     for folder, dirs, files in os.walk(content_root):
         dirs[:] = [d for d in dirs if not d.startswith(".") and d.lower() != "includes"]
         at_root = folder == str(content_root)  # os.walk yields the top folder exactly as given
@@ -60,9 +66,18 @@ def discover(content_root: Path) -> list[Path]:
             if at_root and name.lower() in ROOT_FRAGMENTS:
                 continue
             path = os.path.join(folder, name)
+            if links_outside(path, real_root):
+                log.warning("%s is a symbolic link to %s, outside the content folder %s: not indexed", path,
+                            os.path.realpath(path), real_root)
+                continue
             if os.path.isfile(path):
                 found.append(path)
     return [Path(path) for path in sorted(found)]
+
+
+def links_outside(path: str | Path, real_root: Path) -> bool:
+    """Is `path` a symbolic link whose target (all links followed) lies outside `real_root` (a realpath)?"""
+    return os.path.islink(path) and not Path(os.path.realpath(path)).is_relative_to(real_root)
 
 
 def relative_path(path: Path, content_root: Path) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from indexer.links import Outline, has_headings, has_included_heading, heading_anchors, outline
-from indexer.parse import decode, discover, key_line, parse_article, split_front_matter
+from indexer.parse import decode, discover, key_line, links_outside, parse_article, split_front_matter
 
 INCLUDE_PROBLEM = ("include ", "includes nested")  # parse_article messages about includes it could not use
 PARALLEL_MIN_FILES = 200  # below this, starting worker processes costs more than it saves
@@ -130,8 +130,10 @@ def scan_job(job: tuple) -> FileScan:
 def scan_all(root: Path, inventory: Inventory, cache: dict | None, workers: int, progress: bool) -> list[FileScan]:
     """Scan every article and include file; reuse `cache` entries (rel -> FileScan) whose files did not change."""
     articles = {p.relative_to(root).as_posix() for p in discover(root)}
+    real_root = Path(os.path.realpath(root))
     includes = {rel for rel in inventory.stamps if rel.lower().endswith(".md") and rel not in articles
-                and "includes" in (part.lower() for part in rel.split("/")[:-1])}
+                and "includes" in (part.lower() for part in rel.split("/")[:-1])
+                and not links_outside(root / rel, real_root)}  # never read: includes of them are refused too
     scans, jobs = {}, []
     for rel in sorted(articles | includes):
         old = (cache or {}).get(rel)

@@ -133,6 +133,17 @@ def test_article_broken_by_an_edit_keeps_its_last_good_version(content_copy, tmp
     assert any("kept the previously indexed version" in p.message for p in report.problems)
 
 
+def test_a_symbolic_link_out_of_the_content_folder_is_never_indexed(content_copy, tmp_path, tiny_encoder, caplog):
+    secret = tmp_path / "secret.md"
+    secret.write_text("---\ntitle: Root password\n---\nThe root password is hunter2.\n", encoding="utf-8")
+    (content_copy / "Outlook" / "system.md").symlink_to(secret)
+    settings = settings_for(content_copy, tmp_path)
+    with caplog.at_level("WARNING", logger="kb.parse"):
+        report = build_index(settings, tiny_encoder, progress=False)
+    assert "Outlook/system" not in article_ids(settings, tiny_encoder.model_id) and report.articles == 8
+    assert any(str(content_copy / "Outlook" / "system.md") in r.getMessage() for r in caplog.records)
+
+
 def test_ids_differing_only_in_case_are_reported(content_copy, tmp_path, tiny_encoder):
     shutil.copy(content_copy / "Teams/teams-microphone-not-working.md", content_copy / "Teams/Teams-Microphone-Not-Working.md")
     report = build_index(settings_for(content_copy, tmp_path), tiny_encoder, progress=False)

@@ -70,6 +70,29 @@ def test_discover_skip_rules(tmp_path):
     assert [p.relative_to(tmp_path).as_posix() for p in discover(tmp_path)] == ["a.md", "sub/README.md"]
 
 
+def test_discover_refuses_symbolic_links_out_of_the_content_folder(tmp_path, caplog):
+    """A link to a system file is not an article (includes refuse the same targets); links inside are kept."""
+    root, outside = tmp_path / "content", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.md").write_text("# Secret\n", encoding="utf-8")
+    (outside / "folder").mkdir()
+    (outside / "folder" / "deep.md").write_text("# Deep\n", encoding="utf-8")
+    (root / "a.md").write_text("# A\n", encoding="utf-8")
+    (root / "sub" / "passwd.md").symlink_to("/etc/passwd")
+    (root / "sub" / "secret.md").symlink_to(outside / "secret.md")
+    (root / "sub" / "chain.md").symlink_to(root / "sub" / "secret.md")  # inside, but on to the outside
+    (root / "sub" / "alias.md").symlink_to(root / "a.md")  # another name for an article inside: kept
+    (root / "linked").symlink_to(outside / "folder", target_is_directory=True)  # never entered
+    with caplog.at_level("WARNING", logger="kb.parse"):
+        found = [p.relative_to(root).as_posix() for p in discover(root)]
+    assert found == ["a.md", "sub/alias.md"]
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 3 and all("outside the content folder" in m and "not indexed" in m for m in warned)
+    assert {m.split(" is a symbolic link")[0] for m in warned} == {str(root / "sub" / n) for n in
+                                                                   ("passwd.md", "secret.md", "chain.md")}
+
+
 # --- broken files -----------------------------------------------------------------------------
 
 

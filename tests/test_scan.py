@@ -41,6 +41,15 @@ def test_inventory_skips_hidden_files_and_knows_folders(tmp_path):
     assert take_inventory(root).other_files
 
 
+def test_an_include_linked_from_outside_the_content_folder_is_not_read(tmp_path):
+    root = kb(tmp_path)
+    outside = write(tmp_path, "elsewhere/private.md", "Private text\n")
+    (root / "includes" / "private.md").symlink_to(outside)
+    (root / "includes" / "alias.md").symlink_to(root / "includes" / "x.md")
+    rels = {scan.rel for scan in scan_all(root, take_inventory(root), None, 1, False)}
+    assert "includes/private.md" not in rels and "includes/alias.md" in rels
+
+
 def test_scans_articles_and_includes(tmp_path):
     root = kb(tmp_path)
     scans = {s.rel: s for s in scan_all(root, take_inventory(root), None, 1, False)}
