@@ -1,9 +1,11 @@
 """Response models of the JSON API: the contract helpdesk tools rely on, carried by the OpenAPI document."""
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
+from pydantic_core import PydanticCustomError
 
 # ---- errors --------------------------------------------------------------------------------
 
@@ -35,6 +37,21 @@ API_ERRORS = (401, 403, 429)  # every /api route: API keys and rate limits apply
 # k's bounds, documented in the schema but checked by the searcher, so that a k outside them stays the README's
 # 400 bad_request (FastAPI's own ge/le would answer 422), as it is for `kb search` and the pages.
 K_BOUNDS = {"minimum": 1, "maximum": 100}
+INTEGER_TEXT = re.compile(r"-?[0-9]+")
+
+
+def integer_text(value: object) -> object:
+    """A query parameter's integer as a client writes one: ASCII digits, optionally after a minus sign.
+
+    Pydantic's lax mode also reads "7.0", " 5", "+5" and "5_0" as integers, and its strict mode reads no text at
+    all (every query parameter is text): "wrongly typed fields (422)", as the README promises, needs this rule.
+    """
+    if isinstance(value, str) and not INTEGER_TEXT.fullmatch(value):
+        raise PydanticCustomError("int_parsing", "Input should be an integer written in digits, such as 5")
+    return value
+
+
+QueryInt = Annotated[int, BeforeValidator(integer_text)]  # query parameters: "5" and "-1" are integers, "5.0" is not
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

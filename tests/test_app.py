@@ -56,6 +56,10 @@ def test_openapi_and_docs(client):
     ("get", "/api/search", {"params": {"q": "outlook", "k": 0}}, 400, "bad_request"),
     ("get", "/api/search", {"params": {"q": "outlook", "k": 101}}, 400, "bad_request"),
     ("get", "/api/search", {"params": {"q": "outlook", "k": "ten"}}, 422, "invalid_request"),
+    *[("get", "/api/search", {"params": {"q": "outlook", "k": k}}, 422, "invalid_request")
+      for k in ("7.0", "true", " 5", "+5", "5_0", "1e1", "")],  # wrongly typed, however lax parsers read them
+    *[("post", "/api/suggest", {"json": {"body": "outlook", **field}}, 422, "invalid_request")
+      for field in ({"k": True}, {"k": "5"}, {"k": 7.0}, {"tags": [1]}, {"tags": "outlook"}, {"language": 1})],
     ("post", "/api/suggest", {"content": b"{not json", "headers": {"content-type": "application/json"}},
      400, "malformed_json"),
     ("post", "/api/suggest", {"json": {"subject": "", "body": ""}}, 400, "bad_request"),

@@ -5,18 +5,22 @@ from time import perf_counter
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from search.auth import CallerDep
 from search.routes.deps import SearcherDep
 from search.routes.events import answered
-from search.schemas import API_ERRORS, K_BOUNDS, ArticleResponse, SearchResponse, SuggestResponse, error_responses
+from search.schemas import (API_ERRORS, K_BOUNDS, ArticleResponse, QueryInt, SearchResponse, SuggestResponse,
+                            error_responses)
 from search.searcher import MODES, Filters
 
 router = APIRouter(prefix="/api", tags=["search"])
 
 
 class SuggestRequest(BaseModel):
+    # Strict: `"k": true`, `"k": "5"`, `"k": 7.0` and a tag that is a number are wrongly typed fields (422).
+    model_config = ConfigDict(strict=True)
+
     subject: str = Field("", description="Ticket subject line.")
     body: str = Field("", description="Ticket body: may contain greetings, signatures, quoted replies, logs.")
     tags: list[str] = Field(default_factory=list, description="Helpdesk tags of the ticket.")
@@ -31,8 +35,8 @@ class SuggestRequest(BaseModel):
             responses=error_responses(400, 422, 503, *API_ERRORS))
 def search(searcher: SearcherDep, http: Request, who: CallerDep,
            q: Annotated[str, Query(description="Search words (required; empty: 400)")] = "",
-           k: Annotated[int, Query(description="How many articles (1..100; outside: 400)",
-                                   json_schema_extra=K_BOUNDS)] = 10,
+           k: Annotated[QueryInt, Query(description="How many articles (1..100; outside: 400; not digits: 422)",
+                                        json_schema_extra=K_BOUNDS)] = 10,
            product: Annotated[str | None, Query(description="Only articles of this product")] = None,
            language: Annotated[str | None, Query(description="Only articles in this language (en, id)")] = None,
            audience: Annotated[str | None, Query(description="Only public or internal articles")] = None,
