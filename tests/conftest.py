@@ -5,6 +5,7 @@ import contextlib
 import hashlib
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -118,10 +120,116 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until(condition: Callable[[], object], timeout: float, message: str | Callable[[], str] = "",
+               interval: float = 0.05):
+    """Poll `condition` until it returns something true, and return that; fail once `timeout` seconds have passed.
+    For states another thread or process reaches (a job done, a version in service): a deadline, not a sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not reached within {timeout} s: {message() if callable(message) else message}")
+        time.sleep(interval)
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15.0,
+                 group: bool = False) -> int | None:
+    """Stop `proc` on any way out of a test: `sig`, at most `timeout` seconds to exit, then SIGKILL (to its whole
+    process group too when `group`: a server's workers must not outlive it). Never raises, so it cannot hide the
+    failure that brought the test here; returns the exit code (negative: the signal that ended it)."""
+    with contextlib.suppress(ProcessLookupError):
+        if proc.poll() is None:
+            proc.send_signal(sig)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=timeout)
+    if group:  # also any worker left behind by a parent that exited (the group outlives its leader)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    elif proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+    return proc.returncode
+
+
+def read_line(proc: subprocess.Popen, prefix: str, timeout: float) -> str:
+    """The first line the child writes to its stdout (a pipe) that starts with `prefix`: its readiness signal.
+    Fails when the child exits first or `timeout` passes. Reads the pipe unbuffered, so use it for a child that
+    writes nothing more until the test acts (it waits on its stdin, or is killed)."""
+    fd, seen = proc.stdout.fileno(), b""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = seen.decode(errors="replace").split("\n")
+        for line in lines[:-1]:
+            if line.startswith(prefix):
+                return line
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"no line {prefix!r} within {timeout} s; the child wrote {seen!r}")
+        if select.select([fd], [], [], remaining)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise AssertionError(f"the child exited ({proc.wait(timeout=30)}) before a line {prefix!r}; "
+                                     f"it wrote {seen!r}")
+            seen += chunk
+
+
+def release_together(procs: list[subprocess.Popen], timeout: float = 60) -> None:
+    """A start line for child processes that race (stdin and stdout pipes, text mode): wait for each one's "ready"
+    line, then tell them all to go, a line on each stdin written back to back. They then race for real, however
+    long each took to start, where a start time guessed in advance is sometimes too early for one of them."""
+    for proc in procs:
+        read_line(proc, "ready", timeout)
+    for proc in procs:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+
+
+def _kernel_dev(st_dev: int) -> int:
+    return (os.major(st_dev) << 20) | os.minor(st_dev)  # as /proc/*/fdinfo shows it (sdev)
+
+
+def inotify_watched() -> set[tuple[int, int]]:
+    """(device, inode) of every file or folder a process of this user watches with inotify, from
+    /proc/PID/fdinfo (Linux); processes of other users are skipped."""
+    watched = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:inotify":
+                    continue
+                with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+                    for match in re.finditer(r"^inotify wd:\S+ ino:([0-9a-f]+) sdev:([0-9a-f]+)", info.read(), re.M):
+                        watched.add((int(match[2], 16), int(match[1], 16)))
+            except OSError:
+                continue
+    return watched
+
+
+def wait_for_inotify_watches(root: Path, timeout: float = 60) -> None:
+    """Wait until some process watches `root` and every folder under it with inotify: from then on the kernel
+    queues each change there for the watcher, so an edit the test makes next cannot be missed. A fixed sleep is
+    no such proof, nor is a "watching" log line (`kb watch` and `kb serve --watch` print theirs before the
+    watches are added)."""
+    folders = [root, *(Path(d) / n for d, names, _ in os.walk(root) for n in names)]
+    wanted = {(_kernel_dev(s.st_dev), s.st_ino) for s in map(os.stat, folders)}
+    wait_until(lambda: wanted <= inotify_watched(), timeout,
+               lambda: f"no inotify watch on {len(wanted - inotify_watched())} of the {len(wanted)} folders "
+                       f"under {root}", interval=0.02)
+
+
 @contextlib.contextmanager
 def running_server(index_dir: Path, workdir: Path, env: dict[str, str] | None = None,
                    args: tuple[str, ...] = ("--no-watch",)):
-    """`kb serve ARGS` as a real process on a free loopback port; yields (base URL, port) once /healthz is 200."""
+    """`kb serve ARGS` as a real process on a free loopback port; yields (base URL, port) once /healthz is 200.
+    On every way out: SIGTERM, at most 30 s to shut down, then SIGKILL to its process group (workers too)."""
     import httpx
 
     port = free_port()
@@ -131,20 +239,18 @@ def running_server(index_dir: Path, workdir: Path, env: dict[str, str] | None = 
     log_path = workdir / "server.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--index-dir", str(index_dir),
-                                 "--port", str(port), *args], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.time() + 120
-            while True:
-                assert proc.poll() is None, log_path.read_text()
-                try:
-                    if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.time() < deadline, "server did not come up"
-                time.sleep(0.3)
-            yield base, port
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
+                                 "--port", str(port), *args], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            assert proc.poll() is None, f"kb serve exited with {proc.returncode}:\n{log_path.read_text()}"
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(base + "/healthz", timeout=2).status_code == 200
+            return False
+
+        wait_until(healthy, 120, lambda: f"kb serve did not come up:\n{log_path.read_text()}", interval=0.1)
+        yield base, port
+    finally:
+        stop_process(proc, signal.SIGTERM, timeout=30, group=True)
