@@ -17,6 +17,8 @@ from kb import store
 from kb.settings import load_settings
 from search.app import create_app
 
+from tests.conftest import wait_until
+
 REPO = Path(__file__).parent.parent
 OUTPUT = REPO / "test-output" / "crash-safety.json"
 SEED = int(os.environ.get("KB_CRASH_SEED", "20261123"))
@@ -110,9 +112,10 @@ def test_sigkill_at_20_random_points_never_breaks_the_service_or_the_next_build(
             # CURRENT names a complete version: the previous one or, killed after the switch, the new one.
             version = store.open_current(index, tiny_encoder.model_id)
             assert version.manifest["counts"]["articles"] == 8
-            time.sleep(0.15)  # the service follows CURRENT every 0.05 s
-            health = client.get("/healthz").json()
-            assert health["status"] == "ok" and health["index_version"] == after, health
+            # The service follows CURRENT (it checks every 0.05 s): wait until it serves that version.
+            health = wait_until(lambda: (h := client.get("/healthz").json())["index_version"] == after and h,
+                                10, lambda: f"the service never followed CURRENT to {after}")
+            assert health["status"] == "ok", health
             response = client.get("/api/search", params={"q": "outlook password"})
             assert response.status_code == 200 and response.json()["results"]
             # Restart: the next build cleans up, succeeds, and the edit becomes searchable.
