@@ -1,7 +1,6 @@
 """Live re-indexing in the service: admin reindex jobs, one build at a time, token, version swaps, refused versions."""
 import shutil
 import threading
-import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -10,6 +9,8 @@ from indexer.build import build_index
 from kb import store
 from kb.settings import load_settings
 from search.app import create_app
+
+from tests.conftest import wait_for_inotify_watches, wait_until
 
 WORD = "zanzibarflux"
 ARTICLE = "Teams/teams-microphone-not-working"
@@ -39,12 +40,10 @@ def finds(client, word=WORD) -> list[str]:
 
 
 def wait_for_job(client, job_id, timeout=60) -> dict:
-    deadline = time.time() + timeout
-    while True:
-        status = client.get(f"/api/admin/jobs/{job_id}").json()
-        if status["state"] in ("succeeded", "failed") or time.time() > deadline:
-            return status
-        time.sleep(0.05)
+    """The job's status once it has ended: BuildJobs.wait() returns when no build runs or is queued (an event set
+    after the job's state is final and its version is in service), not after some polling interval."""
+    assert client.app.state.kb.jobs.wait(timeout), f"build job {job_id} still running after {timeout} s"
+    return client.get(f"/api/admin/jobs/{job_id}").json()
 
 
 def test_reindex_job_swaps_in_the_edited_article(service):
@@ -137,17 +136,11 @@ def test_watching_service_indexes_a_saved_article_without_a_restart(content_copy
     build_index(settings, tiny_encoder, progress=False)
     with TestClient(create_app(settings, encoder=tiny_encoder, watch=True)) as client:
         assert client.get("/healthz").json()["reload"]["watching"] is True
-        time.sleep(0.5)  # inotify watches in place
+        wait_for_inotify_watches(content_copy)  # no edit from here on can be missed
         edit(content_copy)
-        deadline = time.time() + 30
-        while not finds(client) and time.time() < deadline:
-            time.sleep(0.1)
-        assert finds(client) == [ARTICLE]
+        assert wait_until(lambda: finds(client), 30, "the saved edit never became searchable") == [ARTICLE]
         (content_copy / f"{ARTICLE}.md").unlink()
-        deadline = time.time() + 30
-        while finds(client) and time.time() < deadline:
-            time.sleep(0.1)
-        assert finds(client) == []
+        wait_until(lambda: not finds(client), 30, "the deleted article is still found")
         assert ARTICLE not in client.app.state.kb.searcher.articles
 
 
@@ -158,19 +151,15 @@ def test_service_follows_versions_built_by_another_process(content_copy, tmp_pat
     with TestClient(create_app(settings, encoder=tiny_encoder)) as client:
         edit(content_copy)
         report = build_index(settings, tiny_encoder, progress=False)  # as `kb index` / `kb watch` would
-        deadline = time.time() + 10
-        while client.get("/healthz").json()["index_version"] != report.build_id and time.time() < deadline:
-            time.sleep(0.05)
-        assert client.get("/healthz").json()["index_version"] == report.build_id
+        wait_until(lambda: client.get("/healthz").json()["index_version"] == report.build_id, 10,
+                   f"the service never followed CURRENT to {report.build_id}")
         assert finds(client) == [ARTICLE]
 
 
 def test_watching_service_started_without_an_index_builds_one(content_copy, tmp_path, tiny_encoder):
     settings = make_settings(content_copy, tmp_path)
     with TestClient(create_app(settings, encoder=tiny_encoder, watch=True)) as client:
-        deadline = time.time() + 30
-        while client.get("/healthz").status_code != 200 and time.time() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: client.get("/healthz").status_code == 200, 30, "the first build never went into service")
         health = client.get("/healthz").json()
         assert health["status"] == "ok" and health["counts"]["articles"] == 8
 

@@ -15,7 +15,7 @@ from kb.settings import load_settings
 from search.app import create_app
 from search.metrics import UNMATCHED, ServiceMetrics
 from search.metrics_folder import MULTIPROC_ENV, worker_metrics_folder
-from tests.conftest import FIXTURE_CONTENT, TinyEncoder, running_server
+from tests.conftest import FIXTURE_CONTENT, TinyEncoder, running_server, wait_for_inotify_watches, wait_until
 
 ARTICLE = "Teams/teams-microphone-not-working"
 
@@ -148,12 +148,9 @@ def test_watch_events_are_counted(tmp_path, content_copy):
         assert value(scrape(client), "kb_watch_events_total") == 0
         state = client.app.state.kb
         state.jobs.wait(30)  # the catch-up build at start
-        time.sleep(0.5)  # let inotify settle before the edit
+        wait_for_inotify_watches(content_copy)  # no edit from here on can be missed
         (content_copy / "Teams" / "new-note.md").write_text("---\ntitle: Quokka firmware\n---\n\nQuokka firmware.\n")
-        deadline = time.time() + 30
-        while not value(scrape(client), "kb_watch_events_total"):
-            assert time.time() < deadline, "the change was never counted"
-            time.sleep(0.1)
+        wait_until(lambda: value(scrape(client), "kb_watch_events_total"), 30, "the change was never counted")
         samples = scrape(client)
         assert value(samples, "kb_watch_events_total") >= 1 and value(samples, "kb_watch_changed_files_total") >= 1
         assert state.jobs.wait(30)

@@ -6,7 +6,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import running_server
+from tests.conftest import running_server, wait_for_inotify_watches
 from indexer.build import build_index
 from kb.settings import load_settings, to_environment
 from search.app import claim_watch
@@ -68,6 +68,7 @@ def test_two_workers_answer_and_one_of_them_builds(content_copy, tmp_path, embed
         answers = httpx.post(base + "/api/suggest", json=ticket, timeout=30)
         assert answers.status_code == 200 and answers.json()["articles"][0]["id"] == ARTICLE
 
+        wait_for_inotify_watches(content_copy)  # the watching worker's watches: no edit from here on is missed
         path = content_copy / f"{ARTICLE}.md"
         path.write_text(path.read_text() + f"\n\n## Firmware\n\nThe {WORD} update fixes the headset.\n")
         deadline = time.time() + 60
