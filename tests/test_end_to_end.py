@@ -6,7 +6,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -14,7 +13,7 @@ import pytest
 
 from kb import store
 
-from tests.conftest import FIXTURES, running_server
+from tests.conftest import FIXTURES, read_line, running_server, stop_process, wait_for_inotify_watches, wait_until
 
 pytestmark = pytest.mark.model
 REPO = Path(__file__).parent.parent
@@ -79,42 +78,49 @@ def test_malformed_json_over_http(deployment):
     assert response.status_code == 400 and response.json()["error"]["code"] == "malformed_json"
 
 
-def kill_while_writing(deployment) -> bool:
-    """Start `kb index --full` and SIGKILL it as soon as it writes its version folder (.tmp-<id>); False when
-    the build finished before it was seen writing (a small index is written in a few milliseconds)."""
-    index = deployment["index"]
-    build = subprocess.Popen([sys.executable, "-m", "cli.main", "index", "--full", "--quiet", "--content",
-                              str(deployment["content"]), "--index-dir", str(index)],
-                             env=ENV, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while build.poll() is None and time.time() < deadline:
-        if any(p.name.startswith(store.TMP_PREFIX) for p in index.iterdir()):
-            build.send_signal(signal.SIGKILL)
-            build.wait(timeout=30)
-            return True
-        time.sleep(0.001)
-    if build.poll() is None:
-        build.kill()
-        build.wait(timeout=30)
-        raise AssertionError("the build neither wrote a version nor finished within 120 s")
-    return False
+# `kb index` as the CLI runs it, except that it stops once it is writing its version: the version's data files are
+# in its .tmp-<id> folder and its manifest (written last, by store.publish) is not yet. It says so on stdout and
+# waits for the test to SIGKILL it, so the kill always lands mid-write (not while the model loads, and not after
+# the switch: a build of 8 articles writes its version in a few milliseconds, faster than a watcher could react).
+PAUSED_INDEX = """
+import sys
+from kb import store
+
+def paused(index_dir, tmp, *args, **kwargs):
+    print("writing", tmp, flush=True)
+    sys.stdin.read()  # blocks until the test kills this process; should the test be gone, its pipe closes:
+    raise SystemExit(3)  # then stop without publishing
+
+store.publish = paused
+from cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 def test_killed_build_leaves_the_service_answering(deployment):
-    for _ in range(5):  # a build that finished before it was caught writing proves nothing: try again
-        deadline = time.time() + 30
-        while (before := httpx.get(deployment["base"] + "/healthz").json()["index_version"]) != \
-                (deployment["index"] / "CURRENT").read_text().strip() and time.time() < deadline:
-            time.sleep(0.1)  # the service follows a version an earlier round completed
-        current = (deployment["index"] / "CURRENT").read_text()
-        if kill_while_writing(deployment):
-            break
-    else:
-        raise AssertionError("five builds in a row finished before they could be killed while writing")
-    assert (deployment["index"] / "CURRENT").read_text() == current
+    index = deployment["index"]
+    current = (index / "CURRENT").read_text()
+    before = httpx.get(deployment["base"] + "/healthz").json()["index_version"]
+    assert before == current.strip()
+    with open(deployment["root"] / "killed-index.log", "w") as log:
+        build = subprocess.Popen([sys.executable, "-c", PAUSED_INDEX, "index", "--full", "--quiet", "--content",
+                                  str(deployment["content"]), "--index-dir", str(index)], env=ENV, cwd=REPO,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+    try:
+        tmp = Path(read_line(build, "writing ", timeout=240).removeprefix("writing "))
+        assert tmp.parent == index and tmp.name.startswith(store.TMP_PREFIX)
+        assert (tmp / store.VECTORS).exists() and not (tmp / store.MANIFEST).exists()
+        build.send_signal(signal.SIGKILL)
+        assert build.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        stop_process(build, signal.SIGKILL)
+        build.stdin.close()
+        build.stdout.close()
+    assert (index / "CURRENT").read_text() == current and tmp.exists()  # the half-written folder, not served
     response = httpx.get(deployment["base"] + "/api/search", params={"q": "teams microphone"})
     assert response.status_code == 200 and response.json()["results"]
-    assert httpx.get(deployment["base"] + "/healthz").json()["index_version"] == before
+    health = httpx.get(deployment["base"] + "/healthz").json()
+    assert health["status"] == "ok" and health["index_version"] == before, health
 
 
 def test_cli_search_and_suggest(deployment):
@@ -150,26 +156,26 @@ def test_kb_watch_process_publishes_edits_to_a_running_service(tmp_path):
     shutil.copytree(FIXTURES / "content", content)
     assert kb("index", "--content", str(content), "--index-dir", str(index), "--quiet").returncode == 0
     env = {**ENV, "KB_WATCH_DEBOUNCE_MS": "100"}
-    with open(tmp_path / "watch.log", "w") as log:
+    log_path = tmp_path / "watch.log"
+    with open(log_path, "w") as log:
         watcher = subprocess.Popen([sys.executable, "-m", "cli.main", "watch", "--quiet", "--content", str(content),
                                     "--index-dir", str(index)], env=env, cwd=REPO, stdout=log, stderr=log)
     try:
         with running_server(index, tmp_path, env={"KB_RELOAD_POLL_SECONDS": "0.2"}) as (base, _):
-            deadline = time.time() + 120
-            while "watching" not in (tmp_path / "watch.log").read_text():
-                assert watcher.poll() is None and time.time() < deadline, (tmp_path / "watch.log").read_text()
-                time.sleep(0.2)
+            wait_for_inotify_watches(content, timeout=120)  # `kb watch` prints "watching" before it watches
+            assert watcher.poll() is None, log_path.read_text()
             page = content / "OneDrive/onedrive-sync-stuck.md"
             page.write_text(page.read_text() + "\n\n## Quokkaflare\n\nThe quokkaflare toggle resets the sync.\n")
-            found = []
-            while not found and time.time() < deadline:
-                time.sleep(0.2)
-                found = httpx.get(base + "/api/search", params={"q": "quokkaflare", "mode": "lexical"}).json()["results"]
-            assert [hit["id"] for hit in found] == ["OneDrive/onedrive-sync-stuck"], (tmp_path / "watch.log").read_text()
+
+            def found():
+                return httpx.get(base + "/api/search", params={"q": "quokkaflare", "mode": "lexical"}).json()["results"]
+
+            hits = wait_until(found, 120, lambda: log_path.read_text(), interval=0.2)
+            assert [hit["id"] for hit in hits] == ["OneDrive/onedrive-sync-stuck"], log_path.read_text()
     finally:
-        watcher.send_signal(signal.SIGINT)
-        assert watcher.wait(timeout=30) == 0
-    assert "1 parsed" in (tmp_path / "watch.log").read_text()
+        code = stop_process(watcher, signal.SIGINT, timeout=30)  # Ctrl+C; SIGKILL if it does not stop
+    assert code == 0, log_path.read_text()
+    assert "1 parsed" in log_path.read_text()
 
 
 def test_multilingual_model_indexes_and_serves_end_to_end(tmp_path):
