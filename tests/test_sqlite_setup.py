@@ -1,18 +1,18 @@
 """prepare_wal: processes that create the same side-store file at once all get it, none a 'database is locked'."""
+import signal
 import subprocess
 import sys
-import time
 
 from kb.sqlite_setup import statements
-from tests.conftest import REPO
+from tests.conftest import REPO, release_together, stop_process
 
 OPEN = r"""
-import sqlite3, sys, time
+import sqlite3, sys
 from kb.keys import SCHEMA
 from kb.sqlite_setup import prepare_wal
-path, start = sys.argv[1], float(sys.argv[2])
-conn = sqlite3.connect(path, timeout=5, isolation_level=None)
-time.sleep(max(0.0, start - time.time()))
+conn = sqlite3.connect(sys.argv[1], timeout=5, isolation_level=None)
+print("ready", flush=True)
+sys.stdin.readline()  # the go: every process is started and connected
 prepare_wal(conn, SCHEMA, 5)
 print(conn.execute("PRAGMA journal_mode").fetchone()[0], conn.execute("SELECT count(*) FROM api_keys").fetchone()[0])
 """
@@ -28,10 +28,14 @@ def test_processes_creating_one_new_file_at_once_all_succeed(tmp_path):
     # "database is locked" (SQLite refuses a lock upgrade that could deadlock without waiting).
     for round_ in range(3):
         path = tmp_path / f"auth-{round_}.sqlite"
-        start = time.time() + 1.5
-        procs = [subprocess.Popen([sys.executable, "-c", OPEN, str(path), str(start)], cwd=REPO,
+        procs = [subprocess.Popen([sys.executable, "-c", OPEN, str(path)], cwd=REPO, stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(6)]
-        for proc in procs:
-            out, err = proc.communicate(timeout=60)
-            assert proc.returncode == 0, err
-            assert out.split() == ["wal", "0"]
+        try:
+            release_together(procs)
+            for proc in procs:
+                out, err = proc.communicate(timeout=60)
+                assert proc.returncode == 0, err
+                assert out.split() == ["wal", "0"]
+        finally:
+            for proc in procs:
+                stop_process(proc, signal.SIGKILL)

@@ -1,12 +1,12 @@
 """WebhookLog (KB_WEBHOOK_DB): one claim per ticket, audience and replay window, across processes; expiry on write;
 a file that cannot be written falls back to the caller's per-process rule."""
 import logging
+import signal
 import subprocess
 import sys
-import time
 
 from kb.webhook_log import EXPIRE_PER_WRITE, WebhookLog
-from tests.conftest import REPO
+from tests.conftest import REPO, release_together, stop_process
 
 
 class Clock:
@@ -66,25 +66,29 @@ def test_expired_rows_are_deleted_on_write_a_bounded_number_at_a_time(tmp_path):
 
 
 CLAIM = r"""
-import sys, time
+import sys
 from kb.webhook_log import WebhookLog
-path, start = sys.argv[1], float(sys.argv[2])
-log = WebhookLog(path, 300)
-time.sleep(max(0.0, start - time.time()))
+log = WebhookLog(sys.argv[1], 300)
+print("ready", flush=True)
+sys.stdin.readline()  # the go: every process is started with its log open
 print(log.claim("zendesk", "4242", False))
 """
 
 
 def test_exactly_one_of_several_processes_claims_a_ticket(tmp_path):
     path = tmp_path / "webhooks.sqlite"
-    start = time.time() + 2.0  # all started and imported by then; they claim at the same moment
-    procs = [subprocess.Popen([sys.executable, "-c", CLAIM, str(path), str(start)], cwd=REPO,
+    procs = [subprocess.Popen([sys.executable, "-c", CLAIM, str(path)], cwd=REPO, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
     results = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err
-        results.append(out.strip())
+    try:
+        release_together(procs)  # all started with the log open; they claim at the same moment
+        for proc in procs:
+            out, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
+            results.append(out.strip())
+    finally:
+        for proc in procs:
+            stop_process(proc, signal.SIGKILL)
     assert sorted(results) == ["False", "False", "False", "True"]
     log = WebhookLog(path, 300)
     try:
