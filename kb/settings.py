@@ -41,6 +41,7 @@ class Settings:
     translate_indonesian: bool = _setting(True, "KB_TRANSLATE_INDONESIAN", "Render Indonesian queries into English with the support glossary before retrieval.")
     confidence_threshold: float = _setting(0.5, "KB_CONFIDENCE_THRESHOLD", "Calibrated probability above which a response says confident: true.")
     max_query_chars: int = _setting(20_000, "KB_MAX_QUERY_CHARS", "Longest query or ticket text accepted.")
+    max_body_bytes: int = _setting(1_048_576, "KB_MAX_BODY_BYTES", "Largest request body accepted (1 MiB; webhooks: KB_WEBHOOK_MAX_BYTES): 413 beyond, before the body is read (by Content-Length, or counted as a chunked body arrives).")
     base_url: str = _setting("/articles", "KB_BASE_URL", "Prefix of article URLs returned to clients.")
     log_level: str = _setting("info", "KB_LOG_LEVEL", "Log level of the service.")
     feedback_db: Path = _setting(Path("var/feedback.sqlite"), "KB_FEEDBACK_DB", "SQLite file where agents' yes/no feedback is recorded.")
@@ -116,6 +117,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         raise BadRequest(f"KB_AUTH={settings.auth!r} must be one of {', '.join(AUTH_MODES)}")
     if settings.workers < 1:
         raise BadRequest(f"workers must be at least 1, got {settings.workers}")
+    if settings.max_body_bytes < 1:
+        raise BadRequest(f"KB_MAX_BODY_BYTES must be at least 1, got {settings.max_body_bytes}")
     return settings
 
 

@@ -28,6 +28,7 @@ from kb.feedback import FeedbackStore
 from kb.usage import UsageLog
 from search.access_log import install_path_only
 from search.auth import Authenticator, SignInRequired, authorize
+from search.limits import install_limits
 from search.metrics import install_metrics
 from search.routes import admin, api, content, docs, feedback, health, pages, signin, webhooks, widget
 from search.routes.metrics import router as metrics_router
@@ -232,6 +233,7 @@ def create_app(settings: Settings, encoder: TextEncoder | None = None, watch: bo
                   dependencies=[Depends(authorize)])  # every route: who is calling, and may they (search/auth.py)
     app.state.auth = Authenticator(settings)
     install_error_handlers(app)
+    install_limits(app, settings)  # bodies over KB_MAX_BODY_BYTES 413 unread, lone surrogates 400 (search/limits.py)
     install_security(app, settings)  # CSP and framing headers, cross-site posts refused, CORS (search/security.py)
     install_metrics(app)  # outermost: counts and times every request by route template (search/metrics.py)
     app.include_router(api.router)

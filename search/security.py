@@ -100,16 +100,23 @@ def is_cross_site(request: Request) -> bool:
     return origin is not None and not same_origin(origin, request.headers.get("host", ""))
 
 
-def refusal(request: Request) -> Response:
-    """The 403 for a cross-site request: an HTML page for a browser's form post, JSON otherwise."""
+def render_error(request: Request, exc: KBError) -> Response:
+    """A KBError answered by a middleware, before routing, as the app's one handler renders it: an HTML page for a
+    browser asking for a page, JSON otherwise (the app's exception handlers sit inside the middlewares)."""
     from search.app import wants_html  # one rule for JSON or HTML; imported here as search.app imports this module
     from search.routes.pages import error_page
 
-    exc = CrossSiteRequest("cross-site requests are refused: post forms from this service's own pages, "
-                           "or call the API with an API key and without cookies")
     if wants_html(request):
-        return error_page(request, exc)
-    return JSONResponse(exc.to_dict(), status_code=exc.status)
+        response = error_page(request, exc)
+        response.headers.update(exc.headers)
+        return response
+    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=exc.headers)
+
+
+def refusal(request: Request) -> Response:
+    """The 403 for a cross-site request: an HTML page for a browser's form post, JSON otherwise."""
+    return render_error(request, CrossSiteRequest("cross-site requests are refused: post forms from this service's "
+                                                  "own pages, or call the API with an API key and without cookies"))
 
 
 class SecurityHeaders:
