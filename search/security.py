@@ -1,12 +1,15 @@
-"""Browser-facing safety: CSP and framing headers, refusal of cross-site form posts, CORS for the JSON API."""
+"""Browser-facing safety: CSP and framing headers, refusal of cross-site form posts and of foreign Host headers
+(DNS rebinding), CORS for the JSON API."""
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
+import socket
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -14,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kb.errors import KBError
 from kb.settings import Settings
+from search.auth import is_loopback
 
 log = logging.getLogger("kb.security")
 
@@ -28,6 +32,9 @@ ORIGIN = re.compile(r"^https?://(\*\.)?([a-z0-9-]+(\.[a-z0-9-]+)*|\[[0-9a-f:.]+\
 POLICY = ("default-src 'self'; script-src 'self'; style-src {styles}; img-src 'self' data:; font-src 'self'; "
           "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors {frames}")
 CORS_HEADERS = ["Authorization", "X-API-Key", "Content-Type"]
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")  # Host names always answered (KB_ALLOWED_HOSTS adds to them)
+DNS_NAME = re.compile(r"^(\*\.)?[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$")
+MAX_WARNED_HOSTS = 100  # foreign Host headers logged (once each) per worker process
 
 
 class CrossSiteRequest(KBError):
@@ -35,6 +42,14 @@ class CrossSiteRequest(KBError):
 
     status = 403
     code = "cross_site_request"
+
+
+class HostNotAllowed(KBError):
+    """A Host header naming none of the names the service answers to: a DNS-rebinding page, or a name the operator
+    has yet to list in KB_ALLOWED_HOSTS."""
+
+    status = 400
+    code = "host_not_allowed"
 
 
 def parse_origins(text: str, setting: str, wildcards: bool) -> tuple[str, ...]:
@@ -54,6 +69,88 @@ def parse_origins(text: str, setting: str, wildcards: bool) -> tuple[str, ...]:
         elif origin not in origins:
             origins.append(origin)
     return tuple(origins)
+
+
+def parse_hosts(text: str, setting: str = "KB_ALLOWED_HOSTS") -> tuple[str, ...]:
+    """Host names of a space- or comma-separated setting, lower-cased: names, `*.example.com` (its subdomains),
+    IPv4 and IPv6 addresses (bracketed as in a Host header), or `*` (any). Anything else (a URL, a port) is dropped
+    with a warning."""
+    hosts: list[str] = []
+    for token in re.split(r"[\s,]+", text or ""):
+        host = token.strip().lower().rstrip(".")
+        if not host:
+            continue
+        try:
+            host = f"[{ipaddress.IPv6Address(host.strip('[]'))}]" if ":" in host else host
+        except ValueError:
+            host = ""
+        if host != "*" and not host.startswith("[") and not DNS_NAME.match(host):
+            log.warning("%s: %r is not a host name such as kb.example.com or *.example.com; ignored", setting, token)
+        elif host not in hosts:
+            hosts.append(host)
+    return tuple(hosts)
+
+
+def host_name(header: str) -> str:
+    """The host of a Host header, lower-cased, without its port or a final dot: "[::1]:8000" -> "[::1]"."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[:header.find("]") + 1]
+    return header.rsplit(":", 1)[0].rstrip(".") if header.count(":") == 1 else header.rstrip(".")
+
+
+def answered_hosts(settings: Settings) -> tuple[str, ...]:
+    """The Host names the service answers to: loopback names, KB_ALLOWED_HOSTS, and the bind address itself; bound
+    to a network address (`kb serve --host 0.0.0.0`), also this machine's name."""
+    hosts = [*LOOPBACK_HOSTS, *parse_hosts(settings.allowed_hosts)]
+    bind = settings.host.strip().lower()
+    if bind not in ("", "0.0.0.0", "::", "[::]"):
+        hosts += parse_hosts(bind, "KB_HOST")
+    if not is_loopback(bind):
+        hosts += parse_hosts(socket.gethostname(), "the machine's name")
+    return tuple(dict.fromkeys(hosts))
+
+
+class AllowedHosts:
+    """ASGI middleware: a request whose Host header names none of `hosts` gets 400 host_not_allowed before routing.
+
+    Against DNS rebinding: a page of another site whose name was made to resolve to this service's address reaches
+    it with that name as Host (and, on loopback, with no API key needed). Also answered: a Host that is the very
+    address the connection came in on (an IP literal, never a rebound name), so that `kb serve --host 0.0.0.0`
+    is reachable by its addresses and health probes by pod IP work; a request without Host (HTTP/1.0, never a
+    browser's) passes. Starlette's TrustedHostMiddleware has the same names and `*.` patterns but answers in plain
+    text and knows no connection address; this one answers with the service's JSON (or page) error.
+    """
+
+    def __init__(self, app: ASGIApp, hosts: tuple[str, ...] = LOOPBACK_HOSTS):
+        self.app = app
+        self.any = "*" in hosts
+        self.names = frozenset(h for h in hosts if not h.startswith("*."))
+        self.suffixes = tuple(h[1:] for h in hosts if h.startswith("*."))  # ".example.com"
+        self.warned: set[str] = set()
+
+    def allows(self, host: str, scope: Scope) -> bool:
+        if self.any or host in self.names or (self.suffixes and host.endswith(self.suffixes)):
+            return True
+        server = scope.get("server")
+        local = str(server[0]).lower() if server else ""
+        return bool(local) and host == (f"[{local}]" if ":" in local else local)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        header = Headers(scope=scope).get("host") if scope["type"] in ("http", "websocket") else None
+        if header is None or self.allows(host_name(header), scope):
+            await self.app(scope, receive, send)
+            return
+        shown = header[:100]
+        if len(self.warned) < MAX_WARNED_HOSTS and shown not in self.warned:
+            self.warned.add(shown)
+            log.warning("refused a request with Host %r (not in KB_ALLOWED_HOSTS; said once per host)", shown)
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        exc = HostNotAllowed(f"Host {shown!r} is not a name this service answers to: if it is this service's own "
+                             f"name, add it to KB_ALLOWED_HOSTS")
+        await render_error(Request(scope), exc)(scope, receive, send)
 
 
 def app_path(scope: Scope) -> str:
@@ -178,4 +275,10 @@ def install_security(app: FastAPI, settings: Settings) -> None:
     app.state.frame_ancestors = frame_ancestors
     if cors_origins:
         app.add_middleware(ApiCors, origins=cors_origins)
+    hosts = answered_hosts(settings)
+    log.info("answering to Host %s and the address a request comes in on (KB_ALLOWED_HOSTS)", ", ".join(hosts))
+    if settings.trusted_proxies and not settings.allowed_hosts:
+        log.info("KB_TRUSTED_PROXIES is set: a proxy that passes on the name agents use as Host (oauth2-proxy does) "
+                 "needs that name in KB_ALLOWED_HOSTS")
+    app.add_middleware(AllowedHosts, hosts=hosts)
     app.add_middleware(SecurityHeaders, frame_ancestors=frame_ancestors)  # outermost: its headers go on everything

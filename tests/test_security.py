@@ -8,7 +8,7 @@ from indexer.build import build_index
 from kb.settings import load_settings
 from search.app import create_app
 from search.routes.pages import WEB_DIR
-from search.security import is_cross_site, parse_origins, same_origin
+from search.security import answered_hosts, host_name, is_cross_site, parse_hosts, parse_origins, same_origin
 
 HOST = "https://helpdesk.example.com"
 APP = "https://app.example.com"
@@ -218,3 +218,83 @@ def test_no_cors_by_default(index_dir, tmp_path, tiny_encoder):
         response = preflight(client, APP)
         assert "access-control-allow-origin" not in response.headers
         assert "access-control-allow-origin" not in client.get("/api/search?q=a", headers={"origin": APP}).headers
+
+
+# ---- Host header (DNS rebinding) -----------------------------------------------------------------
+@pytest.mark.parametrize("host", ["localhost", "localhost:8000", "LOCALHOST.", "127.0.0.1:8000", "[::1]:8000",
+                                  "testserver"])  # the last: the address the request came in on (TestClient's)
+def test_loopback_names_and_the_connection_address_are_answered(client, host):
+    assert client.get("/healthz", headers={"host": host}).status_code == 200
+
+
+@pytest.mark.parametrize("host", ["attacker.example", "attacker.example:8000", "localhost.attacker.example",
+                                  "127.0.0.1.nip.io", "10.0.0.7", "[::2]", ""])
+def test_any_other_host_is_400_before_routing(client, host):
+    response = client.post("/api/suggest", json={"body": "outlook"}, headers={"host": host})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "host_not_allowed"
+    assert "KB_ALLOWED_HOSTS" in response.json()["error"]["message"]
+    assert csp(response)["frame-ancestors"] == "'none'"  # still under the security headers
+
+
+def test_a_browser_on_a_rebound_name_gets_a_page(client):
+    response = client.get("/", headers={"host": "attacker.example", "accept": "text/html"})
+    assert response.status_code == 400 and response.headers["content-type"].startswith("text/html")
+
+
+def test_listed_hosts_and_subdomain_patterns(index_dir, tmp_path, tiny_encoder):
+    with client_for(index_dir, tmp_path, tiny_encoder, allowed_hosts="kb.example.com, *.corp.example") as client:
+        for host, status in (("kb.example.com", 200), ("KB.example.com:443", 200), ("a.corp.example", 200),
+                             ("a.b.corp.example", 200), ("corp.example", 400), ("evilcorp.example", 400),
+                             ("localhost", 200), ("kb.example.com.attacker.example", 400)):
+            assert client.get("/healthz", headers={"host": host}).status_code == status, host
+    with client_for(index_dir, tmp_path, tiny_encoder, allowed_hosts="*") as client:
+        assert client.get("/healthz", headers={"host": "anything.example"}).status_code == 200
+
+
+def test_host_names_of_the_setting(caplog):
+    with caplog.at_level("WARNING", logger="kb.security"):
+        hosts = parse_hosts("KB.Example.com. *.corp.example,::1 [fe80::1] 10.0.0.5 https://x.example kb.example.com:8443 "
+                            "a;b *")
+    assert hosts == ("kb.example.com", "*.corp.example", "[::1]", "[fe80::1]", "10.0.0.5", "*")
+    assert len(caplog.records) == 3  # the URL, the port and the `;` are named and ignored
+
+
+@pytest.mark.parametrize("header, host", [("kb.example.com:8000", "kb.example.com"), ("[::1]:8000", "[::1]"),
+                                          ("[::1]", "[::1]"), ("Example.COM.", "example.com"), ("", "")])
+def test_host_name_of_a_header(header, host):
+    assert host_name(header) == host
+
+
+def test_a_network_bind_also_answers_to_the_machine_name_and_its_own_address():
+    import socket
+
+    assert answered_hosts(load_settings({})) == ("localhost", "127.0.0.1", "[::1]")
+    assert socket.gethostname().lower() in answered_hosts(load_settings({"KB_HOST": "0.0.0.0"}))
+    assert "10.1.2.3" in answered_hosts(load_settings({"KB_HOST": "10.1.2.3"}))
+    assert answered_hosts(load_settings({"KB_ALLOWED_HOSTS": "kb.example.com"}))[-1] == "kb.example.com"
+
+
+@pytest.mark.model
+def test_a_server_on_all_addresses_answers_by_its_addresses_and_refuses_other_names(real_index, tmp_path):
+    """`kb serve --host 0.0.0.0`: reached by any address of the machine (the Host is the address the connection
+    came in on) and by the machine's name; a rebound name is refused."""
+    import socket
+
+    import httpx
+
+    from tests.conftest import running_server
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # the address the default route leaves from
+        try:
+            probe.connect(("192.0.2.1", 9))
+            address = probe.getsockname()[0]
+        except OSError:
+            address = "127.0.0.1"
+    with running_server(real_index.index_dir, tmp_path, args=("--no-watch", "--host", "0.0.0.0")) as (_, port):
+        for host, status in ((f"127.0.0.2:{port}", 400), ("attacker.example", 400),
+                             (socket.gethostname(), 200), (f"localhost:{port}", 200)):
+            response = httpx.get(f"http://127.0.0.1:{port}/healthz", headers={"host": host})
+            assert response.status_code == status, host
+        assert httpx.get(f"http://{address}:{port}/healthz").status_code == 200  # Host: the address itself
+        assert httpx.get(f"http://127.0.0.2:{port}/healthz").status_code == 200  # any loopback address, too
