@@ -68,6 +68,23 @@ class FeedbackUnavailable(KBError):
     code = "feedback_unavailable"
 
 
+class StoreUnavailable(KBError):
+    """A side store (feedback, analytics events) that cannot be written right now, a read-only or full disk: only its
+    own routes answer 503 (with Retry-After), searches go on (kb/side_store.py)."""
+
+    status = 503
+    code = "store_unavailable"
+    retry_after = 30
+
+    def __init__(self, message: str, store: str):
+        super().__init__(message)
+        self.store = store
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
 class MalformedJSON(BadRequest):
     """A request body that is not valid JSON (webhooks read their raw body themselves)."""
 

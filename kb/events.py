@@ -14,11 +14,12 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from kb.errors import BadRequest
+from kb.errors import BadRequest, StoreUnavailable
 from kb.event_schema import ANSWER_KINDS, SCHEMA, SCHEMA_VERSION
-from kb.feedback import ANSWER_ID, FeedbackStore
+from kb.feedback import ANSWER_ID, delete_feedback_before
 from kb.redaction import redact
-from kb.sqlite_setup import prepare_wal
+from kb.side_store import SideStoreHealth
+from kb.sqlite_setup import prepare_wal, reopen_after
 
 log = logging.getLogger("kb.events")
 
@@ -27,6 +28,7 @@ BATCH = 500                  # events per transaction at most
 LINGER = 0.5                 # seconds the writer collects events before a transaction (flush and close cut it short)
 ENCODE_BATCH = 32            # queries per encode_queries call of the writer
 RETENTION_EVERY = 24 * 3600  # seconds between retention runs
+REFUSE_SECONDS = 5.0         # after a failed write, POST /api/events answers 503 this long before one is tried again
 MAX_TEXT = 1000              # characters of redacted query kept per event
 MAX_FIELD = 200              # source, language, product
 MAX_ID = 1000                # article ids
@@ -68,8 +70,9 @@ class EventLog:
     drops the event and counts it). The writer takes up to BATCH events per transaction, redacts query text
     (kb/redaction.py; no text at all with KB_ANALYTICS_STORE_TEXT=false, the query key and topic vector are still
     computed), embeds the redacted queries in batches for their topic vectors, and once a day deletes events and
-    feedback (KB_FEEDBACK_DB) older than KB_ANALYTICS_RETENTION_DAYS. A file it cannot write is logged once and
-    counted in `errors`; the service goes on answering.
+    feedback (KB_FEEDBACK_DB) older than KB_ANALYTICS_RETENTION_DAYS. A file it cannot write (read-only, full disk)
+    never stops the service: its events are counted in `errors`, `health` logs the first failure and the recovery
+    once each (kb/side_store.py), and `unavailable()` gives POST /api/events its 503 meanwhile.
     """
 
     def __init__(self, settings, encoder=None):
@@ -92,6 +95,8 @@ class EventLog:
         self._next_purge = 0.0       # time.monotonic() of the next retention run; 0: at start
         self._purging = True         # the first retention run has not finished yet
         self._said: set[str] = set()
+        self.health = SideStoreHealth("analytics", self.path, "KB_ANALYTICS_DB", log,
+                                      "search and suggest events are counted as errors, POST /api/events answers 503")
 
     # ---- request side: never blocks, never raises ----------------------------------------------------------
     def record_answer(self, kind: str, source: str, answer_id: str | None, query: str | None,
@@ -125,6 +130,14 @@ class EventLog:
                 return False
             self._pending += 1
             return True
+
+    def unavailable(self) -> StoreUnavailable | None:
+        """The 503 of POST /api/events while the last write failed (for REFUSE_SECONDS after it: then one event is let
+        through, so the log finds out when it can write again even without searches), else None."""
+        health = self.health
+        if health.failing and time.monotonic() - health.last_failure < REFUSE_SECONDS:
+            return health.unavailable()
+        return None
 
     def stats(self) -> dict[str, int]:
         """{queued, dropped, written, errors}: events waiting now, and since start dropped, written and failed."""
@@ -162,8 +175,7 @@ class EventLog:
             try:
                 self._connection()  # the file and its tables exist from the start, for the reports
             except (sqlite3.Error, OSError) as exc:
-                self._say("write", "analytics events cannot be written to %s (counted as errors, the service goes "
-                          "on): %s", self.path, exc)
+                self.health.failed(exc)
             while True:
                 if time.monotonic() >= self._next_purge:
                     self._retain()
@@ -208,7 +220,7 @@ class EventLog:
         try:
             self.purge()
         except Exception as exc:  # noqa: BLE001 - an unwritable file: try again tomorrow
-            self._say("retention", "analytics retention could not run on %s: %s", self.path, exc)
+            self._say("retention", "analytics retention could not run (tried again in 24 h): %s", exc)
         finally:
             with self._cond:
                 self._purging = False
@@ -218,21 +230,31 @@ class EventLog:
         """Delete events (with their results) and feedback older than the retention; {"events", "feedback"}."""
         cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=self.retention_days)
         deleted = {"events": 0, "feedback": 0}
+        failures = []  # one file that cannot be written does not keep the other's retention from running
         if self.path.is_file():
-            conn = sqlite3.connect(self.path, timeout=30)
             try:
-                with conn:
-                    conn.executescript(SCHEMA)
-                    at = stamp(cutoff.timestamp())[0]
-                    conn.execute("DELETE FROM results WHERE event_id IN (SELECT id FROM events WHERE at < ?)", (at,))
-                    deleted["events"] = conn.execute("DELETE FROM events WHERE at < ?", (at,)).rowcount
-            finally:
-                conn.close()
+                conn = sqlite3.connect(self.path, timeout=30)
+                try:
+                    with conn:
+                        conn.executescript(SCHEMA)
+                        at = stamp(cutoff.timestamp())[0]
+                        conn.execute("DELETE FROM results WHERE event_id IN (SELECT id FROM events WHERE at < ?)",
+                                     (at,))
+                        deleted["events"] = conn.execute("DELETE FROM events WHERE at < ?", (at,)).rowcount
+                finally:
+                    conn.close()
+            except (sqlite3.Error, OSError) as exc:
+                failures.append(f"events in {self.path} (KB_ANALYTICS_DB): {type(exc).__name__}: {exc}")
         if self.feedback_path.is_file():
-            deleted["feedback"] = FeedbackStore(self.feedback_path).delete_before(cutoff)
+            try:
+                deleted["feedback"] = delete_feedback_before(self.feedback_path, cutoff)
+            except (sqlite3.Error, OSError) as exc:
+                failures.append(f"feedback in {self.feedback_path} (KB_FEEDBACK_DB): {type(exc).__name__}: {exc}")
         if any(deleted.values()):
             log.info("analytics retention (%d days): deleted %d events and %d feedback answers", self.retention_days,
                      deleted["events"], deleted["feedback"])
+        if failures:
+            raise StoreUnavailable("could not delete old " + "; nor old ".join(failures), store="analytics")
         return deleted
 
     def _connection(self) -> sqlite3.Connection:
@@ -267,17 +289,17 @@ class EventLog:
                         conn.executemany("INSERT INTO results VALUES (?, ?, ?, ?)",
                                          [(event_id, *result) for result in results])
         except (sqlite3.Error, OSError) as exc:
-            if self._conn is not None:
+            if self._conn is not None and reopen_after(exc):  # after SQLITE_FULL the connection is sound: kept
                 self._conn.close()
                 self._conn = None
             with self._cond:
                 self._errors += len(rows)
-            self._say("write", "analytics events could not be written to %s (counted as errors, the service goes "
-                      "on): %s", self.path, exc)
+            self.health.failed(exc)
             return
         with self._cond:
             self._written += len(rows)
             self.batches += 1
+        self.health.succeeded()
 
     def _row(self, event: tuple) -> tuple[tuple, list[tuple], str | None]:
         """(events row, results rows, redacted query text to embed or None) of a queued event."""

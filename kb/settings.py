@@ -45,6 +45,8 @@ class Settings:
     base_url: str = _setting("/articles", "KB_BASE_URL", "Prefix of article URLs returned to clients.")
     log_level: str = _setting("info", "KB_LOG_LEVEL", "Log level of the service.")
     feedback_db: Path = _setting(Path("var/feedback.sqlite"), "KB_FEEDBACK_DB", "SQLite file where agents' yes/no feedback is recorded.")
+    feedback_max_query_chars: int = _setting(1000, "KB_FEEDBACK_MAX_QUERY_CHARS", "Longest query a feedback answer may carry (400 beyond): search words, not tickets; a ticket's feedback sends the response's answer_id instead.")
+    feedback_rate_per_min: int = _setting(60, "KB_FEEDBACK_RATE_PER_MIN", "Feedback answers one client (API key, signed-in agent or address) may send a minute to one worker process; 429 with Retry-After beyond (0: no limit).")
     usage_db: Path = _setting(Path("var/usage.sqlite"), "KB_USAGE_DB", "SQLite file counting which articles searches returned (no query text), for `kb check`.")
     watch: bool = _setting(True, "KB_WATCH", "`kb serve` watches the content folder and re-indexes on change (--no-watch turns it off).")
     watch_debounce_ms: int = _setting(300, "KB_WATCH_DEBOUNCE_MS", "Quiet time after the last file change before a watch-triggered build starts.")

@@ -39,3 +39,15 @@ def prepare_wal(conn: sqlite3.Connection, schema: str, timeout: float, synchrono
             if not ("locked" in str(exc) or "busy" in str(exc)) or time.monotonic() >= deadline:
                 raise
             time.sleep(0.02)
+
+
+# Primary result codes after which a connection is opened again rather than kept: it was opened read-only (SQLite
+# falls back to that on a read-only file and never upgrades), its file went away or its I/O failed. After SQLITE_FULL,
+# BUSY or LOCKED the connection is sound and keeps its shared memory mapped, so reads go on while the disk is full.
+REOPEN_AFTER = {8: "READONLY", 10: "IOERR", 11: "CORRUPT", 14: "CANTOPEN", 26: "NOTADB"}
+
+
+def reopen_after(exc: BaseException) -> bool:
+    """Should a connection that raised `exc` be closed and opened again next time?"""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return not isinstance(code, int) or (code & 0xFF) in REOPEN_AFTER

@@ -1,13 +1,19 @@
 """UsageLog: how often searches returned each article, in SQLite; article ids and dates only, never query text."""
 from __future__ import annotations
 
+import contextlib
+import logging
 import sqlite3
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-from kb.sqlite_setup import prepare_wal
+from kb.errors import StoreUnavailable
+from kb.side_store import SideStoreHealth
+from kb.sqlite_setup import prepare_wal, reopen_after
+
+log = logging.getLogger("kb.usage")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS returned (
@@ -25,22 +31,31 @@ class UsageLog:
 
     One connection, used under a lock, so an instance can be shared by the service's threads; WAL lets
     `kb check` read the file while the service writes it. Customer text is never stored: callers pass ids.
+
+    Counting never fails the search it counts: a file that cannot be written (read-only, full disk) is counted and
+    logged once by `health` (and once more when it is written again), and those responses are not counted.
     """
 
     def __init__(self, path: Path, timeout: float = 10.0):
         self.path, self.timeout = Path(path), timeout
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._ready = False  # WAL and the table are in place
+        self.health = SideStoreHealth("usage", self.path, "KB_USAGE_DB", log,
+                                      "the articles searches return are not counted for `kb check`")
 
     def _connection(self, create: bool) -> sqlite3.Connection | None:
-        """The open connection (call with the lock held); None when the file does not exist and create is False."""
+        """The open connection (call with the lock held), WAL and table prepared first for a write (`create`); None
+        when the file does not exist and create is False."""
         if self._conn is None:
             if not create and not self.path.is_file():
                 return None
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=self.timeout, check_same_thread=False)
-            prepare_wal(conn, SCHEMA, self.timeout)
-            self._conn = conn
+            self._conn = sqlite3.connect(self.path, timeout=self.timeout, check_same_thread=False)
+            self._ready = False
+        if create and not self._ready:
+            prepare_wal(self._conn, SCHEMA, self.timeout)
+            self._ready = True
         return self._conn
 
     def record(self, article_ids: Iterable[str]) -> None:
@@ -50,16 +65,41 @@ class UsageLog:
             return
         today = datetime.now(timezone.utc).date().isoformat()
         with self._lock:
-            conn = self._connection(create=True)
-            with conn:
-                conn.executemany(
-                    "INSERT INTO returned VALUES (?, 1, ?, ?) ON CONFLICT(article_id) DO UPDATE SET "
-                    "times = times + 1, last_returned = excluded.last_returned", [(i, today, today) for i in ids])
+            for fresh in (self._conn is None, True):  # a kept connection may be stale (opened read-only): once more
+                try:
+                    conn = self._connection(create=True)
+                    with conn:
+                        conn.executemany(
+                            "INSERT INTO returned VALUES (?, 1, ?, ?) ON CONFLICT(article_id) DO UPDATE SET "
+                            "times = times + 1, last_returned = excluded.last_returned",
+                            [(i, today, today) for i in ids])
+                    break
+                except (sqlite3.Error, OSError) as exc:
+                    self._drop(exc)
+                    if fresh or not reopen_after(exc):
+                        self.health.failed(exc)
+                        return
+        self.health.succeeded()
+
+    def _drop(self, exc: BaseException) -> None:
+        """Close a connection that cannot recover by itself (opened read-only, I/O error); call with the lock held."""
+        if self._conn is not None and reopen_after(exc):
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn, self._ready = None, False
 
     def _query(self, sql: str) -> list[tuple]:
+        """Rows of a read; [] before the file exists; StoreUnavailable (503) when SQLite cannot read it."""
         with self._lock:
-            conn = self._connection(create=False)
-            return [] if conn is None else conn.execute(sql).fetchall()
+            try:
+                conn = self._connection(create=False)
+                return [] if conn is None else conn.execute(sql).fetchall()
+            except (sqlite3.Error, OSError) as exc:
+                if isinstance(exc, sqlite3.OperationalError) and str(exc).startswith("no such table"):
+                    return []  # a file being created by another process, or an empty one
+                self._drop(exc)
+                raise StoreUnavailable(f"the usage log cannot be read right now ({type(exc).__name__}: {exc}); "
+                                       f"the operator should check KB_USAGE_DB={self.path}", store="usage") from None
 
     def returned(self) -> dict[str, int]:
         """Article id -> number of responses that returned it."""
@@ -79,4 +119,4 @@ class UsageLog:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
-                self._conn = None
+                self._conn, self._ready = None, False

@@ -78,12 +78,17 @@ SAMPLED: dict[str, tuple[str, str, tuple[str, ...], str]] = {
     "kb_analytics_events_dropped": ("counter", "Analytics events dropped: the event log's queue was full.", (), ""),
     "kb_analytics_events_written": ("counter", "Analytics events written to the event log.", (), ""),
     "kb_analytics_events_errors": ("counter", "Analytics events the event log's writer failed to write.", (), ""),
+    "kb_side_store_write_errors": ("counter", "Writes a side store failed (read-only or full disk, a file it cannot "
+                                   "open), by store: feedback, usage, analytics.", ("store",), ""),
+    "kb_side_store_unwritable": ("gauge", "1 while a side store cannot write (its own routes answer 503, searches go "
+                                 "on), 0 once it writes again, by store.", ("store",), "livemax"),
     "kb_writeback_notes": ("counter", "Helpdesk write-back notes by outcome (queued, sent, failed, retries, dropped).",
                            ("outcome",), ""),
     "kb_writeback_pending": ("gauge", "Write-back notes not yet sent or given up.", (), "livesum"),
     "kb_webhook_db_errors": ("counter", "Times KB_WEBHOOK_DB could not be written.", (), ""),
 }
 EVENT_COUNTS = ("dropped", "written", "errors")  # of the event log's stats(), besides `queued`
+SIDE_STORES = ("feedback", "usage", "events")  # ServiceState attributes whose `health` says whether they can write
 WRITEBACK_OUTCOMES = ("queued", "sent", "failed", "retries", "dropped")
 
 
@@ -205,6 +210,7 @@ class ServiceMetrics:
                 self._count("kb_watch_events", getattr(watcher, "events", None))
                 self._count("kb_watch_changed_files", getattr(watcher, "files", None))
             self._sample_events(state)
+            self._sample_side_stores(state)
             self._sample_webhooks(state)
 
     def _sample_index(self, state: Any) -> None:
@@ -244,6 +250,17 @@ class ServiceMetrics:
             self.series("kb_analytics_queue_depth").set(queued)
         for name in EVENT_COUNTS:
             self._count(f"kb_analytics_events_{name}", figures.get(name))
+
+    def _sample_side_stores(self, state: Any) -> None:
+        """Each side store's failed writes and whether it can write now (its `health`, kb/side_store.py)."""
+        for attribute in SIDE_STORES:
+            health = getattr(getattr(state, attribute, None), "health", None)
+            status = getattr(health, "status", None)
+            if not callable(status):
+                continue
+            figures = status()
+            self._count("kb_side_store_write_errors", figures["errors"], figures["store"])
+            self.series("kb_side_store_unwritable").labels(figures["store"]).set(0 if figures["writable"] else 1)
 
     def _sample_webhooks(self, state: Any) -> None:
         """Write-back counters and webhook log errors (state.webhooks.status(), as /healthz shows them)."""

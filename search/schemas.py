@@ -31,7 +31,8 @@ ERRORS = {
     413: "Request body too large.",
     422: "Wrongly typed or missing fields.",
     429: "Too many requests: slow down and retry after the Retry-After header's seconds.",
-    503: "No index in service yet (run `kb index`), or the index on disk does not match the model.",
+    503: "No index in service yet (run `kb index`), or the index on disk does not match the model; on feedback and "
+         "event routes also a store that cannot be written (store_unavailable: read-only or full disk).",
 }
 API_ERRORS = (401, 403, 429)  # every /api route: API keys and rate limits apply to all of them
 # k's bounds, documented in the schema but checked by the searcher, so that a k outside them stays the README's
@@ -172,10 +173,14 @@ class ArticleFeedback(BaseModel):
 
 
 class FeedbackSummaryResponse(BaseModel):
-    total: int
+    total: int = Field(description="Feedback answers over all articles.")
     helpful: int
     not_helpful: int
-    articles: list[ArticleFeedback] = Field(description="Per article, most feedback first.")
+    article_count: int = Field(description="Articles with feedback, over all pages.")
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="`offset` of the next page; null on the last one.")
+    articles: list[ArticleFeedback] = Field(description="One page of the articles, most feedback first.")
 
 
 # ---- admin: build jobs ---------------------------------------------------------------------

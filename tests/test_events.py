@@ -14,7 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from indexer.build import build_index
-from kb.errors import BadRequest
+from kb.errors import BadRequest, StoreUnavailable
+import kb.events as events_module
 from kb.events import BATCH, EventLog, query_key, quantise, stamp
 from kb.feedback import FeedbackStore
 from kb.keys import KeyStore
@@ -176,6 +177,27 @@ def test_retention_deletes_old_events_results_and_feedback_at_start(tmp_path):
     assert [r["query"] for r in feedback.recent()] == ["new words"]
 
 
+def test_retention_of_events_runs_when_the_feedback_file_cannot_be_written(tmp_path):
+    from tests.faults import read_only
+
+    settings = settings_for(tmp_path, analytics_db=tmp_path / "a" / "analytics.sqlite",
+                            feedback_db=tmp_path / "f" / "feedback.sqlite", analytics_retention_days=30)
+    FeedbackStore(settings.feedback_db).close()
+    log = EventLog(settings, None)
+    log.start()
+    assert log.record_action("copy", "page", "A/b") and log.flush(10)
+    log.close()
+    old = (datetime.now(timezone.utc) - timedelta(days=31)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    with sqlite3.connect(settings.analytics_db) as db:
+        db.execute("UPDATE events SET at = ?", (old,))
+    with read_only(settings.feedback_db):
+        with pytest.raises(StoreUnavailable) as info:
+            EventLog(settings, None).purge()
+    assert rows(settings.analytics_db) == []  # the events went all the same
+    assert "feedback in" in info.value.message and "KB_FEEDBACK_DB" in info.value.message
+    assert "events in" not in info.value.message
+
+
 def test_retention_runs_daily(tmp_path, monkeypatch):
     log = EventLog(settings_for(tmp_path), None)
     runs = []
@@ -207,8 +229,42 @@ def test_an_unwritable_file_is_logged_once_and_counted(tmp_path, caplog):
             assert log.flush(10)
     assert log.stats() == {"queued": 0, "dropped": 0, "written": 0, "errors": 3}
     said = [r.getMessage() for r in caplog.records if r.name == "kb.events"]
-    assert len(said) == 1 and "be written to" in said[0] and "blocker" in said[0]
+    assert len(said) == 1 and "cannot be written" in said[0] and "blocker" in said[0]
     log.close()
+
+
+def test_an_unwritable_log_refuses_post_events_for_a_while_and_says_when_it_writes_again(tmp_path, caplog,
+                                                                                         monkeypatch):
+    (tmp_path / "blocker").write_text("a file where the folder should be")
+    log = EventLog(settings_for(tmp_path, analytics_db=tmp_path / "blocker" / "analytics.sqlite"), None)
+    with caplog.at_level(logging.INFO, logger="kb.events"):
+        log.start()
+        assert log.flush(10) and log.health.failing  # the file cannot even be created: said at start
+        refusal = log.unavailable()
+        assert refusal.status == 503 and refusal.code == "store_unavailable" and "KB_ANALYTICS_DB" in refusal.message
+        monkeypatch.setattr(events_module, "REFUSE_SECONDS", 0.0)
+        assert log.unavailable() is None  # after REFUSE_SECONDS one event is let through, to find out
+        (tmp_path / "blocker").unlink()  # the operator fixes the disk
+        assert log.record_action("copy", "page", "A/b") and log.flush(10)
+        assert not log.health.failing and log.stats()["written"] == 1 and log.unavailable() is None
+    lines = [r.getMessage() for r in caplog.records if r.name == "kb.events"]
+    assert len(lines) == 2 and "cannot be written" in lines[0] and "written again" in lines[1], lines
+    log.close()
+
+
+def test_post_events_is_a_503_while_the_log_cannot_write_and_searches_go_on(service):
+    client, settings = service
+    article = client.get("/api/search", params={"q": "outlook password"}).json()["results"][0]["id"]
+    events = client.app.state.kb.events
+    events.health.failed(sqlite3.OperationalError("database or disk is full"))  # as the writer finds it
+    response = client.post("/api/events", json={"kind": "copy", "article_id": article, "source": "page"})
+    assert response.status_code == 503 and response.headers["retry-after"] == "30"
+    assert response.json()["error"]["code"] == "store_unavailable"
+    assert "disk is full" in response.json()["error"]["message"]
+    assert client.get("/api/search", params={"q": "outlook password"}).status_code == 200
+    assert client.post("/api/suggest", json=TICKET).status_code == 200
+    events.health.succeeded()
+    assert client.post("/api/events", json={"kind": "copy", "article_id": article, "source": "page"}).status_code == 202
 
 
 def test_close_writes_what_is_queued(tmp_path):
@@ -399,7 +455,8 @@ def test_feedback_stores_no_query_when_text_is_off(content_copy, tmp_path, tiny_
                             analytics_store_text=False)
     build_index(settings, tiny_encoder, progress=False)
     with TestClient(create_app(settings, encoder=tiny_encoder)) as client:
-        assert client.post("/api/feedback", json={"query": "outlook zebracorn", "article_id": "Outlook/a",
+        assert client.post("/api/feedback", json={"query": "outlook zebracorn",
+                                                  "article_id": "Outlook/outlook-password-prompt",
                                                   "helpful": True}).status_code == 201
         assert client.app.state.kb.feedback.recent()[0]["query"] == ""
 

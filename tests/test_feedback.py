@@ -1,6 +1,7 @@
 """Feedback: the SQLite store (record, summary, recent, validation, threads) and its HTTP routes."""
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from types import SimpleNamespace
@@ -51,7 +52,8 @@ def test_summary_counts_per_article(store):
 
 
 def test_empty_summary(store):
-    assert store.summary() == {"total": 0, "helpful": 0, "not_helpful": 0, "articles": []}
+    assert store.summary() == {"total": 0, "helpful": 0, "not_helpful": 0, "article_count": 0, "limit": 100,
+                               "offset": 0, "next_offset": None, "articles": []}
 
 
 def test_recent_is_newest_first(store):
@@ -134,12 +136,17 @@ def test_setting_default_and_environment():
 
 # ---- routes ----------------------------------------------------------------------------------
 
-def make_app(store: FeedbackStore | None, build_id: str | None = "20260101T000000Z-abc") -> FastAPI:
+ARTICLES = {"Outlook/a": {"audience": "public"}, "Teams/b": {"audience": "public"},
+            "Internal/c": {"audience": "internal"}}
+
+
+def make_app(store: FeedbackStore | None, build_id: str | None = "20260101T000000Z-abc", **settings) -> FastAPI:
     app = FastAPI()
     install_error_handlers(app)
     app.include_router(feedback_routes.router)
-    searcher = SimpleNamespace(version=SimpleNamespace(build_id=build_id)) if build_id else None
-    app.state.kb = SimpleNamespace(feedback=store, searcher=searcher)
+    searcher = SimpleNamespace(version=SimpleNamespace(build_id=build_id), articles=ARTICLES) if build_id else None
+    app.state.kb = SimpleNamespace(feedback=store, searcher=searcher, settings=load_settings({}, **settings),
+                                   load_error=None)
     return app
 
 
@@ -259,3 +266,134 @@ def test_bad_form_is_a_4xx_json_error(client, store, fields, status):
                            follow_redirects=False)
     assert response.status_code == status and response.json()["error"]["message"]
     assert store.summary()["total"] == 0
+
+
+# ---- hostile input: unknown articles, long queries, floods, an unpaginated summary ---------------------------
+
+@pytest.mark.parametrize("route", ["/api/feedback", "/feedback"])
+def test_an_article_not_in_the_index_is_a_404(client, store, route):
+    body = {"query": "q", "article_id": "Outlook/no-such-article", "helpful": True}
+    sent = {"json": body} if route.startswith("/api") else {"data": {**body, "helpful": "yes"}}
+    response = client.post(route, **sent)
+    assert response.status_code == 404, response.text
+    error = response.json()["error"]
+    assert error["code"] == "article_not_found" and "Outlook/no-such-article" in error["message"]
+    assert "index in service" in error["message"] and store.summary()["total"] == 0
+
+
+def test_a_huge_unknown_id_is_named_shortly(client):
+    response = client.post("/api/feedback", json={"query": "q", "article_id": "x/" + "y" * 900, "helpful": True})
+    assert response.status_code == 404 and len(response.json()["error"]["message"]) < 400
+
+
+def test_no_index_in_service_is_a_503(store):
+    with TestClient(make_app(store, build_id=None), raise_server_exceptions=False) as client:
+        response = client.post("/api/feedback", json={"query": "q", "article_id": "Outlook/a", "helpful": True})
+    assert response.status_code == 503 and response.json()["error"]["code"] == "index_not_found"
+    assert store.summary()["total"] == 0
+
+
+def test_the_query_is_bounded_by_its_setting(store):
+    with TestClient(make_app(store, feedback_max_query_chars=20), raise_server_exceptions=False) as client:
+        assert client.post("/api/feedback", json={"query": "q" * 20, "article_id": "Outlook/a",
+                                                  "helpful": True}).status_code == 201
+        for route, kwargs in (("/api/feedback", {"json": {"query": "q" * 21, "article_id": "Outlook/a",
+                                                          "helpful": True}}),
+                              ("/feedback", {"data": {"query": "q" * 21, "article_id": "Outlook/a", "helpful": "no"}})):
+            response = client.post(route, **kwargs)
+            assert response.status_code == 400, response.text
+            message = response.json()["error"]["message"]
+            assert "21 characters" in message and "KB_FEEDBACK_MAX_QUERY_CHARS" in message and "answer_id" in message
+    assert store.summary()["total"] == 1
+
+
+def test_the_default_bound_refuses_a_pasted_ticket(client, store):
+    assert load_settings({}).feedback_max_query_chars == 1000
+    assert load_settings({"KB_FEEDBACK_MAX_QUERY_CHARS": "300"}).feedback_max_query_chars == 300
+    response = client.post("/api/feedback", json={"query": "x" * 1001, "article_id": "Outlook/a", "helpful": True})
+    assert response.status_code == 400 and store.summary()["total"] == 0
+
+
+def test_a_client_over_the_rate_gets_429_with_retry_after(store):
+    assert load_settings({}).feedback_rate_per_min == 60
+    with TestClient(make_app(store, feedback_rate_per_min=3), raise_server_exceptions=False) as client:
+        body = {"query": "q", "article_id": "Outlook/a", "helpful": True}
+        assert [client.post("/api/feedback", json=body).status_code for _ in range(3)] == [201] * 3
+        refused = client.post("/api/feedback", json=body)
+        form = client.post("/feedback", data={**body, "helpful": "yes"}, follow_redirects=False)
+        bad = client.post("/api/feedback", json={**body, "article_id": "../x"})  # counted before it is read
+    for response in (refused, form, bad):
+        assert response.status_code == 429, response.text
+        assert response.json()["error"]["code"] == "rate_limited"
+        assert 1 <= int(response.headers["retry-after"]) <= 60
+    assert store.summary()["total"] == 3
+
+
+def test_rate_zero_is_no_limit(store):
+    with TestClient(make_app(store, feedback_rate_per_min=0), raise_server_exceptions=False) as client:
+        body = {"query": "q", "article_id": "Outlook/a", "helpful": True}
+        assert {client.post("/api/feedback", json=body).status_code for _ in range(80)} == {201}
+
+
+def test_the_summary_is_paginated(client, store):
+    for n, article in enumerate(["Outlook/a", "Teams/b", "Internal/c", "Gone/d", "Gone/e"]):
+        for i in range(5 - n):
+            store.record("q", article, i % 2 == 0)
+    first = client.get("/api/feedback/summary", params={"limit": 2}).json()
+    assert (first["total"], first["helpful"], first["not_helpful"], first["article_count"]) == (15, 9, 6, 5)
+    assert (first["limit"], first["offset"], first["next_offset"]) == (2, 0, 2)
+    assert [a["article_id"] for a in first["articles"]] == ["Outlook/a", "Teams/b"]
+    second = client.get("/api/feedback/summary", params={"limit": 2, "offset": first["next_offset"]}).json()
+    assert [a["article_id"] for a in second["articles"]] == ["Internal/c", "Gone/d"] and second["next_offset"] == 4
+    last = client.get("/api/feedback/summary", params={"limit": 2, "offset": 4}).json()
+    assert [a["article_id"] for a in last["articles"]] == ["Gone/e"] and last["next_offset"] is None
+    assert last["total"] == 15  # totals are over everything on every page
+    beyond = client.get("/api/feedback/summary", params={"offset": 99}).json()
+    assert beyond["articles"] == [] and beyond["next_offset"] is None
+    default = client.get("/api/feedback/summary").json()
+    assert default["limit"] == 100 and len(default["articles"]) == 5
+
+
+def test_the_summary_page_is_bounded(client, store):
+    for n in range(150):
+        store.record("q", f"Gone/article-{n:03d}", True)
+    body = client.get("/api/feedback/summary").json()
+    assert len(body["articles"]) == 100 and body["article_count"] == 150 and body["next_offset"] == 100
+    assert len(client.get("/api/feedback/summary", params={"limit": 1000}).json()["articles"]) == 150
+
+
+@pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 1001}, {"offset": -1}, {"limit": "ten"},
+                                    {"limit": "5.0"}, {"offset": "true"}])
+def test_bad_pages_are_422(client, params):
+    response = client.get("/api/feedback/summary", params=params)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_request"
+
+
+# ---- a store that cannot write: 503 for feedback only --------------------------------------------------------
+
+def test_an_unwritable_store_is_a_503_and_its_summary_still_reads(tmp_path, caplog):
+    from tests.faults import read_only
+
+    path = tmp_path / "stores" / "feedback.sqlite"
+    FeedbackStore(path).record("q", "Outlook/a", True)
+    with read_only(path), caplog.at_level(logging.ERROR, logger="kb.feedback"):
+        store = FeedbackStore(path)
+        with TestClient(make_app(store), raise_server_exceptions=False) as client:
+            json_ = [client.post("/api/feedback", json={"query": "q", "article_id": "Outlook/a", "helpful": True})
+                     for _ in range(3)]
+            form = client.post("/feedback", data={"query": "q", "article_id": "Outlook/a", "helpful": "yes"},
+                               follow_redirects=False)
+            page = client.post("/feedback", data={"query": "q", "article_id": "Outlook/a", "helpful": "yes"},
+                               headers={"accept": "text/html"}, follow_redirects=False)
+            summary = client.get("/api/feedback/summary")
+        store.close()
+    for response in (*json_, form):
+        assert response.status_code == 503 and response.headers["retry-after"] == "30"
+        error = response.json()["error"]
+        assert error["code"] == "store_unavailable" and "readonly" in error["message"]
+        assert "searches are not affected" in error["message"] and "KB_FEEDBACK_DB" in error["message"]
+    assert page.status_code == 503 and "text/html" in page.headers["content-type"]
+    assert summary.status_code == 200 and summary.json()["total"] == 1
+    lines = [r.getMessage() for r in caplog.records if r.name == "kb.feedback"]
+    assert len(lines) == 1 and "cannot be written" in lines[0] and str(path) in lines[0]

@@ -98,7 +98,8 @@ class EventRequest(BaseModel):
              summary="Record what an agent did with a search or suggest answer",
              description="Open, copy, insert into a reply, link to the ticket. Queued for the analytics event log "
              "(KB_ANALYTICS_DB), never waited for: `recorded` is false only when the log's queue was full and the "
-             "event was dropped. Unknown article: 404; a malformed answer_id or a position outside 1..100: 400.",
+             "event was dropped. Unknown article: 404; a malformed answer_id or a position outside 1..100: 400; an "
+             "event log that cannot write its file (read-only, full disk): 503 `store_unavailable`, searches go on.",
              responses=error_responses(400, 404, 422, 503, *API_ERRORS))
 def post_event(body: EventRequest, request: Request, searcher: SearcherDep) -> dict:
     if body.answer_id is not None and not ANSWER_ID.match(body.answer_id):
@@ -110,4 +111,8 @@ def post_event(body: EventRequest, request: Request, searcher: SearcherDep) -> d
         str(article.get("audience", "")).lower() == "internal"
     if article is None or hidden:
         raise ArticleNotFound(f"no article with id {body.article_id!r}")
+    events = getattr(request.app.state.kb, "events", None)
+    refusal = events.unavailable() if hasattr(events, "unavailable") else None
+    if refusal is not None:  # the event log cannot write its file (read-only, full disk): 503 store_unavailable
+        raise refusal
     return {"recorded": acted(request, body.kind, body.article_id, body.answer_id, body.position, body.source)}

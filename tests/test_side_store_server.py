@@ -1,0 +1,124 @@
+"""A real `kb serve` with its side stores on a read-only file, a read-only folder or a full disk (tests/faults.py):
+it starts, searches answer 200 throughout, only feedback and event routes answer 503 (JSON, store_unavailable), the
+log says each failure once and each recovery once, /metrics counts them, and no traceback is logged."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kb.feedback import FeedbackStore
+from tests.conftest import running_server, wait_until
+from tests.faults import fill, read_only, small_disk
+from tests.test_metrics import parse, value
+
+pytestmark = pytest.mark.model
+
+QUERIES = ("outlook keeps asking for my password", "teams microphone not working", "onedrive sync stuck")
+ARTICLE = "Outlook/outlook-password-prompt"
+STORES = ("feedback", "usage", "analytics")
+
+
+def environment(workdir: Path, feedback: Path, usage: Path, analytics: Path) -> dict[str, str]:
+    return {"KB_FEEDBACK_DB": str(feedback), "KB_USAGE_DB": str(usage), "KB_ANALYTICS_DB": str(analytics),
+            "KB_AUTH_DB": str(workdir / "auth.sqlite"), "KB_WEBHOOK_DB": str(workdir / "webhooks.sqlite")}
+
+
+def searches_answer(client: httpx.Client) -> None:
+    for query in QUERIES:
+        assert client.get("/api/search", params={"q": query}).status_code == 200
+    assert client.post("/api/suggest", json={"subject": "Outlook password prompt",
+                                             "body": "Outlook asks for my password again and again"}).status_code == 200
+    assert client.get("/").status_code == 200 and client.get("/healthz").status_code == 200
+
+
+def feedback(client: httpx.Client) -> httpx.Response:
+    return client.post("/api/feedback", json={"query": "outlook password", "article_id": ARTICLE, "helpful": True})
+
+
+def event(client: httpx.Client) -> httpx.Response:
+    return client.post("/api/events", json={"kind": "copy", "article_id": ARTICLE, "source": "page"})
+
+
+def refused(response: httpx.Response) -> bool:
+    """A 503 of a store that cannot write: JSON with code store_unavailable and Retry-After."""
+    return response.status_code == 503 and response.json()["error"]["code"] == "store_unavailable" and \
+        response.headers.get("retry-after") == "30"
+
+
+def unwritable(client: httpx.Client) -> dict[str, float | None]:
+    samples = parse(client.get("/metrics").text)
+    return {store: value(samples, "kb_side_store_unwritable", store=store) for store in STORES}
+
+
+def said(log: Path, store: str) -> tuple[int, int]:
+    """How often the log says `store` cannot be written, and that it is written again."""
+    text = log.read_text()
+    return (len(re.findall(rf"{store} store cannot be written:", text)),
+            len(re.findall(rf"{store} store is written again:", text)))
+
+
+def check_degraded(client: httpx.Client, log: Path, summary_total: int | None) -> None:
+    """While every store is broken: searches 200, feedback and events 503, the summary as SQLite can still read it."""
+    searches_answer(client)
+    assert all(refused(feedback(client)) for _ in range(3))
+    assert refused(client.post("/feedback", data={"query": "q", "article_id": ARTICLE, "helpful": "yes"},
+                               follow_redirects=False))
+    wait_until(lambda: refused(event(client)), 15, "POST /api/events never answered 503")
+    searches_answer(client)
+    summary = client.get("/api/feedback/summary")
+    if summary_total is not None:
+        assert summary.status_code == 200 and summary.json()["total"] == summary_total
+    assert unwritable(client) == {store: 1.0 for store in STORES}
+    samples = parse(client.get("/metrics").text)
+    assert all(value(samples, "kb_side_store_write_errors_total", store=store) >= 1 for store in STORES)
+    assert [said(log, store) for store in STORES] == [(1, 0)] * 3, log.read_text()
+
+
+def check_recovered(client: httpx.Client, log: Path) -> None:
+    """Once the disk is fixed: everything is written again, and the log says so once per store."""
+    assert feedback(client).status_code == 201
+    searches_answer(client)  # the usage log and the event log write with these
+    wait_until(lambda: event(client).status_code == 202, 15, "POST /api/events never answered 202 again")
+    wait_until(lambda: unwritable(client) == {store: 0.0 for store in STORES}, 15,
+               lambda: f"still unwritable: {unwritable(client)}")
+    searches_answer(client)
+    assert [said(log, store) for store in STORES] == [(1, 1)] * 3, log.read_text()
+    assert "Traceback" not in log.read_text() and " 500 " not in log.read_text()
+
+
+def test_read_only_stores_never_stop_the_service(real_index, tmp_path):
+    workdir, folder = tmp_path / "work", tmp_path / "read-only"
+    workdir.mkdir()
+    folder.mkdir()
+    path = tmp_path / "feedback.sqlite"
+    store = FeedbackStore(path)
+    store.record("", ARTICLE, False, source="article")
+    store.close()
+    env = environment(workdir, path, folder / "usage.sqlite", folder / "analytics.sqlite")
+    with read_only(path) as file_fault, read_only(folder) as folder_fault:
+        with running_server(real_index.index_dir, workdir, env=env) as (base, _):  # starts: it did not, before
+            with httpx.Client(base_url=base, timeout=30) as client:
+                check_degraded(client, workdir / "server.log", summary_total=1)
+                file_fault.release()
+                folder_fault.release()
+                check_recovered(client, workdir / "server.log")
+                assert client.get("/api/feedback/summary").json()["total"] == 2
+
+
+def test_a_full_disk_never_stops_searches(real_index, tmp_path):
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    with small_disk(tmp_path / "disk") as disk:
+        env = environment(workdir, disk / "feedback.sqlite", disk / "usage.sqlite", disk / "analytics.sqlite")
+        with running_server(real_index.index_dir, workdir, env=env) as (base, _):
+            with httpx.Client(base_url=base, timeout=30) as client:
+                assert feedback(client).status_code == 201
+                searches_answer(client)
+                filler = fill(disk)
+                check_degraded(client, workdir / "server.log", summary_total=1)  # the kept connection still reads
+                filler.unlink()
+                check_recovered(client, workdir / "server.log")
+                assert client.get("/api/feedback/summary").json()["total"] == 2
