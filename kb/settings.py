@@ -70,6 +70,7 @@ class Settings:
     analytics_users: str = _setting("", "KB_ANALYTICS_USERS", "Comma-separated agents (names a trusted proxy sends) who may also read reports and metrics (the analytics scope).")
     frame_ancestors: str = _setting("", "KB_FRAME_ANCESTORS", "Space- or comma-separated origins allowed to frame /widget (e.g. https://acme.zendesk.com); none by default.")
     cors_origins: str = _setting("", "KB_CORS_ORIGINS", "Comma-separated origins whose browser-side apps may call the JSON API (CORS); none by default.")
+    image_origins: str = _setting("", "KB_IMAGE_ORIGINS", "Space- or comma-separated origins (e.g. https://learn.microsoft.com, https://*.example.com) whose images articles may show on the agent pages (CSP img-src); none by default: images from other sites are not loaded.")
     allowed_hosts: str = _setting("", "KB_ALLOWED_HOSTS", "Space- or comma-separated Host names the service answers to (`*.example.com`: its subdomains; `*`: any), besides localhost, 127.0.0.1, [::1], the bind address, the address a request came in on and, on a network bind, the machine's name; any other Host header gets 400 (DNS rebinding).")
     # ---- helpdesk webhooks and write-back (README: "Connect your helpdesk") ----
     zendesk_webhook_secret: str = _setting("", "KB_ZENDESK_WEBHOOK_SECRET", "Signing secret of the Zendesk webhook: X-Zendesk-Webhook-Signature is required and checked when set.")

@@ -26,10 +26,12 @@ WIDGET_PATH = "/widget"  # the only page other sites may frame (KB_FRAME_ANCESTO
 DOCS_PATHS = ("/docs", "/redoc")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
-# scheme://host[:port], host optionally `*.`-prefixed (CSP source syntax; frame ancestors only) or [IPv6]
+# scheme://host[:port], host optionally `*.`-prefixed (CSP source syntax: frame ancestors and images) or [IPv6]
 ORIGIN = re.compile(r"^https?://(\*\.)?([a-z0-9-]+(\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(:\d{1,5})?$", re.I)
 # No inline script anywhere, and no inline style but in the API docs: every page loads /static files only.
-POLICY = ("default-src 'self'; script-src 'self'; style-src {styles}; img-src 'self' data:; font-src 'self'; "
+# Images from this service (and data: URLs) only, unless KB_IMAGE_ORIGINS lists more: an article's image from another
+# site would tell that site who read which article when (a tracking pixel).
+POLICY = ("default-src 'self'; script-src 'self'; style-src {styles}; img-src {images}; font-src 'self'; "
           "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors {frames}")
 CORS_HEADERS = ["Authorization", "X-API-Key", "Content-Type"]
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")  # Host names always answered (KB_ALLOWED_HOSTS adds to them)
@@ -219,11 +221,14 @@ def refusal(request: Request) -> Response:
 class SecurityHeaders:
     """ASGI middleware: security headers on every response; cross-site posts answered 403 before routing."""
 
-    def __init__(self, app: ASGIApp, frame_ancestors: tuple[str, ...] = ()):
+    def __init__(self, app: ASGIApp, frame_ancestors: tuple[str, ...] = (), image_origins: tuple[str, ...] = ()):
         self.app = app
-        self.widget_policy = POLICY.format(styles="'self'", frames=" ".join(("'self'", *frame_ancestors)))
-        self.page_policy = POLICY.format(styles="'self'", frames="'none'")
-        self.docs_policy = POLICY.format(styles="'self' 'unsafe-inline'", frames="'none'") + "; worker-src 'self' blob:"
+        images = " ".join(("'self'", "data:", *image_origins))
+        self.widget_policy = POLICY.format(styles="'self'", images=images,
+                                           frames=" ".join(("'self'", *frame_ancestors)))
+        self.page_policy = POLICY.format(styles="'self'", images=images, frames="'none'")
+        self.docs_policy = POLICY.format(styles="'self' 'unsafe-inline'", images=images, frames="'none'") + \
+            "; worker-src 'self' blob:"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -281,4 +286,6 @@ def install_security(app: FastAPI, settings: Settings) -> None:
         log.info("KB_TRUSTED_PROXIES is set: a proxy that passes on the name agents use as Host (oauth2-proxy does) "
                  "needs that name in KB_ALLOWED_HOSTS")
     app.add_middleware(AllowedHosts, hosts=hosts)
-    app.add_middleware(SecurityHeaders, frame_ancestors=frame_ancestors)  # outermost: its headers go on everything
+    image_origins = parse_origins(settings.image_origins, "KB_IMAGE_ORIGINS", wildcards=True)
+    app.add_middleware(SecurityHeaders, frame_ancestors=frame_ancestors,  # outermost: its headers go on everything
+                       image_origins=image_origins)

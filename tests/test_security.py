@@ -92,6 +92,19 @@ def test_what_is_not_an_origin_never_reaches_the_policy(index_dir, tmp_path, tin
         assert csp(response)["frame-ancestors"] == "'self'" and "unsafe-inline" not in str(response.headers)
 
 
+@pytest.mark.parametrize("path", ["/", f"/articles/{ARTICLE}", "/widget", "/docs", "/api/search?q=teams"])
+def test_images_come_from_the_service_alone_by_default(client, path):
+    assert csp(client.get(path))["img-src"] == "'self' data:"
+
+
+def test_listed_image_origins_join_every_policy(index_dir, tmp_path, tiny_encoder):
+    origins = "https://learn.microsoft.com, https://*.cdn.example.com javascript:alert(1) https://x.example.com;"
+    with client_for(index_dir, tmp_path, tiny_encoder, image_origins=origins) as client:
+        for path in ("/", f"/articles/{ARTICLE}", "/widget", "/redoc"):
+            assert csp(client.get(path))["img-src"] == \
+                "'self' data: https://learn.microsoft.com https://*.cdn.example.com", path
+
+
 def test_templates_and_scripts_have_no_inline_script_handlers_or_styles():
     for template in (WEB_DIR / "templates").glob("*.html"):
         html = template.read_text()
