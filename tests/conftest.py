@@ -213,14 +213,21 @@ def inotify_watched() -> set[tuple[int, int]]:
     return watched
 
 
-def wait_for_inotify_watches(root: Path, timeout: float = 60) -> None:
+def wait_for_inotify_watches(root: Path, timeout: float = 60, watcher: subprocess.Popen | None = None,
+                             log: Path | None = None) -> None:
     """Wait until some process watches `root` and every folder under it with inotify: from then on the kernel
     queues each change there for the watcher, so an edit the test makes next cannot be missed. A fixed sleep is
     no such proof, nor is a "watching" log line (`kb watch` and `kb serve --watch` print theirs before the
-    watches are added)."""
+    watches are added). With `watcher`, fails at once when that process exits (showing `log`)."""
     folders = [root, *(Path(d) / n for d, names, _ in os.walk(root) for n in names)]
     wanted = {(_kernel_dev(s.st_dev), s.st_ino) for s in map(os.stat, folders)}
-    wait_until(lambda: wanted <= inotify_watched(), timeout,
+
+    def watched() -> bool:
+        if watcher is not None and watcher.poll() is not None:
+            raise AssertionError(f"the watcher exited with {watcher.returncode}: {log.read_text() if log else ''}")
+        return wanted <= inotify_watched()
+
+    wait_until(watched, timeout,
                lambda: f"no inotify watch on {len(wanted - inotify_watched())} of the {len(wanted)} folders "
                        f"under {root}", interval=0.02)
 
