@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import sqlite3
@@ -14,8 +15,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 
-from kb.errors import BadRequest, Conflict, KeyInvalid, NotFound, RateLimited
-from kb.sqlite_setup import prepare_wal
+from kb.errors import BadRequest, Conflict, KeyInvalid, NotFound, RateLimited, StoreUnavailable
+from kb.rate_window import RateWindow, retry_after
+from kb.side_store import SideStoreHealth
+from kb.sqlite_setup import prepare_wal, reopen_after
+
+log = logging.getLogger("kb.keys")
 
 SCOPES = ("search", "suggest", "feedback", "analytics", "admin", "internal")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -108,30 +113,63 @@ class KeyStore:
 
     One connection per thread-safe call under a lock in this process; other processes wait on SQLite's
     busy timeout. A verified request costs one indexed read and one small update (use count, rate window).
+
+    A file that can be read but not written (read-only, full disk) still verifies keys: their use is not counted
+    meanwhile and rates are counted in this process's memory instead; `health` logs that once, and once more when the
+    file is written again. Creating and revoking keys then fails with StoreUnavailable (503), as does everything when
+    the file cannot even be read.
     """
 
     def __init__(self, path: Path, timeout: float = 10.0):
         self.path, self.timeout = Path(path), timeout
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._ready = False  # WAL and the schema are in place
+        self.health = SideStoreHealth("keys", self.path, "KB_AUTH_DB", log, "keys are verified but their use is "
+                                      "not counted, rates are counted per worker in memory, `kb keys create` and "
+                                      "`revoke` fail")
+        self._memory = RateWindow(0, "requests")  # rate windows while the file cannot be written
 
     @contextlib.contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
+    def _db(self, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """The kept connection, under the lock. StoreUnavailable (503) when the file cannot be opened or read, or for
+        a `write` that fails (counted and said once by `health`); a read-only file still serves reads."""
         with self._lock:
-            if self._conn is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(self.path, timeout=self.timeout, check_same_thread=False,
-                                       isolation_level=None)
-                conn.row_factory = sqlite3.Row
-                prepare_wal(conn, SCHEMA, self.timeout)
-                self._conn = conn
-            yield self._conn
+            try:
+                if self._conn is None:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self._conn = sqlite3.connect(self.path, timeout=self.timeout, check_same_thread=False,
+                                                 isolation_level=None)
+                    self._conn.row_factory = sqlite3.Row
+                    self._ready = False
+                if not self._ready:
+                    try:
+                        prepare_wal(self._conn, SCHEMA, self.timeout)
+                        self._ready = True
+                    except (sqlite3.Error, OSError):
+                        if write:
+                            raise
+                yield self._conn
+            except (sqlite3.Error, OSError) as exc:
+                if isinstance(exc, sqlite3.IntegrityError):
+                    raise
+                if self._conn is not None and reopen_after(exc):
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.close()
+                    self._conn, self._ready = None, False
+                if write:
+                    raise self.health.failed(exc) from None
+                raise StoreUnavailable(f"the keys store cannot be read right now ({type(exc).__name__}: {exc}), so no "
+                                       "key can be checked; the operator should check KB_AUTH_DB", store="keys") \
+                    from None
+        if write:
+            self.health.succeeded()
 
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
-                self._conn = None
+                self._conn, self._ready = None, False
 
     # ---- management (kb keys) ------------------------------------------------------------------
     def create(self, name: str, scopes: list[str] | tuple[str, ...], expires_days: int | None = None,
@@ -149,7 +187,7 @@ class KeyStore:
         key_id = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(12))
         secret = f"kb_{key_id}_{secrets.token_urlsafe(32)}"
         salt = secrets.token_bytes(16)
-        with self._db() as db:
+        with self._db(write=True) as db:
             try:
                 db.execute("INSERT INTO api_keys (id, name, scopes, salt, hash, created, expires, rate_per_min) "
                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (key_id, name, " ".join(scopes), salt,
@@ -176,7 +214,7 @@ class KeyStore:
 
     def revoke(self, name: str) -> ApiKey:
         key = self.get(name)
-        with self._db() as db:
+        with self._db(write=True) as db:
             db.execute("UPDATE api_keys SET revoked = ? WHERE id = ?", (now_iso(), key.id))
         return key
 
@@ -209,21 +247,29 @@ class KeyStore:
             raise KeyInvalid(f"API key {key.name!r} expired on {key.expires}", reason="expired")
         window = int(now // WINDOW_SECONDS * WINDOW_SECONDS)
         used = datetime.fromtimestamp(now, timezone.utc)
-        with self._db() as db:
-            count = db.execute(
-                "UPDATE api_keys SET requests = requests + 1, last_used = ?, "
-                "window_count = CASE WHEN window_start = ? THEN window_count + 1 ELSE 1 END, "
-                "window_start = ? WHERE id = ? RETURNING window_count",
-                (now_iso(used), window, window, key.id)).fetchone()[0]
+        try:
+            with self._db(write=True) as db:
+                count = db.execute(
+                    "UPDATE api_keys SET requests = requests + 1, last_used = ?, "
+                    "window_count = CASE WHEN window_start = ? THEN window_count + 1 ELSE 1 END, "
+                    "window_start = ? WHERE id = ? RETURNING window_count",
+                    (now_iso(used), window, window, key.id)).fetchone()[0]
+        except StoreUnavailable:  # verified from a file that cannot be written: the rate is kept in memory meanwhile
+            count = self._memory.hit(key.id, now)
         if key.rate_per_min is not None and count > key.rate_per_min:
-            retry = max(1, int(window + WINDOW_SECONDS - now + 0.999))
+            retry = retry_after(now)
             raise RateLimited(f"API key {key.name!r} is over its rate of {key.rate_per_min} requests a minute; "
                               f"retry in {retry} s", retry_after=retry)
         return key
 
     # ---- signing sessions ----------------------------------------------------------------------
     def service_secret(self, name: str) -> bytes:
-        """A random secret kept in this file (created once), shared by every worker: signs session cookies."""
+        """A random secret kept in this file (created once), shared by every worker: signs session cookies. Read
+        first, so that a file that cannot be written still gives the secret it holds."""
         with self._db() as db:
+            row = db.execute("SELECT value FROM service_secrets WHERE name = ?", (name,)).fetchone()
+        if row is not None:
+            return bytes(row[0])
+        with self._db(write=True) as db:
             db.execute("INSERT OR IGNORE INTO service_secrets VALUES (?, ?)", (name, secrets.token_bytes(32)))
             return bytes(db.execute("SELECT value FROM service_secrets WHERE name = ?", (name,)).fetchone()[0])

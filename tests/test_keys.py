@@ -101,3 +101,51 @@ def test_bad_names_are_refused(store, name):
 def test_service_secret_is_created_once_and_shared(tmp_path):
     first = KeyStore(tmp_path / "auth.sqlite").service_secret("session")
     assert KeyStore(tmp_path / "auth.sqlite").service_secret("session") == first and len(first) == 32
+
+
+# ---- a file that cannot be written (tests/faults.py): keys still verify, rates hold, one log line each way ------
+
+def test_a_read_only_file_still_verifies_keys_and_keeps_their_rates_in_memory(tmp_path, caplog):
+    import logging
+
+    from kb.errors import StoreUnavailable
+    from tests.faults import read_only
+
+    path = tmp_path / "auth.sqlite"
+    first = KeyStore(path)
+    _, secret = first.create("bot", ["search"], rate="3/min")
+    _, revoked = first.create("old", ["search"])
+    first.revoke("old")
+    session = first.service_secret("session")
+    first.close()
+    start = 1_800_000_000.0  # a window boundary
+    with read_only(path) as fault, caplog.at_level(logging.INFO, logger="kb.keys"):
+        store = KeyStore(path)
+        assert [store.verify(secret, now=start + n).name for n in range(3)] == ["bot"] * 3  # read, not counted
+        with pytest.raises(RateLimited) as info:
+            store.verify(secret, now=start + 45)
+        assert info.value.headers == {"Retry-After": "15"}
+        with pytest.raises(KeyInvalid):
+            store.verify(revoked)  # revocation is a read: still enforced
+        assert store.service_secret("session") == session  # signed-in sessions stay valid
+        with pytest.raises(StoreUnavailable) as refused:
+            store.create("new", ["search"])
+        assert refused.value.status == 503 and "KB_AUTH_DB" in refused.value.message
+        assert store.health.failing and store.health.errors == 5
+        fault.release()
+        store.verify(secret, now=start + 61)
+        assert not store.health.failing and store.list()[0].requests == 1
+        store.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "kb.keys"]
+    assert len(lines) == 2 and "keys store cannot be written" in lines[0] and "written again" in lines[1], lines
+
+
+def test_a_file_that_cannot_be_read_is_a_503_not_a_crash(tmp_path):
+    from kb.errors import StoreUnavailable
+
+    (tmp_path / "auth.sqlite").write_bytes(b"not a database at all" * 200)
+    store = KeyStore(tmp_path / "auth.sqlite")
+    with pytest.raises(StoreUnavailable) as info:
+        store.verify("kb_abcdefghijkl_" + "x" * 43)
+    assert info.value.status == 503 and "no key can be checked" in info.value.message
+    store.close()

@@ -122,3 +122,28 @@ def test_a_full_disk_never_stops_searches(real_index, tmp_path):
                 filler.unlink()
                 check_recovered(client, workdir / "server.log")
                 assert client.get("/api/feedback/summary").json()["total"] == 2
+
+
+def test_a_read_only_auth_file_still_lets_keys_search(real_index, tmp_path):
+    from kb.keys import KeyStore
+
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    keys = KeyStore(workdir / "auth.sqlite")
+    _, secret = keys.create("helpdesk", ["search", "suggest", "feedback"], rate="100/min")
+    keys.close()
+    env = {**environment(workdir, workdir / "feedback.sqlite", workdir / "usage.sqlite",
+                         workdir / "analytics.sqlite"), "KB_AUTH": "required"}
+    with read_only(workdir / "auth.sqlite") as fault:
+        with running_server(real_index.index_dir, workdir, env=env) as (base, _):
+            headers = {"Authorization": f"Bearer {secret}"}
+            with httpx.Client(base_url=base, timeout=30, headers=headers) as client:
+                for _ in range(3):
+                    searches_answer(client)  # each one verified from the file, its use not counted meanwhile
+                assert feedback(client).status_code == 201
+                assert httpx.get(base + "/api/search", params={"q": "outlook"}).status_code == 401  # still required
+                fault.release()
+                searches_answer(client)
+    log = (workdir / "server.log").read_text()
+    assert log.count("keys store cannot be written:") == 1 and log.count("keys store is written again:") == 1, log
+    assert "Traceback" not in log
