@@ -1,6 +1,7 @@
 """Build an index version from the content folder: incremental by default, embedding cache, progress bars."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -13,11 +14,12 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
+from indexer import failures
 from indexer.cache import EmbeddingCache, hash_text
 from indexer.chunking import split_article
 from indexer.parse import discover, parse_article
 from kb.articles import Article, Passage, Problem
-from kb.errors import ContentError, IndexMismatch, KBError
+from kb.errors import ContentError, IndexDamaged, IndexMismatch, KBError
 from kb.embedder import TextEncoder
 from kb.settings import Settings
 from kb import delta, store
@@ -114,10 +116,11 @@ def _load_previous(settings: Settings, encoder: TextEncoder) -> _Previous | None
     try:
         version = store.open_current(settings.index_dir, encoder.model_id)
     except KBError as exc:
-        if isinstance(exc, IndexMismatch):
+        if isinstance(exc, (IndexMismatch, IndexDamaged)):  # a damaged version is repaired by a full build
             log.warning("previous index not reusable (%s); building from scratch", exc.message)
         return None
     if version.manifest.get("settings") != settings_fingerprint(settings, encoder):
+        version.close()
         return None
     db = version.db()
     counts = dict(db.execute("SELECT article_id, count(*) FROM passages GROUP BY article_id"))
@@ -144,68 +147,93 @@ def build_index(settings: Settings, encoder: TextEncoder, *, full: bool = False,
     """Index `settings.content_dir` into a new version of `settings.index_dir` and switch to it.
 
     `progress` shows tqdm bars; `on_progress(stage, done, total)` (stages scanning, embedding, writing)
-    feeds the admin API's job status.
+    feeds the admin API's job status. A build that fails leaves its record in the index folder for /healthz
+    (indexer/failures.py) and no half-written folder; a full disk is a DiskFull naming the folder.
     """
     started = time.perf_counter()
-    on_progress = on_progress or _ignore_progress
     content_root = settings.content_dir
     if not content_root.is_dir():
         raise ContentError(f"content folder {content_root} does not exist")
-    report = BuildReport()
     with store.build_lock(settings.index_dir):
-        store.remove_leftovers(settings.index_dir)
-        previous = None if full else _load_previous(settings, encoder)
-        old_articles = previous.articles if previous else {}
-        files = discover(content_root)
-        root_prefix = os.path.join(content_root, "")  # discover() joins onto the root exactly as given
-        kept: set[str] = set()  # ids of articles carried over unchanged from the previous version
-        fresh: list[tuple[Article, str]] = []
-        seen_ids: dict[str, str] = {}
-        for n, path in enumerate(tqdm(files, desc="articles", unit="art", disable=not progress)):
-            if n % 200 == 0:
-                on_progress("scanning", n, len(files))
-            rel = str(path)[len(root_prefix):] if str(path).startswith(root_prefix) else \
-                path.relative_to(content_root).as_posix()
-            article_id = rel[:-3]
-            if article_id.lower() in seen_ids:
-                report.problems.append(Problem(rel, 0, f"duplicate article id: differs only in case from "
-                                                       f"{seen_ids[article_id.lower()]}"))
-                continue
-            seen_ids[article_id.lower()] = rel
-            old = old_articles.get(article_id)
-            source_hash = hash_source(path, content_root, old[0] if old else [])
-            if old is not None and old[1] == source_hash:
-                kept.add(article_id)
-                continue
-            article, problems = parse_article(path, content_root)
-            report.problems.extend(problems)
-            if article is None:
-                if old is not None:
-                    report.problems.append(Problem(rel, 0, "kept the previously indexed version of this article",
-                                                   "warning"))
-                    kept.add(article_id)
-                continue
-            if article.status == "draft":
-                report.drafts += 1
-                continue
-            fresh.append((article, hash_source(path, content_root, list(article.includes))))
-        if strict and report.errors:
-            raise ContentError(f"{len(report.errors)} content errors (--strict): " +
-                               "; ".join(str(p) for p in report.errors[:5]))
-        if not kept and not fresh:
-            raise ContentError(f"no publishable articles found in {content_root}")
-        report.deleted = len(set(old_articles) - kept - {a.article_id for a, _ in fresh})
-        report.reused, report.parsed = len(kept), len(fresh)
-        if previous is not None and not fresh and not report.deleted:
-            report.articles = len(kept)
-            report.passages = sum(old_articles[a][2] for a in kept)
-            report.seconds = time.perf_counter() - started
-            return report
-        on_progress("scanning", len(files), len(files))
-        report.build_id = _write(settings, encoder, previous, kept, fresh, report, progress, on_progress)
-        store.prune_versions(settings.index_dir, settings.keep_versions)
+        try:
+            with failures.disk_full_named(settings.index_dir, "building an index version"):
+                report = _build_locked(settings, encoder, full, strict, progress, on_progress or _ignore_progress)
+        except Exception as exc:
+            with contextlib.suppress(OSError):
+                store.remove_leftovers(settings.index_dir)  # a half-written version gives its space back
+            failures.record(settings.index_dir, exc)
+            raise
+        failures.clear(settings.index_dir)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _build_locked(settings: Settings, encoder: TextEncoder, full: bool, strict: bool, progress: bool,
+                  on_progress: Progress) -> BuildReport:
+    """The build, under the build lock; the previous version's files are closed when it ends."""
+    report = BuildReport()
+    store.remove_leftovers(settings.index_dir)
+    previous = None if full else _load_previous(settings, encoder)
+    try:
+        _build_from(settings, encoder, previous, strict, progress, on_progress, report)
+    finally:
+        if previous is not None:
+            previous.version.close()
+    return report
+
+
+def _build_from(settings: Settings, encoder: TextEncoder, previous: _Previous | None, strict: bool, progress: bool,
+                on_progress: Progress, report: BuildReport) -> None:
+    """Scan the content folder against the previous version, then write a new version if anything changed."""
+    content_root = settings.content_dir
+    old_articles = previous.articles if previous else {}
+    files = discover(content_root)
+    root_prefix = os.path.join(content_root, "")  # discover() joins onto the root exactly as given
+    kept: set[str] = set()  # ids of articles carried over unchanged from the previous version
+    fresh: list[tuple[Article, str]] = []
+    seen_ids: dict[str, str] = {}
+    for n, path in enumerate(tqdm(files, desc="articles", unit="art", disable=not progress)):
+        if n % 200 == 0:
+            on_progress("scanning", n, len(files))
+        rel = str(path)[len(root_prefix):] if str(path).startswith(root_prefix) else \
+            path.relative_to(content_root).as_posix()
+        article_id = rel[:-3]
+        if article_id.lower() in seen_ids:
+            report.problems.append(Problem(rel, 0, f"duplicate article id: differs only in case from "
+                                                   f"{seen_ids[article_id.lower()]}"))
+            continue
+        seen_ids[article_id.lower()] = rel
+        old = old_articles.get(article_id)
+        source_hash = hash_source(path, content_root, old[0] if old else [])
+        if old is not None and old[1] == source_hash:
+            kept.add(article_id)
+            continue
+        article, problems = parse_article(path, content_root)
+        report.problems.extend(problems)
+        if article is None:
+            if old is not None:
+                report.problems.append(Problem(rel, 0, "kept the previously indexed version of this article",
+                                               "warning"))
+                kept.add(article_id)
+            continue
+        if article.status == "draft":
+            report.drafts += 1
+            continue
+        fresh.append((article, hash_source(path, content_root, list(article.includes))))
+    if strict and report.errors:
+        raise ContentError(f"{len(report.errors)} content errors (--strict): " +
+                           "; ".join(str(p) for p in report.errors[:5]))
+    if not kept and not fresh:
+        raise ContentError(f"no publishable articles found in {content_root}")
+    report.deleted = len(set(old_articles) - kept - {a.article_id for a, _ in fresh})
+    report.reused, report.parsed = len(kept), len(fresh)
+    if previous is not None and not fresh and not report.deleted:
+        report.articles = len(kept)
+        report.passages = sum(old_articles[a][2] for a in kept)
+        return
+    on_progress("scanning", len(files), len(files))
+    report.build_id = _write(settings, encoder, previous, kept, fresh, report, progress, on_progress)
+    store.prune_versions(settings.index_dir, settings.keep_versions)
 
 
 def _write(settings: Settings, encoder: TextEncoder, previous: _Previous | None, kept: set[str],

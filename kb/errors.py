@@ -54,6 +54,21 @@ class IndexMismatch(KBError):
     code = "index_mismatch"
 
 
+class IndexDamaged(KBError):
+    """An index version whose files fail their checks (checksums, sizes, unit-length vectors, SQLite): `kb index`
+    builds a new one; meanwhile the service answers from the newest intact version."""
+
+    status = 503
+    code = "index_damaged"
+
+
+class DiskFull(KBError):
+    """No space left (or over quota) while a build writes into the index folder; the version in service stays."""
+
+    status = 507
+    code = "disk_full"
+
+
 class ContentError(KBError):
     """Content problems made fatal (`--strict`) or no articles at all."""
 

@@ -1,4 +1,5 @@
-"""Index versions on disk: write one atomically (temp folder, manifest last, CURRENT switch), open the current one."""
+"""Index versions on disk: write one atomically (temp folder, sealed manifest last, CURRENT switch), open and check
+one, release its files when it is replaced."""
 from __future__ import annotations
 
 import contextlib
@@ -9,9 +10,6 @@ import re
 import secrets
 import shutil
 import sqlite3
-import threading
-import weakref
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
@@ -19,14 +17,17 @@ from typing import Iterator
 import faiss
 import numpy as np
 
-from kb.errors import Conflict, IndexMismatch, IndexNotFound
+from kb import integrity
+from kb.errors import Conflict, IndexDamaged, IndexMismatch, IndexNotFound
+from kb.version import META, IndexVersion
 
 FORMAT_VERSION = 2  # 2: term_df table
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
 VECTORS = "vectors.faiss"
-META = "meta.sqlite"
 TMP_PREFIX = ".tmp-"
+CHECKED_FILES = (VECTORS, META)  # sealed by size and sha256 in the manifest
+VERSION_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,99}")
 WORD = re.compile(r"\w+", re.UNICODE)
 
 SCHEMA = """
@@ -53,46 +54,26 @@ ARTICLE_COLUMNS = ("id", "path", "title", "summary", "product", "tags", "languag
 PASSAGE_COLUMNS = ("row", "passage_id", "article_id", "heading_path", "anchor", "text", "text_hash")
 
 
-@dataclass
-class IndexVersion:
-    """One opened, read-only index version: manifest, FAISS vectors and the SQLite metadata."""
-
-    path: Path
-    manifest: dict
-    vectors: faiss.Index
-    _local: threading.local = field(default_factory=threading.local, repr=False)
-    _lease: object = field(default=None, repr=False)  # shared flock on the manifest while this object lives
-
-    def __post_init__(self) -> None:
-        if self._lease is not None:
-            weakref.finalize(self, self._lease.close)  # released when the version is garbage
-
-    @property
-    def build_id(self) -> str:
-        return self.manifest["build_id"]
-
-    def db(self) -> sqlite3.Connection:
-        """A read-only connection for the calling thread (SQLite connections are not shared across threads)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            uri = f"file:{self.path / META}?mode=ro&immutable=1"
-            conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            self._local.conn = conn
-        return conn
-
-
 def new_build_id() -> str:
     """Sortable, unique id: UTC time plus random suffix."""
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(3)
 
 
 def current_id(index_dir: Path) -> str | None:
+    """The version CURRENT names; None when there is no CURRENT yet; IndexDamaged when it names no version."""
     try:
-        value = (index_dir / CURRENT).read_text(encoding="utf-8").strip()
+        raw = (index_dir / CURRENT).read_bytes()
     except FileNotFoundError:
         return None
-    return value or None
+    try:
+        value = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        value = None
+    if not value or not VERSION_ID.fullmatch(value):
+        # Written whole by os.replace, never empty: unreadable bytes are damage, not "no index yet".
+        raise IndexDamaged(f"{index_dir / CURRENT} is damaged ({len(raw)} bytes that name no version: {raw[:40]!r}); "
+                           + integrity.repair_hint())
+    return value
 
 
 def list_versions(index_dir: Path) -> list[str]:
@@ -177,12 +158,14 @@ def write_version(index_dir: Path, build_id: str, articles: list[tuple], passage
 
 def publish(index_dir: Path, tmp: Path, build_id: str, manifest: dict, counts: dict) -> Path:
     """Manifest last, fsync, check the version opens, rename the folder into place, switch CURRENT."""
-    full_manifest = {**manifest, "format_version": FORMAT_VERSION, "build_id": build_id,
-                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "counts": counts}
+    full_manifest = integrity.seal({
+        **manifest, "format_version": FORMAT_VERSION, "build_id": build_id,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "counts": counts,
+        integrity.FILES: integrity.file_checksums(tmp, CHECKED_FILES)})
     (tmp / MANIFEST).write_text(json.dumps(full_manifest, indent=2, sort_keys=True), encoding="utf-8")
     fsync_path(tmp / MANIFEST)
     fsync_path(tmp)
-    verify_version(tmp, manifest["model"])
+    verify_version(tmp, manifest["model"], build_id)
     final = index_dir / build_id
     os.rename(tmp, final)
     switch_current(index_dir, build_id)
@@ -260,37 +243,79 @@ def check_manifest(manifest: dict, model_id: str, where: Path) -> None:
                             f"{model_id!r}: rebuild it with `kb index --full`")
 
 
-def open_version(version_dir: Path, model_id: str) -> IndexVersion:
-    """Open and check one version folder."""
+def load_manifest(version_dir: Path, model_id: str, folder_id: str) -> tuple[dict, bool]:
+    """The manifest, checked against its own checksum, the folder, the format and the model; (manifest, sealed)."""
     try:
         manifest = read_manifest(version_dir)
-    except (FileNotFoundError, json.JSONDecodeError) as exc:
-        raise IndexNotFound(f"index version {version_dir} is incomplete or unreadable: {exc}") from None
+    except FileNotFoundError:
+        raise integrity.damaged(version_dir, "the folder or its manifest.json is missing") from None
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise integrity.damaged(version_dir, f"manifest.json is unreadable ({type(exc).__name__}: {exc})") from None
+    if not isinstance(manifest, dict):
+        raise integrity.damaged(version_dir, "manifest.json is not an object")
+    sealed = integrity.is_sealed(manifest, version_dir)
+    if sealed and manifest.get("build_id") != folder_id:
+        raise integrity.damaged(version_dir, f"its manifest belongs to version {manifest.get('build_id')!r}")
     check_manifest(manifest, model_id, version_dir)
+    return manifest, sealed
+
+
+def open_version(version_dir: Path, model_id: str, *, check_files: bool = True,
+                 folder_id: str | None = None) -> IndexVersion:
+    """Open and check one version folder: sealed manifest, files against their checksums (`check_files`), FAISS
+    and SQLite readable and agreeing with the counts, vectors of unit length. IndexMismatch for another model or
+    format; IndexDamaged for anything else that fails. A version written before checksums is opened after
+    SQLite's quick_check instead, and says so (`sealed` False)."""
+    manifest, sealed = load_manifest(version_dir, model_id, folder_id or version_dir.name)
+    if sealed and check_files:
+        integrity.verify_files(version_dir, manifest[integrity.FILES])
     try:
         vectors = faiss.read_index(str(version_dir / VECTORS), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
-        version = IndexVersion(path=version_dir, manifest=manifest, vectors=vectors, _lease=take_lease(version_dir))
+    except RuntimeError as exc:
+        reason = str(exc).splitlines()[-1][:200]
+        raise integrity.damaged(version_dir, f"vectors.faiss is unreadable ({reason})") from None
+    try:
+        expected = int(manifest["counts"]["passages"]), int(manifest["dim"])
+    except (KeyError, TypeError, ValueError):
+        raise integrity.damaged(version_dir, "manifest.json lacks the passage count or the dimension") from None
+    if (vectors.ntotal, vectors.d) != expected:
+        raise integrity.damaged(version_dir, f"{vectors.ntotal} vectors of dim {vectors.d} in vectors.faiss, the "
+                                             f"manifest says {expected[0]} of dim {expected[1]}")
+    integrity.check_unit_length(vectors, version_dir)
+    version = IndexVersion(path=version_dir, manifest=manifest, vectors=vectors, sealed=sealed,
+                           _lease=take_lease(version_dir))
+    try:
+        if not sealed:
+            integrity.quick_check(version.db(), version_dir)
         (rows,) = version.db().execute("SELECT count(*) FROM passages").fetchone()
-    except (RuntimeError, sqlite3.DatabaseError) as exc:
-        raise IndexMismatch(f"index version {version_dir} is damaged ({exc}): rebuild it with `kb index --full`") \
-            from None
-    expected = manifest["counts"]["passages"]
-    if vectors.ntotal != expected or vectors.d != manifest["dim"]:
-        raise IndexMismatch(f"index {version_dir}: {vectors.ntotal} vectors of dim {vectors.d}, manifest says "
-                            f"{expected} of dim {manifest['dim']}")
-    if rows != expected:
-        raise IndexMismatch(f"index {version_dir}: {rows} passages in meta.sqlite, manifest says {expected}")
+        if rows != expected[0]:
+            raise integrity.damaged(version_dir, f"{rows} passages in meta.sqlite, the manifest says {expected[0]}")
+    except sqlite3.DatabaseError as exc:
+        version.close()
+        raise integrity.damaged(version_dir, f"meta.sqlite is unreadable ({exc})") from None
+    except IndexDamaged:
+        version.close()
+        raise
     return version
 
 
-def verify_version(version_dir: Path, model_id: str) -> None:
-    """Open a freshly written version as the service will, so that one failing its checks is never switched to."""
-    version = open_version(version_dir, model_id)
-    version.db().close()
+def verify_files(version: IndexVersion) -> bool:
+    """Read the files of an open version again against their checksums (a service does it now and then);
+    False for a version without checksums, IndexDamaged when one fails."""
+    if not version.sealed:
+        return False
+    integrity.verify_files(version.path, version.manifest[integrity.FILES])
+    return True
+
+
+def verify_version(version_dir: Path, model_id: str, build_id: str) -> None:
+    """Open a freshly written version as the service will, so that one failing its checks is never switched to
+    (its checksums were just computed from the same bytes: they are not read again)."""
+    open_version(version_dir, model_id, check_files=False, folder_id=build_id).close()
 
 
 def open_current(index_dir: Path, model_id: str) -> IndexVersion:
-    """Open the version named by CURRENT; clear errors when there is none or it does not fit."""
+    """Open the version named by CURRENT; clear errors when there is none, it does not fit or it is damaged."""
     build_id = current_id(index_dir)
     if build_id is None:
         raise IndexNotFound(f"no index in {index_dir}: run `kb index --index-dir {index_dir}` first")

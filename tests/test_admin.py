@@ -120,7 +120,7 @@ def test_a_damaged_version_is_never_put_into_service_and_healthz_says_so(service
     assert state.refresh() is False and state.refresh() is False  # tried once, remembered
     health = client.get("/healthz").json()
     assert health["status"] == "degraded" and health["index_version"] == good
-    assert bad in health["reload"]["failed_versions"] and health["reload"]["error"]["code"] == "index_mismatch"
+    assert bad in health["reload"]["failed_versions"] and health["reload"]["error"]["code"] == "index_damaged"
     assert client.get("/api/search", params={"q": "outlook password"}).json()["results"]
     # The next good build goes into service and clears the error.
     edit(content)

@@ -294,3 +294,69 @@ def test_delta_builds_equal_a_full_build_of_the_same_content(content_copy, tmp_p
         shutil.rmtree(full_settings.index_dir, ignore_errors=True)
         build_index(full_settings, tiny_encoder, full=True, progress=False)
         assert delta == snapshot(full_settings, tiny_encoder.model_id)
+
+
+def disk_full_in(where: str):
+    """A stand-in for the write path that fails the way each library reports ENOSPC (a real full disk, a tmpfs, is
+    in test_integrity.py)."""
+    import errno
+    import sqlite3
+
+    def fail(*args, **kwargs):
+        if where == "faiss":
+            raise RuntimeError("Error in void faiss::write_index(const Index*, IOWriter*, int): write error in "
+                               "vectors.faiss: 7 != 4608 (No space left on device)")
+        if where == "sqlite":
+            raise sqlite3.OperationalError("database or disk is full")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    return fail
+
+
+@pytest.mark.parametrize("where, target", [("faiss", "faiss.write_index"), ("sqlite", "scratch_connection"),
+                                           ("fsync", "fsync_path")])
+def test_a_full_disk_is_a_clear_error_naming_the_folder(content_copy, tmp_path, tiny_encoder, monkeypatch, where,
+                                                         target):
+    from indexer import failures
+    from kb.errors import DiskFull
+
+    settings = settings_for(content_copy, tmp_path)
+    good = build_index(settings, tiny_encoder, progress=False).build_id
+    (content_copy / "Teams/extra.md").write_text("---\ntitle: Extra\n---\n\nNew text to embed.\n")
+    with monkeypatch.context() as patch:
+        patch.setattr(store.faiss if where == "faiss" else store, target.split(".")[-1], disk_full_in(where))
+        with pytest.raises(DiskFull, match=f"no space left on the device of {settings.index_dir.resolve()} while "
+                                           "building an index version"):
+            build_index(settings, tiny_encoder, full=True, progress=False)
+    assert store.current_id(settings.index_dir) == good and not list(settings.index_dir.glob(".tmp-*"))
+    assert failures.read(settings.index_dir)["error"]["code"] == "disk_full"
+    build_index(settings, tiny_encoder, progress=False)  # room again: the next build succeeds and says so
+    assert failures.read(settings.index_dir) is None
+
+
+def test_a_failed_build_is_recorded_for_healthz_until_one_succeeds(content_copy, tmp_path, tiny_encoder):
+    from indexer import failures
+
+    settings = settings_for(content_copy, tmp_path)
+    build_index(settings, tiny_encoder, progress=False)
+    shutil.copy(FIXTURES / "broken" / "bad-yaml.md", content_copy / "bad-yaml.md")
+    with pytest.raises(ContentError):
+        build_index(settings, tiny_encoder, strict=True, progress=False)
+    record = failures.read(settings.index_dir)
+    assert record["error"]["code"] == "content_error" and "bad-yaml.md" in record["error"]["message"]
+    assert record["finished"] and record["pid"] == os.getpid()
+    build_index(settings, tiny_encoder, progress=False)  # a build that succeeds (here: nothing new) clears it
+    assert failures.read(settings.index_dir) is None
+
+
+def test_a_damaged_previous_version_is_rebuilt_in_full_not_patched(content_copy, tmp_path, tiny_encoder, caplog):
+    settings = settings_for(content_copy, tmp_path)
+    first = build_index(settings, tiny_encoder, progress=False).build_id
+    meta = settings.index_dir / first / store.META
+    raw = bytearray(meta.read_bytes())
+    raw[4096:4104] = b"\xff" * 8
+    meta.write_bytes(bytes(raw))
+    with caplog.at_level("WARNING", logger="kb.build"):
+        report = build_index(settings, tiny_encoder, progress=False)  # nothing changed in the content
+    assert report.build_id and report.parsed == report.articles == 8 and report.reused == 0
+    assert any("meta.sqlite does not match its checksum" in r.getMessage() for r in caplog.records)
+    assert store.open_current(settings.index_dir, tiny_encoder.model_id).build_id == report.build_id

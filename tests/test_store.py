@@ -1,11 +1,12 @@
-"""Index versions on disk: atomic write, CURRENT switch, checks on open, pruning, leftovers."""
+"""Index versions on disk: atomic write, CURRENT switch, checks on open, checksums, leases, pruning, leftovers."""
 import json
+import os
 
 import numpy as np
 import pytest
 
-from kb import delta, store
-from kb.errors import Conflict, IndexMismatch, IndexNotFound
+from kb import delta, integrity, store
+from kb.errors import Conflict, IndexDamaged, IndexMismatch, IndexNotFound
 
 MODEL = "test/tiny"
 
@@ -16,17 +17,28 @@ def write(index_dir, n=3, dim=4, model=MODEL):
                  "[]", "{}", "h") for i in range(n)]
     passages = [(i, f"a{i}#", f"a{i}", "[]", "", f"text {i}", "t") for i in range(n)]
     fts = [(i, f"Title {i}", "", f"text {i}") for i in range(n)]
-    vectors = np.eye(n, dim, dtype=np.float32)
+    vectors = np.eye(dim, dtype=np.float32)[np.arange(n) % dim]  # unit length, as the model writes them
     store.write_version(index_dir, build_id, articles, passages, fts, vectors, {"model": model, "dim": dim})
     return build_id
+
+
+def edit_manifest(version_dir, reseal=True, **changes):
+    """Change manifest keys; `reseal` recomputes its checksum (as a build of another format or model would have)."""
+    path = version_dir / store.MANIFEST
+    manifest = {**json.loads(path.read_text()), **changes}
+    path.write_text(json.dumps(integrity.seal(manifest) if reseal else manifest))
 
 
 def test_write_then_open(tmp_path):
     build_id = write(tmp_path)
     assert store.current_id(tmp_path) == build_id
     version = store.open_current(tmp_path, MODEL)
-    assert version.vectors.ntotal == 3
+    assert version.vectors.ntotal == 3 and version.sealed
     assert version.manifest["counts"] == {"articles": 3, "passages": 3}
+    files = version.manifest["files"]
+    assert set(files) == {store.VECTORS, store.META}
+    assert files[store.META]["bytes"] == (tmp_path / build_id / store.META).stat().st_size
+    assert version.manifest["checksum"] == integrity.manifest_checksum(version.manifest)
     assert version.db().execute("SELECT title FROM articles WHERE id='a1'").fetchone()[0] == "Title 1"
     assert not list(tmp_path.glob(".tmp-*"))
 
@@ -44,21 +56,32 @@ def test_other_model_is_refused(tmp_path):
 
 def test_other_format_is_refused(tmp_path):
     build_id = write(tmp_path)
-    manifest_path = tmp_path / build_id / store.MANIFEST
-    manifest = json.loads(manifest_path.read_text())
-    manifest["format_version"] = 999
-    manifest_path.write_text(json.dumps(manifest))
+    edit_manifest(tmp_path / build_id, format_version=999)
     with pytest.raises(IndexMismatch, match="format version 999"):
         store.open_current(tmp_path, MODEL)
 
 
-def test_vector_count_mismatch_is_refused(tmp_path):
+def test_vector_count_mismatch_is_damage(tmp_path):
     build_id = write(tmp_path)
-    manifest_path = tmp_path / build_id / store.MANIFEST
-    manifest = json.loads(manifest_path.read_text())
-    manifest["counts"]["passages"] = 7
-    manifest_path.write_text(json.dumps(manifest))
-    with pytest.raises(IndexMismatch, match="7"):
+    edit_manifest(tmp_path / build_id, counts={"articles": 3, "passages": 7})
+    with pytest.raises(IndexDamaged, match="3 vectors of dim 4 in vectors.faiss, the manifest says 7"):
+        store.open_current(tmp_path, MODEL)
+
+
+def test_an_edited_manifest_fails_its_own_checksum(tmp_path):
+    build_id = write(tmp_path)
+    edit_manifest(tmp_path / build_id, reseal=False, format_version=999)
+    with pytest.raises(IndexDamaged, match="manifest.json does not match its checksum"):
+        store.open_current(tmp_path, MODEL)
+
+
+def test_a_version_copied_under_another_id_is_damage(tmp_path):
+    import shutil
+
+    build_id = write(tmp_path)
+    shutil.copytree(tmp_path / build_id, tmp_path / "20990101T000000000000Z-copy00")
+    store.switch_current(tmp_path, "20990101T000000000000Z-copy00")
+    with pytest.raises(IndexDamaged, match=f"belongs to version '{build_id}'"):
         store.open_current(tmp_path, MODEL)
 
 
@@ -107,8 +130,116 @@ def test_term_document_frequencies_are_stored(tmp_path):
 def test_damaged_files_are_a_clear_error(tmp_path, name):
     build_id = write(tmp_path)
     (tmp_path / build_id / name).write_bytes(b"garbage" * 10)
-    with pytest.raises(IndexMismatch, match="damaged"):
+    with pytest.raises(IndexDamaged, match=f"damaged: {name} has 70 bytes"):
         store.open_current(tmp_path, MODEL)
+
+
+@pytest.mark.parametrize("name", [store.VECTORS, store.META])
+def test_one_flipped_byte_fails_the_checksum(tmp_path, name):
+    build_id = write(tmp_path)
+    path = tmp_path / build_id / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(IndexDamaged, match=f"{name} does not match its checksum"):
+        store.open_current(tmp_path, MODEL)
+
+
+def test_vectors_not_of_unit_length_are_never_published(tmp_path):
+    good = write(tmp_path)
+    articles = [("a0", "a0.md", "T", "", "", "[]", "en", "public", "published", "", "", "b", "[]", "{}", "h")]
+    with pytest.raises(IndexDamaged, match="1 of 1 vectors are not unit length"):
+        store.write_version(tmp_path, store.new_build_id(), articles, [(0, "a0#", "a0", "[]", "", "t", "h")],
+                            [(0, "T", "", "t")], np.full((1, 4), 3.0, np.float32), {"model": MODEL, "dim": 4})
+    assert store.current_id(tmp_path) == good
+
+
+def unseal(version_dir):
+    """A version as builds wrote them before checksums: no files, no checksum in the manifest."""
+    path = version_dir / store.MANIFEST
+    manifest = json.loads(path.read_text())
+    del manifest["files"], manifest["checksum"]
+    path.write_text(json.dumps(manifest))
+
+
+def test_a_version_without_checksums_opens_and_is_still_checked(tmp_path):
+    build_id = write(tmp_path)
+    unseal(tmp_path / build_id)
+    assert not store.open_current(tmp_path, MODEL).sealed
+    vectors = tmp_path / build_id / store.VECTORS  # float32 rows at the end of the file: row 2 scribbled
+    data = bytearray(vectors.read_bytes())
+    data[-16:] = np.full(4, 1e30, np.float32).tobytes()
+    vectors.write_bytes(bytes(data))
+    with pytest.raises(IndexDamaged, match=r"1 of 3 vectors are not unit length \(row 2: length 2e\+30\)"):
+        store.open_current(tmp_path, MODEL)
+
+
+def test_a_version_without_checksums_gets_sqlite_quick_check(tmp_path):
+    build_id = write(tmp_path, n=40)
+    unseal(tmp_path / build_id)
+    meta = tmp_path / build_id / store.META
+    data = bytearray(meta.read_bytes())
+    data[4096: 4096 + 8] = b"\xff" * 8  # the b-tree header of page 2, the articles table
+    meta.write_bytes(bytes(data))
+    with pytest.raises(IndexDamaged, match="meta.sqlite is unreadable"):
+        store.open_current(tmp_path, MODEL)
+
+
+@pytest.mark.parametrize("text", [b"", b"\n", b"\xff\xfe\x00garbage", b"../../etc", b"20260101T000000Z-abc\x00"])
+def test_a_damaged_current_is_damage_not_no_index(tmp_path, text):
+    write(tmp_path)
+    (tmp_path / store.CURRENT).write_bytes(text)
+    with pytest.raises(IndexDamaged, match="CURRENT is damaged"):
+        store.current_id(tmp_path)
+
+
+def test_current_naming_a_missing_folder_is_damage(tmp_path):
+    write(tmp_path)
+    store.switch_current(tmp_path, "20990101T000000000000Z-gone00")
+    with pytest.raises(IndexDamaged, match="missing"):
+        store.open_current(tmp_path, MODEL)
+
+
+def test_a_retired_version_closes_when_its_last_user_releases_it(tmp_path):
+    build_id = write(tmp_path)
+    version = store.open_current(tmp_path, MODEL)
+    assert version.acquire() and version.acquire()
+    version.db()
+    version.retire()
+    version.release()
+    assert not version.closed and version.db().execute("SELECT count(*) FROM passages").fetchone()[0] == 3
+    assert store.in_use(tmp_path / build_id)
+    version.release()
+    assert version.closed and not version.acquire() and not store.in_use(tmp_path / build_id)
+    with pytest.raises(IndexNotFound, match="replaced and closed"):
+        version.db()
+
+
+def open_in(folder) -> list[str]:
+    """This process's open files inside `folder` (other tests' threads may open and close other files meanwhile)."""
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass
+    return [link for link in links if link.startswith(str(folder))]
+
+
+def test_closing_a_version_releases_every_threads_connection(tmp_path):
+    import threading
+
+    build_id = write(tmp_path)
+    version = store.open_current(tmp_path, MODEL)
+    threads = [threading.Thread(target=lambda: version.db().execute("SELECT count(*) FROM articles").fetchone())
+               for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(open_in(tmp_path / build_id)) >= 8  # a connection per thread (and the lease)
+    version.retire()
+    assert open_in(tmp_path / build_id) == []
 
 
 @pytest.mark.parametrize("n_old, removed, added", [
