@@ -51,6 +51,7 @@ class Settings:
     watch: bool = _setting(True, "KB_WATCH", "`kb serve` watches the content folder and re-indexes on change (--no-watch turns it off).")
     watch_debounce_ms: int = _setting(300, "KB_WATCH_DEBOUNCE_MS", "Quiet time after the last file change before a watch-triggered build starts.")
     reload_poll_seconds: float = _setting(1.0, "KB_RELOAD_POLL_SECONDS", "How often the service checks CURRENT for versions built by another process (0: never).")
+    verify_seconds: float = _setting(300.0, "KB_VERIFY_SECONDS", "How often the service reads the files of the index version in service again against their checksums (0: only when a version is opened); a damaged one is taken out of service.")
     admin_token: str = _setting("", "KB_ADMIN_TOKEN", "Bearer token required by /api/admin/* when set (unset: open, as the service binds to loopback).")
     usage_min_days: int = _setting(7, "KB_USAGE_MIN_DAYS", "`kb check`: never-returned articles are reported once the usage log covers at least this many days.")
     stale_days: int = _setting(180, "KB_STALE_DAYS", "`kb check`: articles whose `reviewed` date is older than this are stale.")

@@ -23,7 +23,6 @@ from kb.errors import IndexNotFound, KBError
 from kb.events import EventLog
 from kb.recent_vectors import RecentVectors
 from kb.settings import Settings, load_settings
-from kb.store import current_id, open_current
 from kb.feedback import FeedbackStore
 from kb.usage import UsageLog
 from search.access_log import install_path_only
@@ -36,6 +35,7 @@ from search.routes import events as event_routes
 from search.routes import reports as report_routes
 from search.searcher import Searcher
 from search.security import install_security
+from search.versions import Versions
 
 log = logging.getLogger("kb.app")
 
@@ -45,24 +45,29 @@ class ServiceState:
 
     A new version goes into service by one reference swap (`self.searcher`): a request holds the searcher
     it started with, so requests in flight finish on their version. A version that fails its checks on
-    open is never swapped in; it is remembered in `failed` and reported by /healthz.
+    open is never swapped in; it is remembered in `failed` and reported by /healthz. `versions`
+    (search/versions.py) does this, falls back from a damaged version and releases replaced ones.
     """
+
+    searcher = property(lambda self: self.versions.searcher)
+    failed = property(lambda self: self.versions.failed)  # build id -> why it was not put into service
+    load_error = property(lambda self: self.versions.load_error,
+                          lambda self, error: setattr(self.versions, "load_error", error))
 
     def __init__(self, settings: Settings, encoder: TextEncoder):
         self.settings, self.encoder = settings, encoder
-        self.searcher: Searcher | None = None
-        self.load_error: KBError | None = None
-        self.failed: dict[str, str] = {}  # build id -> why it was not put into service
+        self.versions = Versions(settings.index_dir, encoder.model_id,
+                                 lambda version: Searcher(version, self.queries, settings), settings.verify_seconds)
         self.feedback = FeedbackStore(settings.feedback_db, settings.max_query_chars,
                                       store_text=settings.analytics_store_text)
         self.queries = RecentVectors(encoder)  # query vectors of the last searches: the event log reuses them
         self.events = EventLog(settings, self.queries)  # analytics event log: a queue and one writer (kb/events.py)
         self.usage = UsageLog(settings.usage_db)
         self.jobs = BuildJobs(self.build, on_built=lambda report: self.refresh())
+        self.jobs.listeners.append(self.versions.note_job)  # a failed build shows in /healthz
         self.watcher: ContentWatcher | None = None
         self.watch_refused: str | None = None
         self.webhooks = webhooks.Webhooks(settings)  # replay cache, write-back worker (search/routes/webhooks.py)
-        self._swap = threading.Lock()
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
 
@@ -76,39 +81,14 @@ class ServiceState:
 
     def refresh(self) -> bool:
         """Swap in the version named by CURRENT if it is new and passes its checks; True when swapped."""
-        with self._swap:
-            build_id = current_id(self.settings.index_dir)
-            serving = self.searcher.version.build_id if self.searcher else None
-            if build_id in self.failed or (build_id is not None and build_id == serving) or \
-                    (build_id is None and self.searcher is not None):
-                return False
-            try:
-                version = open_current(self.settings.index_dir, self.encoder.model_id)
-                searcher = Searcher(version, self.queries, self.settings)
-            except KBError as exc:
-                repeated = self.load_error is not None and self.load_error.message == exc.message
-                self.load_error = exc
-                if build_id is not None:
-                    self.failed[build_id] = exc.message
-                if self.searcher is None:
-                    # Polled every second while there is none: say it once; no index at all is reported by
-                    # start_background, which knows whether one is being built.
-                    if not repeated and build_id is not None:
-                        log.error("index not loaded: %s", exc.message)
-                else:
-                    log.error("index version %s not put into service, still serving %s: %s", build_id, serving,
-                              exc.message)
-                return False
-            self.searcher, self.load_error = searcher, None
-            log.info("serving index version %s (%d passages)", version.build_id, version.vectors.ntotal)
-            return True
+        return self.versions.refresh()
 
     def start_background(self, watch: bool) -> None:
         """Follow CURRENT (builds by `kb index` / `kb watch`) and, with `watch`, re-index on content changes."""
         self.events.start()
         self.webhooks.start()
         watch = watch and self._may_watch()
-        if self.searcher is None and current_id(self.settings.index_dir) is None:
+        if self.searcher is None and isinstance(self.load_error, IndexNotFound):  # no CURRENT yet
             self._no_index_yet(building=watch)
         if self.settings.reload_poll_seconds > 0:
             self._poller = threading.Thread(target=self._follow, name="version-follower", daemon=True)
@@ -145,6 +125,7 @@ class ServiceState:
             if self.jobs.running is None:  # the job swaps in its own version when it finishes
                 try:
                     self.refresh()
+                    self.versions.verify()  # the files in service against their checksums, every KB_VERIFY_SECONDS
                 except Exception:  # noqa: BLE001 - keep following
                     log.exception("checking for a new index version failed")
 

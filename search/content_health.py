@@ -85,6 +85,7 @@ class ContentHealth:
             key, (index, usage) = self._running, self._inputs
         while True:
             report, error = self._report, None
+            leased = index is not None and index.acquire()  # a version replaced meanwhile closes after this run
             try:
                 report = check_content(self.settings, index=index, usage=usage, workers=self.workers,
                                        cache=self._scans)
@@ -95,6 +96,9 @@ class ContentHealth:
             except Exception as exc:  # noqa: BLE001 - report it on the page instead of killing the thread silently
                 log.exception("content health check failed")
                 error = KBError(f"the content check failed: {exc}")
+            finally:
+                if leased:
+                    index.release()
             with self._lock:
                 self._report, self._error, self._key = report, error, key
                 self._done.notify_all()

@@ -235,12 +235,28 @@ class ReindexResponse(BaseModel):
 # ---- health --------------------------------------------------------------------------------
 
 
+class FailedBuild(BaseModel):
+    finished: str | None = Field(description="When it failed (UTC).")
+    error: ErrorDetail = Field(description="Why, e.g. disk_full naming the index folder, content_error.")
+
+
 class ReloadStatus(BaseModel):
     watching: bool = Field(description="This process watches the content folder.")
     watch_refused: str | None = Field(description="Why it does not watch although asked to.")
     build_running: str | None = Field(description="Id of the build job running in this process.")
-    failed_versions: dict[str, str] = Field(description="Build id -> why it was not put into service.")
+    failed_versions: dict[str, str] = Field(description="Build id -> why it was not put into service (or was "
+                                                        "taken out of it: damaged).")
     error: ErrorDetail | None
+    failed_build: FailedBuild | None = Field(None, description="The last build that failed (this service's, "
+                                             "`kb index` or `kb watch`), until a build succeeds.")
+
+
+class IntegrityStatus(BaseModel):
+    checksums: Literal["verified", "absent"] = Field(description="The files in service matched the checksums of "
+                                                     "their manifest (absent: a version built before checksums).")
+    verified_at: str | None = Field(description="When they last did (on open, then every KB_VERIFY_SECONDS).")
+    current: str | None = Field(description="The version CURRENT names: another than index_version while it is "
+                                "damaged or refused; null when CURRENT itself is unreadable.")
 
 
 class IndexCounts(BaseModel):
@@ -249,7 +265,8 @@ class IndexCounts(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    """200: an index version is in service (`degraded`: a newer one failed its checks)."""
+    """200: an index version is in service (`degraded`: another failed its checks, or was found damaged and an
+    intact one answers instead, or the last build failed)."""
 
     status: Literal["ok", "degraded"]
     index_version: str
@@ -258,6 +275,7 @@ class HealthResponse(BaseModel):
     query_engine: str = Field(description="onnx or torch.")
     counts: IndexCounts
     reload: ReloadStatus
+    integrity: IntegrityStatus
     pid: int = Field(description="Process id of the worker that answered (kb serve --workers N).")
     writeback: dict[str, Any] | None = Field(None, description="Helpdesk write-back status, when configured.")
 

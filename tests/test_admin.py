@@ -49,7 +49,7 @@ def wait_for_job(client, job_id, timeout=60) -> dict:
 def test_reindex_job_swaps_in_the_edited_article(service):
     client, content = service
     before = client.get("/healthz").json()["index_version"]
-    old_searcher = client.app.state.kb.searcher
+    old_searcher = client.app.state.kb.versions.lease()  # as a request does (search/routes/deps.py)
     assert finds(client) == []
     edit(content)
     response = client.post("/api/admin/reindex")
@@ -63,8 +63,11 @@ def test_reindex_job_swaps_in_the_edited_article(service):
     health = client.get("/healthz").json()
     assert health["index_version"] == status["report"]["build_id"] != before and health["status"] == "ok"
     assert finds(client) == [ARTICLE]
-    # A request that started on the old searcher finishes on it: its version is still complete on disk.
+    # A request that started on the old searcher finishes on it: its version is still complete on disk and open
+    # until that request lets go of it; then its files close.
     assert old_searcher.version.build_id == before and old_searcher.search("teams microphone", 1)["results"]
+    old_searcher.version.release()
+    assert old_searcher.version.closed
 
 
 def test_a_second_reindex_while_one_runs_is_refused(service, monkeypatch):

@@ -1,8 +1,9 @@
-"""Dependencies shared by routes: the searcher of the version in service, and counting what searches returned."""
+"""Dependencies shared by routes: the searcher of the version in service (leased per request), and counting what
+searches returned."""
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Iterator
 
 from fastapi import Depends, Request
 
@@ -13,13 +14,34 @@ log = logging.getLogger("kb.usage")
 
 
 def get_searcher(request: Request) -> Searcher:
+    """The searcher in service, its version leased until the request has finished (`release_versions`), so that
+    a version replaced meanwhile closes its files when its last request is done (search/versions.py)."""
     state = request.app.state.kb
-    if state.searcher is None:
+    searcher = state.versions.lease()
+    if searcher is None:
         raise state.load_error or IndexNotFound("no index loaded")
-    return state.searcher
+    leases = getattr(request.state, "index_leases", None)
+    if leases is None:
+        leases = request.state.index_leases = []
+    leases.append(searcher.version)
+    return searcher
 
 
-SearcherDep = Annotated[Searcher, Depends(get_searcher)]
+def release_versions(request: Request) -> Iterator[None]:
+    """Dependency of every route that calls get_searcher: gives back, when the request ends, what it leased."""
+    try:
+        yield
+    finally:
+        for version in getattr(request.state, "index_leases", ()):
+            version.release()
+        request.state.index_leases = []
+
+
+def leased_searcher(request: Request, _: Annotated[None, Depends(release_versions)]) -> Searcher:
+    return get_searcher(request)
+
+
+SearcherDep = Annotated[Searcher, Depends(leased_searcher)]
 
 
 def record_returned(request: Request, result: dict) -> None:

@@ -10,7 +10,7 @@ from time import perf_counter
 from typing import Annotated
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
@@ -19,7 +19,7 @@ from kb.errors import BadRequest, KBError
 from search.cards import passage_card
 from search.i18n import LANGUAGE_NAMES, LANGUAGES, choose_language, normalise, translate
 from search.related import related_articles
-from search.routes.deps import get_searcher
+from search.routes.deps import get_searcher, release_versions
 from search.routes.events import ANSWER_ID, acted, answered, parse_position
 from search.searcher import Filters, Searcher
 
@@ -31,7 +31,7 @@ LANG_COOKIE_AGE = 365 * 24 * 3600
 RESULTS_PER_PAGE = 10
 ANSWERS_PER_TICKET = 5
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[Depends(release_versions)])  # get_searcher leases
 
 
 # ---- helpers -------------------------------------------------------------------------------
