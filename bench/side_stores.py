@@ -9,6 +9,7 @@ import json
 import os
 import random
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -135,6 +136,7 @@ def fault_scenario(name: str, index_dir: Path, repo: Path, rounds: int, timeout:
         result["log"] = log_figures(Path(server.log.name).read_text(errors="replace"))
         for mount in reversed(mounts):
             subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
     return result
 
 
@@ -186,6 +188,7 @@ def flood(index_dir: Path, repo: Path, seconds: float, timeout: float) -> dict:
                                  "articles_listed": len(summary.json().get("articles", []))}
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)
     return result
 
 
