@@ -190,3 +190,19 @@ class RateLimited(KBError):
     @property
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class Overloaded(KBError):
+    """More requests than the service admits (KB_MAX_IN_FLIGHT busy and KB_MAX_QUEUE waiting, or no slot within
+    KB_MAX_QUEUE_WAIT_MS): 503 with Retry-After, answered at once rather than queued without bound."""
+
+    status = 503
+    code = "overloaded"
+
+    def __init__(self, message: str, reason: str, retry_after: int = 1):
+        super().__init__(message)
+        self.reason, self.retry_after = reason, retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}

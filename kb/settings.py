@@ -84,6 +84,9 @@ class Settings:
     helpdesk_api_token: str = _setting("", "KB_HELPDESK_API_TOKEN", "Helpdesk API token for write-back (Zendesk API token, Freshdesk API key).")
     # ---- serving many agents ----
     workers: int = _setting(1, "KB_WORKERS", "Worker processes of `kb serve` (each follows CURRENT of the same index folder).")
+    max_in_flight: int = _setting(4, "KB_MAX_IN_FLIGHT", "Requests one worker process serves at once; others wait (KB_MAX_QUEUE, KB_MAX_QUEUE_WAIT_MS) or get 503 with Retry-After. /healthz and /metrics never wait. 0: no limit.")
+    max_queue: int = _setting(8, "KB_MAX_QUEUE", "Requests one worker process lets wait for a slot; beyond, 503 with Retry-After at once.")
+    max_queue_wait_ms: int = _setting(250, "KB_MAX_QUEUE_WAIT_MS", "Longest a request waits for a slot before it gets 503 with Retry-After.")
 
 
 def _convert(raw: str, kind: type, name: str) -> Any:
@@ -122,6 +125,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         raise BadRequest(f"KB_AUTH={settings.auth!r} must be one of {', '.join(AUTH_MODES)}")
     if settings.workers < 1:
         raise BadRequest(f"workers must be at least 1, got {settings.workers}")
+    for name in ("max_in_flight", "max_queue", "max_queue_wait_ms"):
+        if getattr(settings, name) < 0:
+            raise BadRequest(f"KB_{name.upper()}={getattr(settings, name)} must be 0 or more")
     if settings.max_body_bytes < 1:
         raise BadRequest(f"KB_MAX_BODY_BYTES must be at least 1, got {settings.max_body_bytes}")
     return settings

@@ -26,6 +26,7 @@ from kb.settings import Settings, load_settings
 from kb.feedback import FeedbackStore
 from kb.usage import UsageLog
 from search.access_log import install_path_only
+from search.admission import admitted, install_admission
 from search.auth import Authenticator, SignInRequired, authorize
 from search.limits import install_limits
 from search.metrics import install_metrics
@@ -211,12 +212,14 @@ def create_app(settings: Settings, encoder: TextEncoder | None = None, watch: bo
 
     app = FastAPI(title="KB Search", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Search and ticket suggestions over a Markdown support knowledge base.",
-                  dependencies=[Depends(authorize)])  # every route: who is calling, and may they (search/auth.py)
+                  dependencies=[Depends(authorize),  # every route: who is calling, and may they (search/auth.py)
+                                Depends(admitted, scope="function")])  # then a slot, or 503 (search/admission.py)
     app.state.auth = Authenticator(settings)
     install_error_handlers(app)
     install_limits(app, settings)  # bodies over KB_MAX_BODY_BYTES 413 unread, lone surrogates 400 (search/limits.py)
+    admission = install_admission(app, settings)  # bounded in flight and wait, 503 beyond; not /healthz, /metrics
     install_security(app, settings)  # CSP and framing headers, cross-site posts refused, CORS (search/security.py)
-    install_metrics(app)  # outermost: counts and times every request by route template (search/metrics.py)
+    install_metrics(app, admission)  # outermost: counts and times every request by route template (search/metrics.py)
     app.include_router(api.router)
     app.include_router(admin.router)
     app.include_router(health.router)

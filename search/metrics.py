@@ -86,6 +86,13 @@ SAMPLED: dict[str, tuple[str, str, tuple[str, ...], str]] = {
                            ("outcome",), ""),
     "kb_writeback_pending": ("gauge", "Write-back notes not yet sent or given up.", (), "livesum"),
     "kb_webhook_db_errors": ("counter", "Times KB_WEBHOOK_DB could not be written.", (), ""),
+    "kb_admission_rejected": ("counter", "Requests answered 503 with Retry-After at once by admission control "
+                              "(queue_full: KB_MAX_QUEUE already waiting; wait_timeout: no slot within "
+                              "KB_MAX_QUEUE_WAIT_MS).", ("reason",), ""),
+    "kb_admission_in_flight": ("gauge", "Requests holding an admission slot (at most KB_MAX_IN_FLIGHT per worker).",
+                               (), "livesum"),
+    "kb_admission_waiting": ("gauge", "Requests waiting for an admission slot (at most KB_MAX_QUEUE per worker).", (),
+                             "livesum"),
 }
 EVENT_COUNTS = ("dropped", "written", "errors")  # of the event log's stats(), besides `queued`
 SIDE_STORES = ("feedback", "usage", "events")  # ServiceState attributes whose `health` says whether they can write
@@ -99,7 +106,7 @@ class ServiceMetrics:
     (counters and histograms summed, gauges per worker with a `pid` label); otherwise they live in this registry.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, admission: Any = None) -> None:
         disable_created_metrics()  # no `*_created` series: the output multiprocess mode gives, with half the lines
         self.multiprocess = multiprocess_mode()
         self.registry = CollectorRegistry(auto_describe=True)
@@ -126,6 +133,7 @@ class ServiceMetrics:
         self._state: Any = None
         self._stop = threading.Event()
         self._sampler: threading.Thread | None = None
+        self.admission = admission  # search/admission.Limiter, None without admission control
 
     def series(self, name: str) -> Counter | Gauge:
         """A SAMPLED series, made on first use."""
@@ -212,6 +220,7 @@ class ServiceMetrics:
             self._sample_events(state)
             self._sample_side_stores(state)
             self._sample_webhooks(state)
+            self._sample_admission()
 
     def _sample_index(self, state: Any) -> None:
         self.series("kb_index_versions_refused").set(len(getattr(state, "failed", ())))
@@ -274,6 +283,16 @@ class ServiceMetrics:
                 self._count("kb_writeback_notes", status.get(outcome), outcome)
             self.series("kb_writeback_pending").set(status.get("pending", 0))
 
+    def _sample_admission(self) -> None:
+        """Admission control's slots in use, waiters and refusals (search/admission.Limiter.stats())."""
+        if self.admission is None:
+            return
+        figures = self.admission.stats()
+        self.series("kb_admission_in_flight").set(figures["in_flight"])
+        self.series("kb_admission_waiting").set(figures["waiting"])
+        for reason, count in figures["rejected"].items():
+            self._count("kb_admission_rejected", count, reason)
+
     # ---- exposition -----------------------------------------------------------------------------------------------
     def exposition(self) -> bytes:
         """Every series in the Prometheus text format: this process's, or every worker's in multiprocess mode."""
@@ -309,10 +328,10 @@ class RequestMetrics:
                 log.exception("counting a request for /metrics failed")
 
 
-def install_metrics(app: FastAPI) -> ServiceMetrics:
+def install_metrics(app: FastAPI, admission: Any = None) -> ServiceMetrics:
     """Count and time every request (outermost middleware: install it after the others); GET /metrics
-    (search/routes/metrics.py) renders `app.state.metrics`."""
-    metrics = ServiceMetrics()
+    (search/routes/metrics.py) renders `app.state.metrics`, with admission control's figures when it has any."""
+    metrics = ServiceMetrics(admission)
     app.state.metrics = metrics
     app.add_middleware(RequestMetrics, metrics=metrics)
     return metrics
