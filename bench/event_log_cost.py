@@ -186,7 +186,8 @@ class BenchServer(Server):
         self.workdir, self.topics = workdir, topics
 
     def start(self) -> None:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1",
+        env = {"KB_MAX_IN_FLIGHT": "0",  # capacity, not admission (bench/overload.py measures that)
+               **os.environ, "HF_HUB_OFFLINE": "1",
                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
         command = [sys.executable, str(Path(__file__).resolve()), "serve", "--index-dir", str(self.index_dir),
                    "--port", str(self.port), "--workdir", str(self.workdir)] + ([] if self.topics else ["--no-topics"])

@@ -42,7 +42,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def start_server(content: Path, index_dir: Path, port: int, log_path: Path) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT), "KB_LOG_LEVEL": "warning",
+    env = {"KB_MAX_IN_FLIGHT": "0",  # every request admitted: this bench counts failures through swaps
+           **os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT), "KB_LOG_LEVEL": "warning",
            "KB_FEEDBACK_DB": str(index_dir.parent / "bench-feedback.sqlite"),
            "KB_USAGE_DB": str(index_dir.parent / "bench-usage.sqlite")}
     log = open(log_path, "w")

@@ -150,7 +150,8 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "KB_LOG_LEVEL": self.log_level,
+        env = {"KB_MAX_IN_FLIGHT": "0",  # capacity, not admission (bench/overload.py measures that)
+               **os.environ, "HF_HUB_OFFLINE": "1", "KB_LOG_LEVEL": self.log_level,
                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
         command = [sys.executable, "-m", "cli.main", "serve", "--index-dir", str(self.index_dir),
                    "--host", "127.0.0.1", "--port", str(self.port), "--no-watch"]  # measure serving only
