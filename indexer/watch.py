@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Callable
@@ -20,7 +21,10 @@ def is_content_file(path: str) -> bool:
 
 
 def content_filter(change: watchfiles.Change, path: str) -> bool:
-    return is_content_file(path)
+    """Articles, and folders that appear (moved in with their articles, or made and written to at once: inotify
+    reports no file a new folder held before its own watch was added, so the folder is the only sign)."""
+    return is_content_file(path) or (change == watchfiles.Change.added and not Path(path).name.startswith(".")
+                                     and os.path.isdir(path))
 
 
 def watch_content(content_dir: Path, on_change: Callable[[set[str]], None], quiet_ms: int,
