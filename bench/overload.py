@@ -46,11 +46,15 @@ class LimitedServer(Server):
             env[f"KB_{'WEBHOOK' if name == 'webhooks' else name.upper()}_DB"] = str(self.stores / f"{name}.sqlite")
         return env
 
+    def arguments(self) -> list[str]:
+        """What `kb serve` is told besides its address: this index, serving only (no watcher)."""
+        return ["--index-dir", str(self.index_dir), "--no-watch"]
+
     def start(self) -> None:
         env = {**os.environ, **self.environment(), "HF_HUB_OFFLINE": "1", "KB_LOG_LEVEL": self.log_level,
                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-        command = [sys.executable, "-m", "cli.main", "serve", "--index-dir", str(self.index_dir), "--host",
-                   "127.0.0.1", "--port", str(self.port), "--no-watch"]
+        command = [sys.executable, "-m", "cli.main", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                   *self.arguments()]
         self.proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
 
