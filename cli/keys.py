@@ -6,6 +6,7 @@ import getpass
 import json
 
 from kb.audit import AuditLog
+from kb.database import side_database
 from kb.keys import SCOPES, KeyStore
 from kb.settings import Settings
 
@@ -36,7 +37,7 @@ def actor() -> str:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    store, audit = KeyStore(settings.auth_db), AuditLog(settings.auth_db)
+    store, audit = KeyStore(side_database(settings, "keys")), AuditLog(side_database(settings, "audit"))
     try:
         if args.keys_command == "create":
             key, secret = store.create(args.name, args.scope, args.expires_days, args.rate)

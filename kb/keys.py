@@ -1,26 +1,25 @@
 """KeyStore: API keys in SQLite (salted hashes only), their scopes, expiry, per-minute rate and use counts."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import logging
 import re
 import secrets
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, TypeVar
 
+from kb.database import Connection, Database, KeptConnection, as_database
 from kb.errors import BadRequest, Conflict, KeyInvalid, NotFound, RateLimited, StoreUnavailable
 from kb.rate_window import RateWindow, retry_after
+from kb.migrations import Schema
 from kb.side_store import SideStoreHealth
-from kb.sqlite_setup import prepare_wal, reopen_after
 
 log = logging.getLogger("kb.keys")
+T = TypeVar("T")
 
 SCOPES = ("search", "suggest", "feedback", "analytics", "admin", "internal")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -29,7 +28,9 @@ SECRET = re.compile(r"^kb_([a-z0-9]{12})_([A-Za-z0-9_-]{43})$")
 RATE = re.compile(r"^\s*(\d+)\s*(?:/\s*min)?\s*$")
 WINDOW_SECONDS = 60
 
-SCHEMA = """
+# Version 1 is the schema from before versions (kb/migrations.py); timestamps are ISO 8601 UTC text on both engines.
+SCHEMA = Schema("keys", ({
+    "sqlite": """
 CREATE TABLE IF NOT EXISTS api_keys (
     id TEXT PRIMARY KEY,                -- public key id, part of the secret
     name TEXT NOT NULL,
@@ -50,7 +51,29 @@ CREATE TABLE IF NOT EXISTS service_secrets (
     name TEXT PRIMARY KEY,
     value BLOB NOT NULL
 ) WITHOUT ROWID;
-"""
+""",
+    "postgres": """
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    salt BYTEA NOT NULL,
+    hash BYTEA NOT NULL,
+    created TEXT NOT NULL,
+    expires TEXT,
+    rate_per_min INTEGER,
+    revoked TEXT,
+    last_used TEXT,
+    requests BIGINT NOT NULL DEFAULT 0,
+    window_start BIGINT NOT NULL DEFAULT 0,
+    window_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS api_keys_active_name ON api_keys(name) WHERE revoked IS NULL;
+CREATE TABLE IF NOT EXISTS service_secrets (
+    name TEXT PRIMARY KEY,
+    value BYTEA NOT NULL
+);
+"""},))
 
 
 def now_iso(at: datetime | None = None) -> str:
@@ -103,73 +126,56 @@ class ApiKey:
                 "requests": self.requests}
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> "ApiKey":
+    def from_row(cls, row) -> "ApiKey":
         return cls(row["id"], row["name"], tuple(row["scopes"].split()), row["created"], row["expires"],
                    row["rate_per_min"], row["revoked"], row["last_used"], row["requests"])
 
 
 class KeyStore:
-    """Keys in their own SQLite file (WAL), shared by every worker process and by `kb keys`.
+    """Keys in the auth database (KB_AUTH_DB, a SQLite file in WAL mode, or KB_DATABASE_URL), shared by every worker
+    process, every replica on the same PostgreSQL database, and `kb keys`.
 
-    One connection per thread-safe call under a lock in this process; other processes wait on SQLite's
-    busy timeout. A verified request costs one indexed read and one small update (use count, rate window).
+    One kept connection used under a lock in this process (kb/database.py); other processes wait on SQLite's busy
+    timeout or PostgreSQL's row locks. A verified request costs one indexed read and one small update (use count,
+    rate window).
 
-    A file that can be read but not written (read-only, full disk) still verifies keys: their use is not counted
-    meanwhile and rates are counted in this process's memory instead; `health` logs that once, and once more when the
-    file is written again. Creating and revoking keys then fails with StoreUnavailable (503), as does everything when
-    the file cannot even be read.
+    A database that can be read but not written (read-only file or database, full disk) still verifies keys: their
+    use is not counted meanwhile and rates are counted in this process's memory instead; `health` logs that once, and
+    once more when it is written again. Creating and revoking keys then fails with StoreUnavailable (503), as does
+    everything when the database cannot even be read (or reached).
     """
 
-    def __init__(self, path: Path, timeout: float = 10.0):
-        self.path, self.timeout = Path(path), timeout
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        self._ready = False  # WAL and the schema are in place
-        self.health = SideStoreHealth("keys", self.path, "KB_AUTH_DB", log, "keys are verified but their use is "
-                                      "not counted, rates are counted per worker in memory, `kb keys create` and "
-                                      "`revoke` fail")
-        self._memory = RateWindow(0, "requests")  # rate windows while the file cannot be written
+    def __init__(self, where: Database | Path, timeout: float = 10.0):
+        self.database = as_database(where, "KB_AUTH_DB", timeout)
+        self.path = self.database.where
+        self._kept = KeptConnection(self.database, SCHEMA)
+        self.health = SideStoreHealth("keys", self.database.where, self.database.setting, log, "keys are verified "
+                                      "but their use is not counted, rates are counted per worker in memory, "
+                                      "`kb keys create` and `revoke` fail")
+        self._memory = RateWindow(0, "requests")  # rate windows while the database cannot be written
 
-    @contextlib.contextmanager
-    def _db(self, write: bool = False) -> Iterator[sqlite3.Connection]:
-        """The kept connection, under the lock. StoreUnavailable (503) when the file cannot be opened or read, or for
-        a `write` that fails (counted and said once by `health`); a read-only file still serves reads."""
-        with self._lock:
-            try:
-                if self._conn is None:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                    self._conn = sqlite3.connect(self.path, timeout=self.timeout, check_same_thread=False,
-                                                 isolation_level=None)
-                    self._conn.row_factory = sqlite3.Row
-                    self._ready = False
-                if not self._ready:
-                    try:
-                        prepare_wal(self._conn, SCHEMA, self.timeout)
-                        self._ready = True
-                    except (sqlite3.Error, OSError):
-                        if write:
-                            raise
-                yield self._conn
-            except (sqlite3.Error, OSError) as exc:
-                if isinstance(exc, sqlite3.IntegrityError):
-                    raise
-                if self._conn is not None and reopen_after(exc):
-                    with contextlib.suppress(sqlite3.Error):
-                        self._conn.close()
-                    self._conn, self._ready = None, False
-                if write:
-                    raise self.health.failed(exc) from None
-                raise StoreUnavailable(f"the keys store cannot be read right now ({type(exc).__name__}: {exc}), so no "
-                                       "key can be checked; the operator should check KB_AUTH_DB", store="keys") \
-                    from None
-        if write:
-            self.health.succeeded()
+    def _read(self, fn: Callable[[Connection], T], empty: T) -> T:
+        """`fn` on the connection (`empty` before anything was stored); StoreUnavailable (503) when it fails."""
+        try:
+            return self._kept.read(fn, empty)
+        except self.database.errors as exc:
+            raise StoreUnavailable(f"the keys store cannot be read right now ({type(exc).__name__}: {exc}), so no "
+                                   f"key can be checked; the operator should check {self.database.setting}",
+                                   store="keys") from None
+
+    def _write(self, fn: Callable[[Connection], T]) -> T:
+        """`fn` on the connection; a failure is counted and said once by `health`, and is a StoreUnavailable (503)."""
+        try:
+            result = self._kept.write(fn)
+        except self.database.integrity_errors:
+            raise
+        except self.database.errors as exc:
+            raise self.health.failed(exc) from None
+        self.health.succeeded()
+        return result
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn, self._ready = None, False
+        self._kept.close()
 
     # ---- management (kb keys) ------------------------------------------------------------------
     def create(self, name: str, scopes: list[str] | tuple[str, ...], expires_days: int | None = None,
@@ -187,35 +193,31 @@ class KeyStore:
         key_id = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(12))
         secret = f"kb_{key_id}_{secrets.token_urlsafe(32)}"
         salt = secrets.token_bytes(16)
-        with self._db(write=True) as db:
-            try:
-                db.execute("INSERT INTO api_keys (id, name, scopes, salt, hash, created, expires, rate_per_min) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (key_id, name, " ".join(scopes), salt,
-                                                               digest(salt, secret), now_iso(created), expires,
-                                                               rate_per_min))
-            except sqlite3.IntegrityError:
-                raise Conflict(f"a key named {name!r} already exists: revoke it first or choose another name") \
-                    from None
+        row = (key_id, name, " ".join(scopes), salt, digest(salt, secret), now_iso(created), expires, rate_per_min)
+        try:
+            self._write(lambda db: db.execute("INSERT INTO api_keys (id, name, scopes, salt, hash, created, expires, "
+                                              "rate_per_min) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row))
+        except self.database.integrity_errors:
+            raise Conflict(f"a key named {name!r} already exists: revoke it first or choose another name") from None
         return self.get(name), secret
 
     def get(self, name: str) -> ApiKey:
         """The active key called `name` (NotFound when there is none)."""
-        with self._db() as db:
-            row = db.execute("SELECT * FROM api_keys WHERE name = ? AND revoked IS NULL", (name,)).fetchone()
+        row = self._read(lambda db: db.execute("SELECT * FROM api_keys WHERE name = ? AND revoked IS NULL",
+                                               (name,)).fetchone(), None)
         if row is None:
             raise NotFound(f"no active key named {name!r} (kb keys list shows them)")
         return ApiKey.from_row(row)
 
     def list(self, include_revoked: bool = False) -> list[ApiKey]:
         where = "" if include_revoked else "WHERE revoked IS NULL"
-        with self._db() as db:
-            rows = db.execute(f"SELECT * FROM api_keys {where} ORDER BY created, name").fetchall()
+        rows = self._read(lambda db: db.execute(f"SELECT * FROM api_keys {where} ORDER BY created, name").fetchall(),
+                          [])
         return [ApiKey.from_row(r) for r in rows]
 
     def revoke(self, name: str) -> ApiKey:
         key = self.get(name)
-        with self._db(write=True) as db:
-            db.execute("UPDATE api_keys SET revoked = ? WHERE id = ?", (now_iso(), key.id))
+        self._write(lambda db: db.execute("UPDATE api_keys SET revoked = ? WHERE id = ?", (now_iso(), key.id)))
         return key
 
     # ---- requests ------------------------------------------------------------------------------
@@ -224,16 +226,14 @@ class KeyStore:
         match = SECRET.match(secret or "")
         if match is None:
             raise KeyInvalid("unknown API key")
-        with self._db() as db:
-            row = db.execute("SELECT * FROM api_keys WHERE id = ?", (match[1],)).fetchone()
+        row = self._read(lambda db: db.execute("SELECT * FROM api_keys WHERE id = ?", (match[1],)).fetchone(), None)
         if row is None or not hmac.compare_digest(digest(row["salt"], secret), row["hash"]):
             raise KeyInvalid("unknown API key")
         return self.admit(ApiKey.from_row(row), now)
 
     def by_id(self, key_id: str, now: float | None = None) -> ApiKey:
         """A key known by its id (a signed-in session), checked and counted as `verify` does."""
-        with self._db() as db:
-            row = db.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        row = self._read(lambda db: db.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone(), None)
         if row is None:
             raise KeyInvalid("the key this session was signed in with no longer exists")
         return self.admit(ApiKey.from_row(row), now)
@@ -248,13 +248,12 @@ class KeyStore:
         window = int(now // WINDOW_SECONDS * WINDOW_SECONDS)
         used = datetime.fromtimestamp(now, timezone.utc)
         try:
-            with self._db(write=True) as db:
-                count = db.execute(
-                    "UPDATE api_keys SET requests = requests + 1, last_used = ?, "
-                    "window_count = CASE WHEN window_start = ? THEN window_count + 1 ELSE 1 END, "
-                    "window_start = ? WHERE id = ? RETURNING window_count",
-                    (now_iso(used), window, window, key.id)).fetchone()[0]
-        except StoreUnavailable:  # verified from a file that cannot be written: the rate is kept in memory meanwhile
+            count = self._write(lambda db: db.execute(
+                "UPDATE api_keys SET requests = requests + 1, last_used = ?, "
+                "window_count = CASE WHEN window_start = ? THEN window_count + 1 ELSE 1 END, "
+                "window_start = ? WHERE id = ? RETURNING window_count",
+                (now_iso(used), window, window, key.id)).fetchone()[0])
+        except StoreUnavailable:  # verified from a database that cannot be written: the rate is kept in memory
             count = self._memory.hit(key.id, now)
         if key.rate_per_min is not None and count > key.rate_per_min:
             retry = retry_after(now)
@@ -264,12 +263,16 @@ class KeyStore:
 
     # ---- signing sessions ----------------------------------------------------------------------
     def service_secret(self, name: str) -> bytes:
-        """A random secret kept in this file (created once), shared by every worker: signs session cookies. Read
-        first, so that a file that cannot be written still gives the secret it holds."""
-        with self._db() as db:
-            row = db.execute("SELECT value FROM service_secrets WHERE name = ?", (name,)).fetchone()
+        """A random secret kept in the auth database (created once), shared by every worker and replica: signs session
+        cookies. Read first, so that a database that cannot be written still gives the secret it holds."""
+        select = "SELECT value FROM service_secrets WHERE name = ?"
+        row = self._read(lambda db: db.execute(select, (name,)).fetchone(), None)
         if row is not None:
             return bytes(row[0])
-        with self._db(write=True) as db:
-            db.execute("INSERT OR IGNORE INTO service_secrets VALUES (?, ?)", (name, secrets.token_bytes(32)))
-            return bytes(db.execute("SELECT value FROM service_secrets WHERE name = ?", (name,)).fetchone()[0])
+
+        def create(db: Connection) -> bytes:
+            db.execute("INSERT INTO service_secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                       (name, secrets.token_bytes(32)))
+            return bytes(db.execute(select, (name,)).fetchone()[0])
+
+        return self._write(create)

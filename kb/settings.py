@@ -44,6 +44,7 @@ class Settings:
     max_body_bytes: int = _setting(1_048_576, "KB_MAX_BODY_BYTES", "Largest request body accepted (1 MiB; webhooks: KB_WEBHOOK_MAX_BYTES): 413 beyond, before the body is read (by Content-Length, or counted as a chunked body arrives).")
     base_url: str = _setting("/articles", "KB_BASE_URL", "Prefix of article URLs returned to clients.")
     log_level: str = _setting("info", "KB_LOG_LEVEL", "Log level of the service.")
+    database_url: str = _setting("", "KB_DATABASE_URL", "PostgreSQL URL (postgresql://user:password@host:5432/dbname) holding the side stores README's 'Several replicas: one PostgreSQL' lists, shared by every `kb serve` replica and `kb keys` that name it; unset: each store in its own SQLite file (the KB_*_DB settings).")
     feedback_db: Path = _setting(Path("var/feedback.sqlite"), "KB_FEEDBACK_DB", "SQLite file where agents' yes/no feedback is recorded.")
     feedback_max_query_chars: int = _setting(1000, "KB_FEEDBACK_MAX_QUERY_CHARS", "Longest query a feedback answer may carry (400 beyond): search words, not tickets; a ticket's feedback sends the response's answer_id instead.")
     feedback_rate_per_min: int = _setting(60, "KB_FEEDBACK_RATE_PER_MIN", "Feedback answers one client (API key, signed-in agent or address) may send a minute to one worker process; 429 with Retry-After beyond (0: no limit).")
@@ -128,6 +129,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     for name in ("max_in_flight", "max_queue", "max_queue_wait_ms"):
         if getattr(settings, name) < 0:
             raise BadRequest(f"KB_{name.upper()}={getattr(settings, name)} must be 0 or more")
+    if settings.database_url and not settings.database_url.startswith(("postgresql://", "postgres://")):
+        raise BadRequest("KB_DATABASE_URL must be a PostgreSQL URL (postgresql://user:password@host:5432/dbname), or "
+                         "unset for SQLite files")
     if settings.max_body_bytes < 1:
         raise BadRequest(f"KB_MAX_BODY_BYTES must be at least 1, got {settings.max_body_bytes}")
     return settings

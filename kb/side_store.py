@@ -18,8 +18,9 @@ class SideStoreHealth:
     makes the 503 a store's own route raises, and searches never see it.
     """
 
-    def __init__(self, store: str, path: Path, setting: str, log: logging.Logger, effect: str):
-        self.store, self.path, self.setting, self.log, self.effect = store, Path(path), setting, log, effect
+    def __init__(self, store: str, path: Path | str, setting: str, log: logging.Logger, effect: str):
+        # `path`: the SQLite file, or the PostgreSQL URL without its password (kb/database.py `where`)
+        self.store, self.path, self.setting, self.log, self.effect = store, path, setting, log, effect
         self.errors = 0                      # failed writes since start
         self.reason: str | None = None       # why the last write failed, None while writes work
         self.since: float | None = None      # time.time() of the first failure of the current run
@@ -58,9 +59,11 @@ class SideStoreHealth:
 
     def unavailable(self) -> StoreUnavailable:
         """The 503 of the store's own routes while it cannot write."""
+        cause = ("an unreachable or read-only database; the service log names it" if self.setting == "KB_DATABASE_URL"
+                 else "a read-only or full disk; the service log names the file")
         return StoreUnavailable(f"the {self.store} store cannot be written right now ({self.reason or 'unknown'}); "
-                                f"searches are not affected. The operator should check {self.setting} (a read-only "
-                                "or full disk; the service log names the file)", store=self.store)
+                                f"searches are not affected. The operator should check {self.setting} ({cause})",
+                                store=self.store)
 
     def status(self) -> dict:
         """{store, path, writable, errors, reason}: for /metrics and inspection."""

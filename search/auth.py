@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from kb.audit import AuditLog
+from kb.database import side_database
 from kb.errors import BadRequest, Forbidden, KeyInvalid, Unauthorized
 from kb.keys import SCOPES, ApiKey, KeyStore
 from kb.settings import Settings
@@ -135,8 +136,8 @@ class Authenticator:
     def __init__(self, settings: Settings, keys: KeyStore | None = None, audit: AuditLog | None = None):
         self.settings = settings
         self.required = keys_required(settings)
-        self.keys = keys or KeyStore(settings.auth_db)
-        self.audit = audit or AuditLog(settings.auth_db)
+        self.keys = keys or KeyStore(side_database(settings, "keys"))
+        self.audit = audit or AuditLog(side_database(settings, "audit"))
         self.proxies = parse_networks(settings.trusted_proxies)
         self.analytics_users = {u.strip().lower() for u in settings.analytics_users.split(",") if u.strip()}
         self._session_key: bytes | None = None

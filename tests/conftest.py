@@ -261,3 +261,28 @@ def running_server(index_dir: Path, workdir: Path, env: dict[str, str] | None = 
         yield base, port
     finally:
         stop_process(proc, signal.SIGTERM, timeout=30, group=True)
+
+
+# ---- side stores on both engines (kb/database.py) -----------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One real PostgreSQL server for the whole session (tests/postgres.py); started only when a test needs it."""
+    from tests.postgres import start_server
+
+    server = start_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def side_db(request, tmp_path) -> Callable:
+    """`side_db(store)`: a kb.database.Database for that side store, on SQLite (a file in tmp_path) and then on
+    PostgreSQL (a fresh database of the session's server, shared by every store of the test as KB_DATABASE_URL is)."""
+    from kb.database import SQLITE_FILES, Database
+
+    if request.param == "sqlite":
+        return lambda store, timeout=10.0: Database.sqlite(tmp_path / f"{SQLITE_FILES[store][0]}.sqlite",
+                                                           SQLITE_FILES[store][1], timeout)
+    url = request.getfixturevalue("postgres_server").create_database()
+    return lambda store, timeout=10.0: Database.postgres(url, timeout)

@@ -8,13 +8,13 @@ from tests.conftest import REPO, release_together, stop_process
 
 OPEN = r"""
 import sqlite3, sys
-from kb.keys import SCHEMA
+from kb.event_schema import SCHEMA
 from kb.sqlite_setup import prepare_wal
 conn = sqlite3.connect(sys.argv[1], timeout=5, isolation_level=None)
 print("ready", flush=True)
 sys.stdin.readline()  # the go: every process is started and connected
 prepare_wal(conn, SCHEMA, 5)
-print(conn.execute("PRAGMA journal_mode").fetchone()[0], conn.execute("SELECT count(*) FROM api_keys").fetchone()[0])
+print(conn.execute("PRAGMA journal_mode").fetchone()[0], conn.execute("SELECT count(*) FROM events").fetchone()[0])
 """
 
 
