@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from indexer.build import build_index
 from kb import store
 from kb.errors import ContentError
 from kb.settings import load_settings
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, stop_process, wait_until
 
 REPO = Path(__file__).parent.parent
 
@@ -215,14 +214,12 @@ def test_build_killed_midway_leaves_previous_version_serving(content_copy, tmp_p
                                  index=str(settings.index_dir))
     proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
-        deadline = time.time() + 60
-        while not ready.exists():
-            assert proc.poll() is None, "build process ended before reaching the kill point"
-            assert time.time() < deadline
-            time.sleep(0.05)
+        wait_until(lambda: ready.exists() or proc.poll() is not None, 60, f"the build never reached {point}")
+        assert proc.poll() is None, f"the build process ended ({proc.returncode}) before reaching {point}"
         proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
     finally:
-        proc.wait(timeout=30)
+        stop_process(proc, signal.SIGKILL)  # on any way out: never left running, and never hides the first failure
     assert store.current_id(settings.index_dir) == good
     version = store.open_current(settings.index_dir, tiny_encoder.model_id)
     assert version.manifest["counts"]["articles"] == 8

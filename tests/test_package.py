@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.conftest import free_port, stop_process
 
 REPO = Path(__file__).parent.parent
 FIXTURE_CONTENT = Path(__file__).parent / "fixtures" / "content"
@@ -96,16 +97,10 @@ def test_installed_package_comes_from_the_fresh_environment_not_the_checkout(ven
     assert version.returncode == 0 and version.stdout.strip() == f"kb {VERSION}"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def serving(command: list, cwd: Path, env: dict[str, str], port: int, log_path: Path, timeout: float = 240):
-    """Run a server command; yield its base URL once /healthz answers 200. On every way out, SIGTERM its
-    process group, then SIGKILL after a bounded wait."""
+    """Run a server command; yield its base URL once /healthz answers 200. On every way out, SIGTERM, a bounded
+    wait, then SIGKILL to its process group (conftest's stop_process)."""
     base = f"http://127.0.0.1:{port}"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -121,13 +116,7 @@ def serving(command: list, cwd: Path, env: dict[str, str], port: int, log_path: 
             time.sleep(0.3)
         yield base
     finally:
-        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-            if proc.poll() is not None:
-                break
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=wait)
+        stop_process(proc, signal.SIGTERM, timeout=30, group=True)
 
 
 @pytest.mark.model
