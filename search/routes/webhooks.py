@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from kb.database import side_database
 from kb.errors import PayloadTooLarge
 from kb.settings import Settings
 from kb.webhook_log import WebhookLog
@@ -36,7 +37,7 @@ class Webhooks:
         self.settings = settings
         self.generic_map: WebhookMap = parse_webhook_map(settings.generic_webhook_map)
         self.replays: ReplayCache[dict] = ReplayCache(settings.webhook_replay_seconds)
-        self.log = WebhookLog(settings.webhook_db, settings.webhook_replay_seconds)
+        self.log = WebhookLog(side_database(settings, "webhooks"), settings.webhook_replay_seconds)
         self.writeback = writeback if writeback is not None else WriteBack.from_settings(settings)
 
     def start(self) -> None:
