@@ -1,4 +1,9 @@
-"""Reports at scale: a synthetic analytics event log (1,000,000 events over 90 days by default), each report timed."""
+"""Reports at scale: a synthetic analytics event log (1,000,000 events over 90 days by default), each report timed.
+
+With --baseline DIR (a checkout of older code, e.g. `git archive <commit> | tar -x -C DIR`) the same reports are also
+timed with that code, in a child process that runs each job when asked: the rounds of both are interleaved, so a
+change in the machine's load falls on both.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +12,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO)]
+CODE = Path(os.environ.get("REPORTS_BENCH_CODE") or REPO)  # the code the reports are timed with (--baseline: older)
+sys.path[:0] = [str(CODE)]
 
 from kb.event_schema import SCHEMA  # noqa: E402
 
@@ -197,6 +204,10 @@ def main() -> None:
     parser.add_argument("--skip-purity", action="store_true", help="do not measure gap topic purity")
     parser.add_argument("--page-workers", default="2", help="comma-separated thread counts to time the page with, "
                         "side by side (1 = the four reports one after another; /reports uses 2)")
+    parser.add_argument("--baseline", type=Path, help="a checkout of older code: time its reports too, interleaved")
+    parser.add_argument("--cases", default="90,30,id,outlook", help="filter sets to time, comma-separated: 90 "
+                        "(90 days), 30 (30 days), id (90 days, language id), outlook (90 days, product Outlook)")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the --baseline child
     args = parser.parse_args()
     if args.regenerate and args.db.exists():
         for suffix in ("", "-wal", "-shm"):
@@ -205,28 +216,38 @@ def main() -> None:
     if not args.db.exists():
         generate(args.db, args.events, args.days)
         print(f"generated {args.db} in {time.perf_counter() - started:.1f} s")
+    conn = sqlite3.connect(args.db)
+    events, first, last = conn.execute("SELECT count(*), min(day), max(day) FROM events").fetchone()
+    today = conn.execute("SELECT max(day) FROM events WHERE kind IN ('search', 'suggest')").fetchone()[0]
+    indexes = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND "
+                                              "tbl_name = 'events'")]
+    rollup_seconds = None
+    if not args.serve:  # as the writer leaves the log: the days before the last day of answers ("today") rolled up
+        # at midnight, today's events written since (the reports read them, and the days their actions touch)
+        from kb import event_rollups
+
+        conn.executescript(SCHEMA)
+        t0 = time.perf_counter()
+        midnight = conn.execute("SELECT min(id) - 1 FROM events WHERE day >= ?", (today,)).fetchone()[0]
+        _, days = event_rollups.pending(conn, dt.date.fromisoformat(today))
+        for day in days:
+            event_rollups.roll_up(conn, day, midnight)
+        event_rollups.set_watermark(conn, midnight)
+        rollup_seconds = round(time.perf_counter() - t0, 1)
+        print(f"rolled up {len(days)} closed days before {today} in {rollup_seconds} s")
+    conn.close()
     from search.reports import Catalog as ReportCatalog, Reports, parse_filters
 
     catalog = Catalog(np.random.default_rng(7))  # the same seed as generate(): the same articles and vectors
-    conn = sqlite3.connect(args.db)
-    events, first, last = conn.execute("SELECT count(*), min(day), max(day) FROM events").fetchone()
-    indexes = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND "
-                                              "tbl_name = 'events'")]
-    conn.close()
-    print(f"{args.db}: {events:,} events, {first} .. {last}, {os.path.getsize(args.db) / 1e6:,.0f} MB; "
-          f"indexes on events: {', '.join(indexes)}")
-    load1 = os.getloadavg()[0]
-    if load1 > 0.5:
-        print(f"WARNING: 1-minute load average is {load1:.2f}: other processes share the CPUs")
     reports = Reports(args.db, ReportCatalog(catalog.meta, catalog.ids, catalog.centroids),
                       today=dt.date.fromisoformat(last))
     last_day = dt.date.fromisoformat(last)
-    cases = {"90 days": parse_filters(first, last),
-             "30 days": parse_filters(str(last_day - dt.timedelta(days=29)), last),
-             "90 days, language id": parse_filters(first, last, language="id"),
-             "90 days, product Outlook": parse_filters(first, last, product="Outlook")}
-    figures: dict = {"events": events, "db_mb": round(os.path.getsize(args.db) / 1e6), "load1": round(load1, 2),
-                     "report_index": "events_report" in indexes, "seconds": {}}
+    every_case = {"90 days": parse_filters(first, last),
+                  "30 days": parse_filters(str(last_day - dt.timedelta(days=29)), last),
+                  "90 days, language id": parse_filters(first, last, language="id"),
+                  "90 days, product Outlook": parse_filters(first, last, product="Outlook")}
+    short = dict(zip(("90", "30", "id", "outlook"), every_case))
+    cases = every_case if args.serve else {short[name]: every_case[short[name]] for name in args.cases.split(",")}
     from concurrent.futures import ThreadPoolExecutor
 
     def page(filters, workers: int) -> None:  # what /reports computes when nothing is cached: the four reports
@@ -238,20 +259,64 @@ def main() -> None:
             "gaps": lambda f: reports.gaps(f), "articles": lambda f: reports.articles(f)}
     for workers in (int(w) for w in args.page_workers.split(",")):
         jobs[f"page/{workers}"] = lambda f, w=workers: page(f, w)
-    print(f"{'filters':<26}" + "".join(f"{name:>10}" for name in jobs) + f"  (median of {args.repeat}, s)")
-    for label, filters in cases.items():
+
+    def timed(label: str, name: str) -> float:
+        t0 = time.perf_counter()
+        jobs[name](cases[label])
+        return time.perf_counter() - t0
+
+    if args.serve:  # the --baseline child: one "case<TAB>job" a line in, its seconds out
+        print("ready", flush=True)
+        for line in sys.stdin:
+            label, name = line.rstrip("\n").split("\t")
+            print(f"{timed(label, name):.6f}", flush=True)
+        return
+    print(f"{args.db}: {events:,} events, {first} .. {last}, {os.path.getsize(args.db) / 1e6:,.0f} MB; "
+          f"indexes on events: {', '.join(indexes)}")
+    load = os.getloadavg()
+    if load[0] > 0.5:
+        print(f"WARNING: 1-minute load average is {load[0]:.2f}: other processes share the CPUs")
+    baseline = None
+    if args.baseline:
+        baseline = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--serve", "--db", str(args.db), "--page-workers",
+             args.page_workers], env={**os.environ, "REPORTS_BENCH_CODE": str(args.baseline.resolve())},
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert baseline.stdout.readline().strip() == "ready"
+
+    def ask_baseline(label: str, name: str) -> float:
+        baseline.stdin.write(f"{label}\t{name}\n")
+        baseline.stdin.flush()
+        return float(baseline.stdout.readline())
+
+    figures: dict = {"events": events, "db_mb": round(os.path.getsize(args.db) / 1e6), "load_at_start": load,
+                     "report_index": "events_report" in indexes, "rollup_build_seconds": rollup_seconds,
+                     "today": today, "seconds": {}, "baseline_seconds": {}, "baseline": str(args.baseline or "")}
+    print(f"{'filters':<34}" + "".join(f"{name:>10}" for name in jobs) + f"  (median of {args.repeat}, s)")
+    for label in cases:
         times: dict[str, list[float]] = {name: [] for name in jobs}
+        before: dict[str, list[float]] = {name: [] for name in jobs}
         for _ in range(args.repeat):  # rounds interleaved: a change in the machine's load falls on every column
-            for name, job in jobs.items():
-                t0 = time.perf_counter()
-                job(filters)
-                times[name].append(time.perf_counter() - t0)
-        row = {name: round(sorted(ts)[len(ts) // 2], 3) for name, ts in times.items()}
-        figures["seconds"][label] = row
-        print(f"{label:<26}" + "".join(f"{row[n]:>10.3f}" for n in jobs))
+            for name in jobs:
+                times[name].append(timed(label, name))
+                if baseline is not None:
+                    before[name].append(ask_baseline(label, name))
+        rows = {"": times, " (before)": before} if baseline is not None else {"": times}
+        for suffix, series in rows.items():
+            row = {name: round(sorted(ts)[len(ts) // 2], 3) for name, ts in series.items()}
+            figures["baseline_seconds" if suffix else "seconds"][label] = row
+            print(f"{label + suffix:<34}" + "".join(f"{row[n]:>10.3f}" for n in jobs))
+        if baseline is not None:
+            after, older = figures["seconds"][label], figures["baseline_seconds"][label]
+            print(f"{label + ' (before / after)':<34}" + "".join(f"{older[n] / after[n]:>9.1f}x" for n in jobs))
+    figures["load_at_end"] = os.getloadavg()
+    if baseline is not None:
+        baseline.stdin.close()
+        baseline.wait(timeout=60)
     if not args.skip_purity:
-        figures["gap_purity_30_days"] = gap_purity(reports, cases["30 days"])
+        figures["gap_purity_30_days"] = gap_purity(reports, every_case["30 days"])
         print(f"gap topics, last 30 days: {figures['gap_purity_30_days']}")
+    print(f"load average at the end: {' / '.join(f'{x:.2f}' for x in figures['load_at_end'])} (1 / 5 / 15 min)")
     print(json.dumps(figures))
 
 

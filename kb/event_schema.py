@@ -53,4 +53,76 @@ CREATE TABLE IF NOT EXISTS results (   -- search/suggest: the articles returned,
     PRIMARY KEY (event_id, position)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS results_article ON results(article_id);
+
+-- Daily rollups (kb/event_rollups.py): what the reports count, per closed UTC day (a day before the one they were
+-- built on), so that a report over months reads thousands of rows instead of a million events. A day is rolled up
+-- once it is closed and rolled up again when events of it, or actions on its answers, are written later; the reports
+-- read the raw events of every day not rolled up (today, and days touched after the watermark). Retention deletes
+-- them with the events. Counts only, except rollup_gaps, which keeps the redacted text (NULL when
+-- KB_ANALYTICS_STORE_TEXT=false) and topic vector of each gap query's latest event of the day.
+CREATE TABLE IF NOT EXISTS rollup_days (
+    day TEXT PRIMARY KEY,           -- YYYY-MM-DD (UTC)
+    last_id INTEGER NOT NULL,       -- its rollups count the events with id <= last_id
+    regular INTEGER NOT NULL        -- 0: an action on one of its answers is dated before the answer (clock change):
+                                    -- no rollups, the reports read this day's events
+);
+CREATE TABLE IF NOT EXISTS rollup_answers (    -- summary and self-service: answers per day, kind, source, language
+    day TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    source TEXT,
+    language TEXT,
+    answers INTEGER NOT NULL,
+    confident INTEGER NOT NULL,     -- confident = 1
+    rated INTEGER NOT NULL,         -- confident not NULL
+    no_results INTEGER NOT NULL,    -- result_count = 0
+    used INTEGER NOT NULL           -- suggestions whose answer was inserted, linked or marked helpful
+);
+CREATE INDEX IF NOT EXISTS rollup_answers_day ON rollup_answers(day);
+CREATE TABLE IF NOT EXISTS rollup_latency (    -- summary: every latency of the day, for exact percentiles
+    day TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    language TEXT,
+    latencies BLOB NOT NULL         -- latency_ms values as little-endian float64
+);
+CREATE INDEX IF NOT EXISTS rollup_latency_day ON rollup_latency(day);
+CREATE TABLE IF NOT EXISTS rollup_queries (    -- top queries: answers per query, day, language and first article
+    query_key TEXT,
+    day TEXT NOT NULL,
+    language TEXT,
+    first_article TEXT,             -- the article at position 1 (NULL: no results)
+    answers INTEGER NOT NULL,
+    rated INTEGER NOT NULL,
+    not_confident INTEGER NOT NULL,
+    last_id INTEGER NOT NULL        -- the latest event (its text is the query's)
+);
+CREATE INDEX IF NOT EXISTS rollup_queries_key ON rollup_queries(query_key, day, language, first_article, answers,
+                                                                 rated, not_confident, last_id);
+CREATE INDEX IF NOT EXISTS rollup_queries_day ON rollup_queries(day);
+CREATE TABLE IF NOT EXISTS rollup_gaps (       -- content gaps: gap events per query (or event), day and language
+    gap_key TEXT NOT NULL,          -- query_key, or 'event:<id>' for an event without one
+    day TEXT NOT NULL,
+    language TEXT,
+    events INTEGER NOT NULL,
+    not_confident INTEGER NOT NULL, -- confident = 0 or no result
+    not_helpful INTEGER NOT NULL,   -- its answer marked not helpful
+    last_id INTEGER NOT NULL,       -- the latest gap event of the day, whose text and vector follow
+    query TEXT,
+    topic_vector BLOB
+);
+CREATE INDEX IF NOT EXISTS rollup_gaps_day ON rollup_gaps(day);
+CREATE TABLE IF NOT EXISTS rollup_shown (      -- article performance: results rows per day and article
+    day TEXT NOT NULL,
+    article_id TEXT NOT NULL,
+    shown INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rollup_shown_day ON rollup_shown(day);
+CREATE TABLE IF NOT EXISTS rollup_actions (    -- article performance: actions per day, article, kind, helpful, product
+    day TEXT NOT NULL,
+    article_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    helpful INTEGER,
+    product TEXT,
+    actions INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rollup_actions_day ON rollup_actions(day);
 """

@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from kb import event_rollups
 from kb.errors import BadRequest, StoreUnavailable
 from kb.event_schema import ANSWER_KINDS, SCHEMA, SCHEMA_VERSION
 from kb.feedback import ANSWER_ID, delete_feedback_before
@@ -28,6 +29,7 @@ BATCH = 500                  # events per transaction at most
 LINGER = 0.5                 # seconds the writer collects events before a transaction (flush and close cut it short)
 ENCODE_BATCH = 32            # queries per encode_queries call of the writer
 RETENTION_EVERY = 24 * 3600  # seconds between retention runs
+ROLLUP_EVERY = 600           # seconds between looks for days to roll up (a day closed, later events on a closed day)
 REFUSE_SECONDS = 5.0         # after a failed write, POST /api/events answers 503 this long before one is tried again
 MAX_TEXT = 1000              # characters of redacted query kept per event
 MAX_FIELD = 200              # source, language, product
@@ -94,6 +96,9 @@ class EventLog:
         self._conn: sqlite3.Connection | None = None
         self._next_purge = 0.0       # time.monotonic() of the next retention run; 0: at start
         self._purging = True         # the first retention run has not finished yet
+        self._next_rollup = 0.0      # time.monotonic() of the next look for days to roll up; 0: at start
+        self._rollup_days: list[str] = []  # closed days still to roll up in this round, and its newest event id
+        self._rollup_target = 0
         self._said: set[str] = set()
         self.health = SideStoreHealth("analytics", self.path, "KB_ANALYTICS_DB", log,
                                       "search and suggest events are counted as errors, POST /api/events answers 503")
@@ -179,6 +184,8 @@ class EventLog:
             while True:
                 if time.monotonic() >= self._next_purge:
                     self._retain()
+                if self._rollup_days or time.monotonic() >= self._next_rollup:
+                    self._roll_up()
                 try:
                     batch = [self._queue.get(timeout=0.2)]
                 except queue.Empty:
@@ -226,8 +233,28 @@ class EventLog:
                 self._purging = False
                 self._cond.notify_all()
 
+    def _roll_up(self) -> None:
+        """Roll up one closed day (kb/event_rollups.py), so that the writer goes back to the queue between two days;
+        every ROLLUP_EVERY seconds look for the days to roll up, then move the watermark once they are done."""
+        conn = self._conn
+        if conn is None:  # the file cannot be opened (health says so): rolled up once a write opens it again
+            self._rollup_days, self._next_rollup = [], time.monotonic() + 1
+            return
+        try:
+            if not self._rollup_days:
+                self._next_rollup = time.monotonic() + ROLLUP_EVERY
+                self._rollup_target, self._rollup_days = event_rollups.pending(conn, datetime.now(timezone.utc).date())
+            if self._rollup_days:
+                event_rollups.roll_up(conn, self._rollup_days.pop(0), self._rollup_target)
+            if not self._rollup_days and self._rollup_target != event_rollups.watermark(conn):
+                event_rollups.set_watermark(conn, self._rollup_target)
+        except Exception as exc:  # noqa: BLE001 - reports read the events of days without rollups: nothing is lost
+            self._rollup_days = []
+            self._say("rollup", "analytics rollups could not be written (tried again in 10 minutes): %s", exc)
+
     def purge(self, now: datetime | None = None) -> dict[str, int]:
-        """Delete events (with their results) and feedback older than the retention; {"events", "feedback"}."""
+        """Delete events (with their results), their days' rollups and feedback older than the retention;
+        {"events", "feedback"}."""
         cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=self.retention_days)
         deleted = {"events": 0, "feedback": 0}
         failures = []  # one file that cannot be written does not keep the other's retention from running
@@ -241,6 +268,7 @@ class EventLog:
                         conn.execute("DELETE FROM results WHERE event_id IN (SELECT id FROM events WHERE at < ?)",
                                      (at,))
                         deleted["events"] = conn.execute("DELETE FROM events WHERE at < ?", (at,)).rowcount
+                        event_rollups.delete_through(conn, at[:10])  # its last day is rolled up again if kept
                 finally:
                     conn.close()
             except (sqlite3.Error, OSError) as exc:

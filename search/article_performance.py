@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from search.reports import ANSWERS, ReportFilters, Reports, answer_filter, share, utc_today
+from search.reports import ANSWERS, Days, ReportFilters, Reports, answer_filter, share, utc_today
 
 ACTIONS = {"open": "opened", "copy": "copied", "insert": "inserted", "link": "linked"}
 COUNTS = ("shown", "opened", "copied", "inserted", "linked", "helpful", "not_helpful")
@@ -20,13 +20,14 @@ TOP_ARTICLES = 100
 ANSWER_LOOKBACK_DAYS = 7     # an action in the range may act on an answer given up to a week before it
 
 
-def shown_counts(conn: sqlite3.Connection, filters: ReportFilters) -> dict[str, int]:
+def shown_counts(conn: sqlite3.Connection, filters: ReportFilters, days: Days = Days()) -> dict[str, int]:
     """Per article, how many searches and suggestions in the filters listed it (rows of `results`).
 
     Without a language filter, the answers of a date range are found as a range of event ids (the log writes
     events in time order) and their results counted from the covering index results_article; answers inside the
     id range but dated outside the range (written out of order around midnight) are subtracted, so the count is
-    exact either way. With a language filter each answer's results are looked up.
+    exact either way. With a language filter each answer's results are looked up, and so are those of the days
+    read from events when the others come from rollups (rollup_shown).
     """
     where, params = answer_filter(filters)
     product_only = " AND r.article_id IN temp.product_articles" if filters.product else ""
@@ -34,6 +35,15 @@ def shown_counts(conn: sqlite3.Connection, filters: ReportFilters) -> dict[str, 
         rows = conn.execute(f"SELECT r.article_id, count(*) FROM events e JOIN results r ON r.event_id = e.id "
                             f"WHERE {where}{product_only} GROUP BY r.article_id", params)
         return dict(rows.fetchall())
+    if days.rolled:  # the answer's own product does not matter here: the product's articles do
+        where, params = answer_filter(ReportFilters(filters.since, filters.until), days=days)
+        counts: Counter[str] = Counter(dict(conn.execute(
+            f"SELECT r.article_id, count(*) FROM events e JOIN results r ON r.event_id = e.id "
+            f"WHERE {where}{product_only} GROUP BY r.article_id", params).fetchall()))
+        rolled, rolled_params = days.rollup_filter(filters, "r")
+        counts.update(dict(conn.execute(f"SELECT r.article_id, sum(r.shown) FROM rollup_shown r WHERE {rolled}"
+                                        f"{product_only} GROUP BY r.article_id", rolled_params).fetchall()))
+        return {a: n for a, n in counts.items() if n > 0}
     if filters.product:  # the answer's own product does not matter here: the product's articles do
         where, params = answer_filter(ReportFilters(filters.since, filters.until))
     lo, hi = conn.execute(f"SELECT min(id), max(id) FROM events e WHERE {where}", params).fetchone()
@@ -53,11 +63,12 @@ def shown_counts(conn: sqlite3.Connection, filters: ReportFilters) -> dict[str, 
     return {a: n for a, n in counts.items() if n > 0}
 
 
-def action_counts(conn: sqlite3.Connection, filters: ReportFilters) -> dict[str, dict[str, int]]:
-    """Per article: opened, copied, inserted, linked, helpful, not_helpful within the filters."""
-    sql = ["a.day BETWEEN ? AND ?", "a.kind IN ('open', 'copy', 'insert', 'link', 'feedback')",
-           "a.article_id IS NOT NULL"]
-    params: list = [filters.since.isoformat(), filters.until.isoformat()]
+def action_counts(conn: sqlite3.Connection, filters: ReportFilters, days: Days = Days()
+                  ) -> dict[str, dict[str, int]]:
+    """Per article: opened, copied, inserted, linked, helpful, not_helpful within the filters (those of rolled-up
+    days from rollup_actions, without a language filter)."""
+    day_sql, params = days.raw_filter(filters, "a")
+    sql = [day_sql, "a.kind IN ('open', 'copy', 'insert', 'link', 'feedback')", "a.article_id IS NOT NULL"]
     if filters.language:  # an action's language is its query's: its own column (the writer leaves it empty), else
         # its answer's, among the answers of that language from a week before the range on (one covering-index scan)
         sql.append(f"(a.language = ? COLLATE NOCASE OR (a.language IS NULL AND a.answer_id IN (SELECT x.answer_id "
@@ -65,14 +76,25 @@ def action_counts(conn: sqlite3.Connection, filters: ReportFilters) -> dict[str,
                    "COLLATE NOCASE AND x.answer_id IS NOT NULL)))")
         params += [filters.language, (filters.since - dt.timedelta(days=ANSWER_LOOKBACK_DAYS)).isoformat(),
                    filters.until.isoformat(), filters.language]
+    product_sql = "(a.article_id IN temp.product_articles OR a.product = ? COLLATE NOCASE)"
     if filters.product:
-        sql.append("(a.article_id IN temp.product_articles OR a.product = ? COLLATE NOCASE)")
+        sql.append(product_sql)
         params.append(filters.product)
     out: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNTS, 0))
     # counted in Python: a Counter over the fetched rows took 0.37-0.47 s over 90 days of 1,000,000 events where
     # SQLite's GROUP BY article_id, kind (a sort of every action) took 0.53-0.60 s
     rows = conn.execute(f"SELECT a.article_id, a.kind, a.helpful FROM events a WHERE {' AND '.join(sql)}", params)
-    for (article_id, kind, helpful), n in Counter(rows.fetchall()).items():
+    counted = Counter(rows.fetchall())
+    if days.rolled:
+        rolled, rolled_params = days.rollup_filter(filters, "a")
+        if filters.product:
+            rolled += f" AND {product_sql}"
+            rolled_params.append(filters.product)
+        for article_id, kind, helpful, n in conn.execute(
+                f"SELECT a.article_id, a.kind, a.helpful, sum(a.actions) FROM rollup_actions a WHERE {rolled} "
+                "GROUP BY a.article_id, a.kind, a.helpful", rolled_params):
+            counted[(article_id, kind, helpful)] += n
+    for (article_id, kind, helpful), n in counted.items():
         if kind != "feedback":
             out[article_id][ACTIONS[kind]] += n
         elif helpful is not None:
@@ -97,8 +119,10 @@ def article_report(reports: Reports, filters: ReportFilters, limit: int | None =
     totals per owner and per product."""
     with reports.log.connect(filters, reports.catalog) as conn:
         notes = reports.notes(conn)
-        shown = shown_counts(conn, filters) if conn is not None else {}
-        actions = action_counts(conn, filters) if conn is not None else {}
+        # rollups keep no action's language (that of its answer, within the range)
+        days = reports.days(conn, filters, usable=not filters.language) if conn is not None else Days()
+        shown = shown_counts(conn, filters, days) if conn is not None else {}
+        actions = action_counts(conn, filters, days) if conn is not None else {}
     catalog, today = reports.catalog, reports.today or utc_today()
     rows = []
     for article_id in set(shown) | set(actions):

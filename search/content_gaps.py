@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from search.reports import Note, ReportFilters, Reports, answer_filter, share
+from search.reports import Days, Note, ReportFilters, Reports, answer_filter, share
 from search.topics import group_topics, threshold_for, topic_centroids, unit
 
 EXAMPLES = 3
@@ -24,7 +24,8 @@ def gap_rows(reports: Reports, filters: ReportFilters) -> dict:
         out["notes"] = reports.notes(conn)
         if conn is None:
             return out
-        where, params = answer_filter(filters)
+        days = reports.days(conn, filters, usable=not filters.product)  # rollups keep no answer's product
+        where, params = answer_filter(filters, days=days)
         conn.execute("CREATE TEMP TABLE not_helpful (answer_id TEXT PRIMARY KEY) WITHOUT ROWID")
         conn.execute("INSERT OR IGNORE INTO not_helpful SELECT answer_id FROM events WHERE day >= ? AND "
                      "kind = 'feedback' AND helpful = 0 AND answer_id IS NOT NULL", (filters.since.isoformat(),))
@@ -36,10 +37,14 @@ def gap_rows(reports: Reports, filters: ReportFilters) -> dict:
             "(confident = 0 OR result_count = 0 OR answer_id IN temp.not_helpful) GROUP BY k",
             [filters.middle.isoformat()] + params)
         rows = [list(row) for row in conn.execute(
-            "SELECT g.k, g.n, g.late, g.bad, g.unhelpful, e.query, e.topic_vector FROM temp.gaps g "
+            "SELECT g.k, g.n, g.late, g.bad, g.unhelpful, e.query, e.topic_vector, g.last FROM temp.gaps g "
             "JOIN events e ON e.id = g.last")]
+        if days.rolled:
+            rows = merged_gaps(conn, filters, days, rows)
+        rows.sort(key=lambda row: row[0])  # one order whichever days came from rollups (topic sampling uses it)
         missing = {row[0]: row for row in rows if row[6] is None and row[1] > 1}
         if missing:  # the latest event of a query has no vector (not computed): take one of its others
+            where, params = answer_filter(filters)  # every day of the range
             marks = ", ".join("?" * len(missing))
             for key, text, blob in conn.execute(
                     f"SELECT query_key, max(query), max(topic_vector) FROM events e WHERE {where} AND query_key IN "
@@ -49,7 +54,8 @@ def gap_rows(reports: Reports, filters: ReportFilters) -> dict:
     lengths = np.fromiter((len(b) if b else 0 for b in blobs), dtype=np.int64, count=len(rows))
     dims, votes = np.unique(lengths[lengths > 0], return_counts=True)
     dim = int(dims[np.argmax(votes)]) if len(dims) else 0  # vectors of another model's size: counted, not grouped
-    counts = np.fromiter((row[1] for row in rows), dtype=np.int64, count=len(rows))
+    columns = list(zip(*rows)) or [()] * 8
+    counts = np.array(columns[1], dtype=np.int64)
     keep = np.flatnonzero(lengths == dim) if dim else np.zeros(0, np.int64)
     out["events"] = int(counts.sum())
     out["without_vector"] = out["events"] - int(counts[keep].sum())
@@ -57,10 +63,32 @@ def gap_rows(reports: Reports, filters: ReportFilters) -> dict:
     out["texts"] = [rows[i][5] for i in keep]
     out["counts"] = counts[keep]
     for column, name in ((2, "late"), (3, "not_confident"), (4, "not_helpful")):
-        out[name] = np.fromiter((rows[i][column] for i in keep), dtype=np.float64, count=len(keep)).astype(np.int64)
+        out[name] = np.array(columns[column], dtype=np.float64)[keep].astype(np.int64)
     vectors = np.frombuffer(b"".join(blobs[i] for i in keep), dtype=np.int8).reshape(len(keep), max(dim, 1))
     out["vectors"] = unit(vectors.astype(np.float32), in_place=True)
     return out
+
+
+def merged_gaps(conn, filters: ReportFilters, days: Days, rows: list[list]) -> list[list]:
+    """The gap rows of the days read from events joined by key with those of the rolled-up days (rollup_gaps):
+    counts added, the text and vector of the latest event kept."""
+    by_key = {row[0]: row for row in rows}
+    rolled, params = days.rollup_filter(filters)
+    middle = filters.middle.isoformat()
+    for key, day, n, bad, unhelpful, last, text, blob in conn.execute(
+            "SELECT gap_key, day, events, not_confident, not_helpful, last_id, query, topic_vector FROM rollup_gaps e "
+            f"WHERE {rolled}", params):
+        row = by_key.get(key)
+        if row is None:
+            by_key[key] = [key, n, n if day >= middle else 0, bad, unhelpful, text, blob, last]
+            continue
+        row[1] += n
+        row[2] += n if day >= middle else 0
+        row[3] += bad
+        row[4] += unhelpful
+        if last > row[7]:
+            row[5], row[6], row[7] = text, blob, last
+    return list(by_key.values())
 
 
 def trend(first: int, second: int, filters: ReportFilters) -> tuple[str, float | None]:

@@ -7,8 +7,8 @@ from typing import Mapping
 
 import numpy as np
 
-from search.reports import (ReportFilters, Reports, answer_filter, percentile, period_of, periods, share,
-                            used_answers_sql)
+from search.reports import (Days, ReportFilters, Reports, answer_filter, percentile, period_of, periods, share,
+                            used_sql)
 
 
 def summary_report(reports: Reports, filters: ReportFilters) -> dict:
@@ -24,11 +24,17 @@ def summary_report(reports: Reports, filters: ReportFilters) -> dict:
     with reports.log.connect(filters, reports.catalog) as conn:
         notes = reports.notes(conn)
         if conn is not None:
-            where, params = answer_filter(filters)
-            for day, kind, source, language, n, confident, rated, empty in conn.execute(
-                    "SELECT day, kind, source, language, count(*), total(confident = 1), count(confident), "
-                    f"total(result_count = 0) FROM events e WHERE {where} GROUP BY day, kind, source, language",
-                    params):
+            days = reports.days(conn, filters, usable=not filters.product)  # rollups keep no answer's product
+            where, params = answer_filter(filters, days=days)
+            rows = conn.execute(
+                "SELECT day, kind, source, language, count(*), total(confident = 1), count(confident), "
+                f"total(result_count = 0) FROM events e WHERE {where} GROUP BY day, kind, source, language",
+                params).fetchall()
+            if days.rolled:
+                rolled, rolled_params = days.rollup_filter(filters)
+                rows += conn.execute("SELECT day, kind, source, language, answers, confident, rated, no_results "
+                                     f"FROM rollup_answers e WHERE {rolled}", rolled_params).fetchall()
+            for day, kind, source, language, n, confident, rated, empty in rows:
                 column = "searches" if kind == "search" else "suggestions"
                 row = volume[period_of(day, filters, weekly)]
                 row[column] += n
@@ -43,8 +49,13 @@ def summary_report(reports: Reports, filters: ReportFilters) -> dict:
             for kind in latency:  # fetched as arrays: cheaper than grouping by value in SQL
                 rows = conn.execute(f"SELECT latency_ms FROM events e WHERE {where} AND e.kind = ? "
                                     "AND latency_ms IS NOT NULL", params + [kind]).fetchall()
-                latency[kind] = np.fromiter((r[0] for r in rows), dtype=np.float64, count=len(rows))
-            service = self_service(conn, filters)
+                parts = [np.fromiter((r[0] for r in rows), dtype=np.float64, count=len(rows))]
+                if days.rolled:
+                    parts += [np.frombuffer(blob, dtype="<f8") for (blob,) in conn.execute(
+                        f"SELECT latencies FROM rollup_latency e WHERE {rolled} AND e.kind = ?",
+                        rolled_params + [kind])]
+                latency[kind] = np.concatenate(parts)
+            service = self_service(conn, filters, days)
         else:
             service = self_service_rows(filters, [])
     latency["all"] = np.concatenate([latency["search"], latency["suggest"]])
@@ -62,13 +73,17 @@ def summary_report(reports: Reports, filters: ReportFilters) -> dict:
         "self_service": service, "notes": notes,
     }
 
-def self_service(conn: sqlite3.Connection, filters: ReportFilters) -> dict:
+def self_service(conn: sqlite3.Connection, filters: ReportFilters, days: Days = Days()) -> dict:
     """The share of suggestions whose answer an agent used, per week, source and language."""
-    where, params = answer_filter(filters)
-    used_sql, used_params = used_answers_sql(filters.since)
+    where, params = answer_filter(filters, days=days)
+    used, used_params = used_sql(filters.since)
     rows = conn.execute(
-        f"SELECT day, source, language, count(*), total(e.answer_id IN ({used_sql})) FROM events e "
+        f"SELECT day, source, language, count(*), total({used}) FROM events e "
         f"WHERE {where} AND e.kind = 'suggest' GROUP BY day, source, language", used_params + params).fetchall()
+    if days.rolled:  # `used` of a rolled-up day: by actions on it or later (none is dated before its answer)
+        rolled, rolled_params = days.rollup_filter(filters)
+        rows += conn.execute("SELECT day, source, language, answers, used FROM rollup_answers e "
+                             f"WHERE {rolled} AND e.kind = 'suggest'", rolled_params).fetchall()
     return self_service_rows(filters, rows)
 
 def self_service_rows(filters: ReportFilters, rows: list[tuple]) -> dict:

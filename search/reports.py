@@ -150,6 +150,7 @@ class EventLog:
                 return
             conn.execute("PRAGMA temp_store = MEMORY")
             conn.execute("PRAGMA cache_size = -65536")
+            conn.execute("BEGIN")  # one snapshot for all of a report's statements (rollups move while it reads)
             if filters is not None and filters.product:
                 conn.execute("CREATE TEMP TABLE product_articles (article_id TEXT PRIMARY KEY) WITHOUT ROWID")
                 conn.executemany("INSERT OR IGNORE INTO product_articles VALUES (?)",
@@ -163,11 +164,61 @@ class EventLog:
             conn.close()
 
 
-def answer_filter(filters: ReportFilters, alias: str = "e") -> tuple[str, list]:
-    """SQL condition and parameters selecting the searches and suggestions `filters` covers."""
+@dataclass(frozen=True)
+class Days:
+    """The days of a report's range that its daily rollups answer (kb/event_rollups.py) and those read from the
+    events: days not rolled up (today, a day with an action dated before its answer) and days touched since."""
+
+    rolled: tuple[str, ...] = ()
+    raw: tuple[str, ...] | None = None    # None: the whole range, from the events
+
+    def raw_filter(self, filters: ReportFilters, alias: str = "e") -> tuple[str, list]:
+        """SQL condition and parameters selecting the days of the range read from the events."""
+        if self.raw is None:
+            return f"{alias}.day BETWEEN ? AND ?", [filters.since.isoformat(), filters.until.isoformat()]
+        return f"{alias}.day IN ({', '.join('?' * len(self.raw))})", list(self.raw)
+
+    def rollup_filter(self, filters: ReportFilters, alias: str = "e") -> tuple[str, list]:
+        """SQL condition and parameters selecting a rollup table's rows of the rolled-up days (and the language)."""
+        spans: list[list[str]] = []  # runs of consecutive days: a range or two instead of a list of 90 days
+        for day in self.rolled:
+            if spans and dt.date.fromisoformat(spans[-1][1]) + dt.timedelta(days=1) == dt.date.fromisoformat(day):
+                spans[-1][1] = day
+            else:
+                spans.append([day, day])
+        sql = "(" + " OR ".join(f"{alias}.day BETWEEN ? AND ?" for _ in spans) + ")"
+        params = [day for span in spans for day in span]
+        if filters.language:
+            sql += f" AND {alias}.language = ? COLLATE NOCASE"
+            params.append(filters.language)
+        return sql, params
+
+
+def rollup_days(conn: sqlite3.Connection, filters: ReportFilters) -> Days:
+    """Which days of the range the rollups answer exactly: rolled-up regular days untouched after the watermark."""
+    from kb.event_rollups import touched_days, watermark
+
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rollup_days'").fetchone():
+        return Days()
+    mark = watermark(conn)
+    if mark is None:
+        return Days()
+    since, until = filters.since.isoformat(), filters.until.isoformat()
+    rolled = {day for (day,) in conn.execute(
+        "SELECT day FROM rollup_days WHERE day BETWEEN ? AND ? AND regular = 1", (since, until))}
+    rolled -= touched_days(conn, mark)
+    if not rolled:
+        return Days()
+    every = [day.isoformat() for day, _ in periods(filters, weekly=False)]
+    return Days(tuple(sorted(rolled)), tuple(day for day in every if day not in rolled))
+
+
+def answer_filter(filters: ReportFilters, alias: str = "e", days: Days | None = None) -> tuple[str, list]:
+    """SQL condition and parameters selecting the searches and suggestions `filters` covers (of the days read from
+    the events when `days` splits the range)."""
     e = alias
-    sql = [f"{e}.day BETWEEN ? AND ?", f"{e}.kind IN {ANSWERS}"]
-    params: list = [filters.since.isoformat(), filters.until.isoformat()]
+    day_sql, params = (days or Days()).raw_filter(filters, e)
+    sql = [day_sql, f"{e}.kind IN {ANSWERS}"]
     if filters.language:
         sql.append(f"{e}.language = ? COLLATE NOCASE")
         params.append(filters.language)
@@ -177,10 +228,11 @@ def answer_filter(filters: ReportFilters, alias: str = "e") -> tuple[str, list]:
     return " AND ".join(sql), params
 
 
-def used_answers_sql(since: dt.date) -> tuple[str, list]:
-    """Answers an agent used: an article inserted into a reply, linked to the ticket, or marked helpful."""
-    return ("SELECT answer_id FROM events WHERE day >= ? AND answer_id IS NOT NULL AND "
-            "(kind IN ('insert', 'link') OR (kind = 'feedback' AND helpful = 1))", [since.isoformat()])
+def used_sql(since: dt.date, alias: str = "e") -> tuple[str, list]:
+    """SQL condition: the answer `alias` was used, an article of it inserted into a reply, linked to the ticket, or
+    marked helpful, on `since` or later (looked up per answer in events_answer)."""
+    return (f"EXISTS (SELECT 1 FROM events a WHERE a.answer_id = {alias}.answer_id AND a.day >= ? AND "
+            "(a.kind IN ('insert', 'link') OR (a.kind = 'feedback' AND a.helpful = 1)))", [since.isoformat()])
 
 
 NOTES = {  # what the reports say about their data, in English (the API and `kb report`); pages: i18n "note_<key>"
@@ -225,10 +277,16 @@ class Reports:
     """The reports of one event log against the index in service; `today` fixes what "stale" is measured from."""
 
     def __init__(self, log_path: Path, catalog: Catalog | None = None, stale_days: int = 180,
-                 model: str = "all-MiniLM-L6-v2", today: dt.date | None = None):
+                 model: str = "all-MiniLM-L6-v2", today: dt.date | None = None, rollups: bool = True):
         self.log = EventLog(log_path)
         self.catalog = catalog or Catalog()
         self.stale_days, self.model, self.today = stale_days, model, today
+        self.rollups = rollups  # False: every report from the events alone (what the rollups are checked against)
+
+    def days(self, conn: sqlite3.Connection, filters: ReportFilters, usable: bool = True) -> Days:
+        """How a report splits its range between rollups and events; all events when rollups are off or `usable`
+        is False (a filter the rollups do not keep)."""
+        return rollup_days(conn, filters) if self.rollups and usable else Days()
 
     def notes(self, conn: sqlite3.Connection | None) -> list[str]:
         if conn is None:

@@ -3,10 +3,23 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, defaultdict
+from typing import Iterable, Mapping
+
+import numpy as np
 
 from search.reports import Note, ReportFilters, Reports, answer_filter, share
 
 TOP_QUERIES = 50
+
+
+def most_asked(asked: Mapping[str, int], limit: int) -> list[tuple[str, int]]:
+    """The `limit` most asked (key, count), ties by key; only counts at or above the limit-th largest are ranked."""
+    items: Iterable[tuple[str, int]] = asked.items()
+    if len(asked) > 4 * limit:
+        counts = np.fromiter(asked.values(), dtype=np.int64, count=len(asked))
+        floor = np.partition(counts, len(counts) - limit)[len(counts) - limit]
+        items = [(key, n) for key, n in items if n >= floor]
+    return heapq.nsmallest(limit, items, key=lambda kv: (-kv[1], kv[0]))
 
 
 def queries_report(reports: Reports, filters: ReportFilters, limit: int = TOP_QUERIES) -> dict:
@@ -22,9 +35,21 @@ def queries_report(reports: Reports, filters: ReportFilters, limit: int = TOP_QU
     with reports.log.connect(filters, reports.catalog) as conn:
         notes = reports.notes(conn)
         if conn is not None:
-            where, params = answer_filter(filters)
+            days = reports.days(conn, filters, usable=not filters.product)  # rollups keep no answer's product
+            where, params = answer_filter(filters, days=days)
             bad: Counter[str] = Counter()
             rated: Counter[str] = Counter()
+            if days.rolled:  # the rolled-up days' answers, one row per query: grouped in the order of the covering
+                # index (the planner would take the day index and sort half a million rows by key)
+                rolled, rolled_params = days.rollup_filter(filters)
+                rows = conn.execute(
+                    "SELECT query_key, sum(answers), sum(rated), sum(not_confident) FROM rollup_queries e "
+                    f"INDEXED BY rollup_queries_key WHERE {rolled} GROUP BY query_key", rolled_params).fetchall()
+                total = sum(n for _, n, _, _ in rows)
+                asked = Counter({key: n for key, n, _, _ in rows if key is not None})
+                rated = Counter({key: n for key, _, n, _ in rows if key is not None and n})
+                bad = Counter({key: n for key, _, _, n in rows if key is not None and n})
+                del rows
             for key, confident in conn.execute(f"SELECT query_key, confident FROM events e WHERE {where}", params):
                 total += 1
                 if key is None:
@@ -34,7 +59,7 @@ def queries_report(reports: Reports, filters: ReportFilters, limit: int = TOP_QU
                     rated[key] += 1
                     if not confident:
                         bad[key] += 1
-            top = heapq.nsmallest(limit, asked.items(), key=lambda kv: (-kv[1], kv[0]))
+            top = most_asked(asked, limit)
             keys = [key for key, _ in top]
             texts: dict[str, str | None] = {}
             articles: dict[str, tuple[str, int]] = {}
@@ -49,6 +74,14 @@ def queries_report(reports: Reports, filters: ReportFilters, limit: int = TOP_QU
                     latest[key] = max(latest.get(key, event_id), event_id)
                     if article_id is not None:
                         firsts[key][article_id] += 1
+                if days.rolled:
+                    for key, article_id, n, event_id in conn.execute(
+                            "SELECT query_key, first_article, sum(answers), max(last_id) FROM rollup_queries e "
+                            f"WHERE {rolled} AND e.query_key IN ({marks}) GROUP BY query_key, first_article",
+                            rolled_params + keys):
+                        latest[key] = max(latest.get(key, event_id), event_id)
+                        if article_id is not None:
+                            firsts[key][article_id] += n
                 texts = dict(conn.execute(f"SELECT query_key, query FROM events WHERE id IN ({marks})",
                                           [latest[key] for key in keys]))
                 articles = {key: min(counts.items(), key=lambda kv: (-kv[1], kv[0])) for key, counts in firsts.items()}

@@ -118,10 +118,11 @@ def topic_centroids(grouping: Grouping, vectors: np.ndarray, weights: np.ndarray
     count = grouping.count if count is None else min(count, grouping.count)
     order = np.argsort(grouping.labels, kind="stable")
     bounds = np.searchsorted(grouping.labels[order], np.arange(count + 1))
-    sums = np.zeros((count, np.asarray(vectors).shape[1]), dtype=np.float32)
+    vectors, weights = np.asarray(vectors, dtype=np.float32), np.asarray(weights, dtype=np.float32)
+    sums = np.zeros((count, vectors.shape[1]), dtype=np.float32)
     for t in range(count):
         members = order[bounds[t]:bounds[t + 1]]
-        sums[t] = np.asarray(weights, dtype=np.float32)[members] @ np.asarray(vectors, dtype=np.float32)[members]
+        sums[t] = weights[members] @ vectors[members]
     return unit(sums, in_place=True)
 
 
