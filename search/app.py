@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from indexer.build import BuildReport, build_index
 from indexer.jobs import BuildJobs
 from indexer.watch import ContentWatcher
+from kb.database import side_database
 from kb.embedder import TextEncoder, make_embedder
 from kb.errors import IndexNotFound, KBError
 from kb.events import EventLog
@@ -59,7 +60,7 @@ class ServiceState:
         self.settings, self.encoder = settings, encoder
         self.versions = Versions(settings.index_dir, encoder.model_id,
                                  lambda version: Searcher(version, self.queries, settings), settings.verify_seconds)
-        self.feedback = FeedbackStore(settings.feedback_db, settings.max_query_chars,
+        self.feedback = FeedbackStore(side_database(settings, "feedback"), settings.max_query_chars,
                                       store_text=settings.analytics_store_text)
         self.queries = RecentVectors(encoder)  # query vectors of the last searches: the event log reuses them
         self.events = EventLog(settings, self.queries)  # analytics event log: a queue and one writer (kb/events.py)

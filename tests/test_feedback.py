@@ -1,4 +1,5 @@
-"""Feedback: the SQLite store (record, summary, recent, validation, threads) and its HTTP routes."""
+"""Feedback: the store (record, summary, recent, validation, threads) on SQLite and on a real PostgreSQL (the
+`side_db` fixture), and its HTTP routes."""
 from __future__ import annotations
 
 import logging
@@ -23,23 +24,36 @@ def store(tmp_path) -> FeedbackStore:
     return FeedbackStore(tmp_path / "var" / "feedback.sqlite")
 
 
+@pytest.fixture
+def stores(side_db) -> FeedbackStore:
+    """The store on each engine (the contract cases below run on both)."""
+    store = FeedbackStore(side_db("feedback"))
+    yield store
+    store.close()
+
+
 # ---- store -----------------------------------------------------------------------------------
 
-def test_record_writes_a_row_to_disk(store):
+def test_record_writes_a_row_to_disk(stores):
+    store = stores
     first = store.record("outlook password", "Outlook/outlook-password-prompt", True, passage_id="p1",
                          source="search", index_version="v1")
     second = store.record("outlook password", "Outlook/outlook-password-prompt", False)
-    assert second == first + 1 and store.path.is_file()
-    with sqlite3.connect(store.path) as conn:
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        row = conn.execute("SELECT created, query, article_id, passage_id, helpful, source, index_version "
-                           "FROM feedback WHERE id = ?", (first,)).fetchone()
+    assert second == first + 1
+    if store.database.engine == "sqlite":
+        with sqlite3.connect(store.database.path) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn = store.database.connect()  # another connection: the row is committed
+    row = conn.execute("SELECT created, query, article_id, passage_id, helpful, source, index_version "
+                       "FROM feedback WHERE id = ?", (first,)).fetchone()
+    conn.close()
     created, *rest = row
     assert rest == ["outlook password", "Outlook/outlook-password-prompt", "p1", 1, "search", "v1"]
     assert created.endswith("+00:00") and created[:4].isdigit()
 
 
-def test_summary_counts_per_article(store):
+def test_summary_counts_per_article(stores):
+    store = stores
     for helpful in (True, True, False):
         store.record("q", "Outlook/a", helpful)
     store.record("q", "Teams/b", False, source="suggest")
@@ -51,12 +65,14 @@ def test_summary_counts_per_article(store):
     assert by_id["Teams/b"]["not_helpful"] == 1 and summary["articles"][0]["article_id"] == "Outlook/a"
 
 
-def test_empty_summary(store):
+def test_empty_summary(stores):
+    store = stores
     assert store.summary() == {"total": 0, "helpful": 0, "not_helpful": 0, "article_count": 0, "limit": 100,
                                "offset": 0, "next_offset": None, "articles": []}
 
 
-def test_recent_is_newest_first(store):
+def test_recent_is_newest_first(stores):
+    store = stores
     ids = [store.record(f"q{i}", "Outlook/a", i % 2 == 0) for i in range(5)]
     recent = store.recent(3)
     assert [r["id"] for r in recent] == ids[:1:-1] and recent[0]["helpful"] is True
@@ -66,9 +82,25 @@ def test_recent_is_newest_first(store):
         store.recent(0)
 
 
-def test_reopening_keeps_rows(store):
-    store.record("q", "Outlook/a", True)
-    assert FeedbackStore(store.path).summary()["total"] == 1
+def test_reopening_keeps_rows(stores):
+    stores.record("q", "Outlook/a", True)
+    again = FeedbackStore(stores.database)
+    assert again.summary()["total"] == 1
+    again.close()
+
+
+def test_stores_on_one_database_see_each_others_rows_and_delete_by_age(side_db):
+    """Replicas on one PostgreSQL (or workers on one file): what one records, the other summarises and retires."""
+    from datetime import datetime, timedelta, timezone
+
+    one, other = FeedbackStore(side_db("feedback")), FeedbackStore(side_db("feedback"))
+    one.record("q", "Outlook/a", True)
+    other.record("q", "Outlook/a", False)
+    assert one.summary()["total"] == other.summary()["total"] == 2
+    assert other.delete_before(datetime.now(timezone.utc) + timedelta(seconds=1)) == 2
+    assert one.summary()["total"] == 0
+    one.close()
+    other.close()
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
@@ -88,7 +120,8 @@ def test_reopening_keeps_rows(store):
     ({"helpful": 1}, "helpful must be true or false"),
     ({"passage_id": 5}, "passage_id"),
 ])
-def test_bad_input_is_a_clear_bad_request(store, kwargs, fragment):
+def test_bad_input_is_a_clear_bad_request(stores, kwargs, fragment):
+    store = stores
     args = {"query": "outlook", "article_id": "Outlook/a", "helpful": True, **kwargs}
     with pytest.raises(BadRequest) as info:
         store.record(**args)
@@ -103,11 +136,13 @@ def test_query_limit_is_configurable(tmp_path):
         store.record("x" * 11, "Outlook/a", True)
 
 
-def test_article_feedback_may_have_no_query(store):
+def test_article_feedback_may_have_no_query(stores):
+    store = stores
     assert store.record("", "Outlook/a", True, source="article") > 0
 
 
-def test_many_threads_record_without_losing_rows(store):
+def test_many_threads_record_without_losing_rows(stores):
+    store = stores
     errors: list[BaseException] = []
 
     def work(n: int) -> None:
@@ -397,3 +432,40 @@ def test_an_unwritable_store_is_a_503_and_its_summary_still_reads(tmp_path, capl
     assert summary.status_code == 200 and summary.json()["total"] == 1
     lines = [r.getMessage() for r in caplog.records if r.name == "kb.feedback"]
     assert len(lines) == 1 and "cannot be written" in lines[0] and str(path) in lines[0]
+
+
+def test_a_read_only_or_unreachable_postgres_is_a_503_for_feedback_only(postgres_server, caplog):
+    from kb.database import Database
+    from tests.postgres import ReadOnly
+
+    url = postgres_server.create_database()
+    store = FeedbackStore(Database.postgres(url))
+    store.record("q", "Outlook/a", True)
+    with caplog.at_level(logging.INFO, logger="kb.feedback"), \
+            TestClient(make_app(store), raise_server_exceptions=False) as client:
+        fault = ReadOnly(postgres_server, url)  # a failover: the session is ended, new ones are read-only
+        refused = [client.post("/api/feedback", json={"query": "q", "article_id": "Outlook/a", "helpful": True})
+                   for _ in range(3)]
+        summary = client.get("/api/feedback/summary")
+        fault.release()
+        accepted = client.post("/api/feedback", json={"query": "q", "article_id": "Outlook/a", "helpful": False})
+    for response in refused:
+        assert response.status_code == 503 and response.headers["retry-after"] == "30"
+        error = response.json()["error"]
+        assert error["code"] == "store_unavailable" and "read-only" in error["message"]
+        assert "searches are not affected" in error["message"] and "KB_DATABASE_URL" in error["message"]
+    assert store.health.errors == 3 and not store.health.failing
+    assert summary.status_code == 200 and summary.json()["total"] == 1  # reads go on
+    assert accepted.status_code == 201 and store.summary()["total"] == 2
+    lines = [r.getMessage() for r in caplog.records if r.name == "kb.feedback"]
+    assert len(lines) == 2 and "cannot be written: KB_DATABASE_URL=postgresql://" in lines[0], lines
+    assert "written again" in lines[1]
+    store.close()
+
+    gone = FeedbackStore(Database.postgres("postgresql://kb@/kb?host=/nonexistent/socket/dir", timeout=1))
+    with TestClient(make_app(gone), raise_server_exceptions=False) as client:
+        response = client.post("/api/feedback", json={"query": "q", "article_id": "Outlook/a", "helpful": True})
+        summary = client.get("/api/feedback/summary")
+    assert response.status_code == 503 and response.json()["error"]["code"] == "store_unavailable"
+    assert summary.status_code == 503 and "cannot be read" in summary.json()["error"]["message"]
+    assert gone.health.failing and gone.health.errors == 2  # at start, and the refused post
