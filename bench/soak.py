@@ -215,7 +215,7 @@ def add_article(content: Path, n: int, token: str) -> str:
     rel = f"soak/soak-note-{n}.md"
     (content / "soak").mkdir(exist_ok=True)
     (content / rel).write_text(
-        f"---\ntitle: Soak note {n}: mailbox sync after a password change\nproduct: Outlook\nstatus: published\n"
+        f"---\ntitle: \"Soak note {n}: mailbox sync after a password change\"\nproduct: Outlook\nstatus: published\n"
         f"---\n\n# Soak note {n}\n\nAfter a password change Outlook may stop syncing the mailbox until the "
         f"profile signs in again. Agents report that {token} resolves the issue: close Outlook, sign in to the "
         f"web mailbox once, then open Outlook and enter the new password when asked.\n", encoding="utf-8")
@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{figures['refused']} refused (503 + Retry-After); {figures['probes']} probes")
     for write in figures["writes_not_served"]:
         print(f"  write {write['n']} ({write['kind']} {write['article']} at {write['t']} s): no new version served "
-              f"within {0.9 * args.swap_seconds:g} s (a build still running takes it into the next one)")
+              f"within {0.9 * args.swap_seconds:g} s")
     for problem in figures["failure_samples"]:
         print("  failure:", problem)
     print(f"RSS (sum over {max(s['processes'] for s in samples)} process(es), median of a window) "
