@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from indexer.build import BuildReport, build_index
 from indexer.jobs import BuildJobs
 from indexer.watch import ContentWatcher
+from kb.allocator import return_large_blocks
 from kb.database import side_database
 from kb.embedder import TextEncoder, make_embedder
 from kb.errors import IndexNotFound, KBError
@@ -201,6 +202,7 @@ def create_app(settings: Settings, encoder: TextEncoder | None = None, watch: bo
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         install_path_only()  # access log lines without query strings (search/access_log.py)
+        return_large_blocks()  # a replaced index version's memory goes back to the system (kb/allocator.py)
         state = ServiceState(settings, encoder or make_embedder(settings))
         app.state.metrics.attach(state)  # its builds, watch events and queues go into /metrics (search/metrics.py)
         state.encoder.encode_queries(["warm up"])  # load the model before the first request
