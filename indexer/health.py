@@ -12,6 +12,7 @@ from indexer.health_report import KINDS, Finding, HealthReport, plural
 from indexer.links import Link
 from indexer.markdown import resolve
 from indexer.scan import INCLUDE_PROBLEM, FileScan, Inventory, scan_all, take_inventory
+from kb.database import side_database
 from kb.errors import BadRequest, KBError
 from kb.settings import Settings
 from kb.store import IndexVersion, current_id, open_version, read_manifest
@@ -188,7 +189,7 @@ def check_content(settings: Settings, *, index: IndexVersion | None = None, usag
     """Run every content check over settings.content_dir.
 
     `index`: the version whose vectors find near-duplicates (default: the current one in settings.index_dir,
-    skipped with a note when there is none); `usage`: the log of returned articles (default: settings.usage_db
+    skipped with a note when there is none); `usage`: the log of returned articles (default: the usage store
     when it exists); `workers` > 1 parses in that many processes; `cache` (rel -> FileScan, updated in
     place) lets a long-running caller re-parse only the files that changed.
     """
@@ -223,7 +224,7 @@ def check_content(settings: Settings, *, index: IndexVersion | None = None, usag
             indexed = {row[0] for row in index.db().execute("SELECT id FROM articles")}
             report.findings += duplicate_findings(scans, index, settings.near_duplicate_threshold)
     with timed(report.seconds, "usage"):
-        log = usage or UsageLog(settings.usage_db)
+        log = usage or UsageLog(side_database(settings, "usage"))
         try:
             since = log.since() if log.has_data() else None
             if since is None:

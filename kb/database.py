@@ -185,16 +185,19 @@ class Database:
         return bool(conn.raw.closed or conn.raw.broken or isinstance(exc, (
             psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.ReadOnlySqlTransaction)))
 
-    def connect(self) -> Connection:
-        """A new connection (autocommit: each statement on its own unless in `transaction()`)."""
+    def connect(self, synchronous: str = "NORMAL") -> Connection:
+        """A new connection (autocommit: each statement on its own unless in `transaction()`). `synchronous` is
+        SQLite's setting, applied by the migration; on PostgreSQL, NORMAL commits without waiting for the WAL flush
+        (synchronous_commit off: a crash of the server may lose the last fraction of a second of writes, never
+        consistency, as SQLite's NORMAL in WAL mode may lose the last ones on power loss) and FULL waits for it."""
         if self.engine == "sqlite":
             self.path.parent.mkdir(parents=True, exist_ok=True)
             raw = sqlite3.connect(self.target, timeout=self.timeout, check_same_thread=False, isolation_level=None)
             raw.row_factory = sqlite3.Row
             return Connection(raw, "sqlite")
-        return Connection(self._connect_postgres(), "postgres")
+        return Connection(self._connect_postgres(synchronous), "postgres")
 
-    def _connect_postgres(self) -> Any:
+    def _connect_postgres(self, synchronous: str) -> Any:
         """A PostgreSQL connection; after a failed attempt, the same error again for RECONNECT_SECONDS without trying,
         so that an unreachable server costs the requests that need it no wait each."""
         import psycopg
@@ -208,6 +211,7 @@ class Database:
             ms = int(self.timeout * 1000)
             raw.execute(f"SET statement_timeout = {ms}")
             raw.execute(f"SET lock_timeout = {ms}")
+            raw.execute(f"SET synchronous_commit = {'on' if synchronous.upper() == 'FULL' else 'off'}")
         except psycopg.Error as exc:
             with self._lock:
                 self._failure, self._failed_at = exc, time.monotonic()
@@ -254,7 +258,7 @@ class KeptConnection:
         if self._conn is None:
             if not write and not self.database.exists():
                 return None
-            self._conn, self._ready = self.database.connect(), False
+            self._conn, self._ready = self.database.connect(self.synchronous), False
         if not self._ready:
             try:
                 migrate(self._conn, self.schema, self.database.timeout, self.synchronous)

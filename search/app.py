@@ -65,7 +65,7 @@ class ServiceState:
                                       store_text=settings.analytics_store_text)
         self.queries = RecentVectors(encoder)  # query vectors of the last searches: the event log reuses them
         self.events = EventLog(settings, self.queries)  # analytics event log: a queue and one writer (kb/events.py)
-        self.usage = UsageLog(settings.usage_db)
+        self.usage = UsageLog(side_database(settings, "usage"))
         self.jobs = BuildJobs(self.build, on_built=lambda report: self.refresh())
         self.jobs.listeners.append(self.versions.note_job)  # a failed build shows in /healthz
         self.watcher: ContentWatcher | None = None

@@ -33,7 +33,8 @@ def test_a_url_is_shown_without_its_password(url, shown):
 
 def test_the_setting_chooses_the_engine(tmp_path):
     files = load_settings({}, auth_db=tmp_path / "a.sqlite", usage_db=tmp_path / "u.sqlite")
-    assert side_database(files, "keys").engine == "sqlite" and side_database(files, "keys").path == tmp_path / "a.sqlite"
+    keys = side_database(files, "keys")
+    assert keys.engine == "sqlite" and keys.path == tmp_path / "a.sqlite"
     assert side_database(files, "usage").setting == "KB_USAGE_DB"
     shared = load_settings({"KB_DATABASE_URL": "postgresql://kb:pw@db/kb"})
     for store in ("keys", "audit", "feedback", "usage", "webhooks"):
@@ -134,3 +135,13 @@ def test_a_lost_session_is_opened_again_for_the_next_write(postgres_server):
     kept.write(lambda db: db.execute("INSERT INTO notes (body) VALUES ('after')"))  # retried on a fresh connection
     assert kept.read(lambda db: db.execute("SELECT count(*) FROM notes").fetchone()[0], None) == 2
     kept.close()
+
+
+def test_postgres_commits_as_the_store_asks(postgres_server):
+    """NORMAL (usage, keys, webhooks: per request) does not wait for the WAL flush; FULL (feedback) does."""
+    url = postgres_server.create_database()
+    normal, full = KeptConnection(Database.postgres(url), NOTES), KeptConnection(Database.postgres(url), NOTES, "FULL")
+    assert normal.write(lambda db: db.execute("SHOW synchronous_commit").fetchone()[0]) == "off"
+    assert full.write(lambda db: db.execute("SHOW synchronous_commit").fetchone()[0]) == "on"
+    normal.close()
+    full.close()

@@ -147,3 +147,59 @@ def test_a_read_only_auth_file_still_lets_keys_search(real_index, tmp_path):
     log = (workdir / "server.log").read_text()
     assert log.count("keys store cannot be written:") == 1 and log.count("keys store is written again:") == 1, log
     assert "Traceback" not in log
+
+
+# ---- two replicas on one PostgreSQL (KB_DATABASE_URL) ------------------------------------------------------------
+
+def test_two_replicas_share_one_postgres_and_degrade_with_it(real_index, tmp_path, postgres_server):
+    """Two `kb serve` processes (replicas, each with its own folder) name one PostgreSQL database: a key made with
+    `kb keys create` works on both, feedback sent to one is in the other's summary, and when the database turns
+    read-only (a failover) both go on searching with the key while feedback answers 503 and /metrics counts it."""
+    import contextlib
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from tests.postgres import ReadOnly
+
+    url = postgres_server.create_database()
+    workdirs = [tmp_path / "replica-a", tmp_path / "replica-b"]
+    for folder in workdirs:
+        folder.mkdir()
+    shared = {"KB_DATABASE_URL": url, "KB_AUTH": "required"}
+    created = subprocess.run([sys.executable, "-m", "cli.main", "keys", "create", "helpdesk", "--scope", "search",
+                              "--scope", "suggest", "--scope", "feedback", "--scope", "analytics", "--json"],
+                             env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", **shared}, cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+    assert created.returncode == 0, created.stderr
+    secret = __import__("json").loads(created.stdout)["secret"]
+    headers = {"Authorization": f"Bearer {secret}"}
+    with contextlib.ExitStack() as stack:
+        bases = [stack.enter_context(running_server(real_index.index_dir, folder, env={
+            **shared, "KB_AUTH_DB": str(folder / "auth.sqlite"), "KB_WEBHOOK_DB": str(folder / "webhooks.sqlite")}))[0]
+            for folder in workdirs]
+        a, b = (stack.enter_context(httpx.Client(base_url=base, timeout=30, headers=headers)) for base in bases)
+        for client in (a, b):
+            searches_answer(client)  # the key made by `kb keys` is accepted by both replicas
+        assert feedback(a).status_code == 201
+        assert b.get("/api/feedback/summary").json()["total"] == 1  # what one replica records, the other reads
+        fault = ReadOnly(postgres_server, url)
+        for client in (a, b):
+            searches_answer(client)  # the key is still verified from the read-only database
+            assert all(refused(feedback(client)) for _ in range(2))
+            assert client.get("/api/feedback/summary").json()["total"] == 1
+            samples = parse(client.get("/metrics").text)
+            assert value(samples, "kb_side_store_write_errors_total", store="feedback") >= 2
+            assert value(samples, "kb_side_store_unwritable", store="feedback") == 1.0
+            assert value(samples, "kb_side_store_unwritable", store="usage") == 1.0
+        fault.release()
+        for client in (a, b):
+            assert feedback(client).status_code == 201
+            searches_answer(client)
+        assert a.get("/api/feedback/summary").json()["total"] == 3
+        assert all(not (folder / name).exists() for folder in workdirs
+                   for name in ("auth.sqlite", "feedback.sqlite", "usage.sqlite", "webhooks.sqlite"))
+    for folder in workdirs:
+        log = (folder / "server.log").read_text()
+        assert said(folder / "server.log", "feedback") == (1, 1), log
+        assert "KB_DATABASE_URL=postgresql://" in log and "Traceback" not in log

@@ -1,14 +1,17 @@
-"""UsageLog: per-article counts of search results, created on first record, shared by threads, no query text."""
+"""UsageLog: per-article counts of search results, created on first record, shared by threads and replicas, no
+query text; on SQLite and on a real PostgreSQL (the `side_db` fixture)."""
 import datetime as dt
+import logging
 import sqlite3
 import threading
 
+from kb.database import Database
 from kb.settings import load_settings
 from kb.usage import UsageLog
 
 
-def test_counts_each_article_once_per_response(tmp_path):
-    log = UsageLog(tmp_path / "var" / "usage.sqlite")
+def test_counts_each_article_once_per_response(side_db):
+    log = UsageLog(side_db("usage"))
     assert not log.has_data() and log.returned() == {} and log.since() is None
     log.record(["Outlook/a", "Teams/b", "Outlook/a"])
     log.record(["Outlook/a"])
@@ -36,19 +39,21 @@ def test_file_is_wal_and_holds_ids_and_dates_only(tmp_path):
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     columns = [row[1] for row in conn.execute("PRAGMA table_info(returned)")]
     assert columns == ["article_id", "times", "first_returned", "last_returned"]
-    assert [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["returned"]
+    assert sorted(row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")) == \
+        ["kb_schema", "returned"]
+    assert conn.execute("SELECT * FROM kb_schema").fetchall() == [("usage", 1)]  # the schema's version, nothing else
     conn.close()
 
 
-def test_bad_ids_are_ignored(tmp_path):
-    log = UsageLog(tmp_path / "usage.sqlite")
+def test_bad_ids_are_ignored(side_db):
+    log = UsageLog(side_db("usage"))
     log.record(["", None, 42, "x" * 1001, "ok"])  # type: ignore[list-item]
     assert log.returned() == {"ok": 1}
     log.close()
 
 
-def test_threads_share_one_log_without_losing_counts(tmp_path):
-    log = UsageLog(tmp_path / "usage.sqlite")
+def test_threads_share_one_log_without_losing_counts(side_db):
+    log = UsageLog(side_db("usage"))
 
     def work(n: int) -> None:
         for _ in range(50):
@@ -64,8 +69,9 @@ def test_threads_share_one_log_without_losing_counts(tmp_path):
     log.close()
 
 
-def test_two_logs_on_one_file_add_up(tmp_path):
-    first, second = UsageLog(tmp_path / "usage.sqlite"), UsageLog(tmp_path / "usage.sqlite")
+def test_two_logs_on_one_database_add_up(side_db):
+    """Two workers on one file, or two replicas on one PostgreSQL."""
+    first, second = UsageLog(side_db("usage")), UsageLog(side_db("usage"))
     first.record(["a"])
     second.record(["a", "b"])
     assert first.returned() == {"a": 2, "b": 1}
@@ -76,3 +82,26 @@ def test_two_logs_on_one_file_add_up(tmp_path):
 def test_setting_default_and_environment():
     assert str(load_settings({}).usage_db) == "var/usage.sqlite"
     assert str(load_settings({"KB_USAGE_DB": "/srv/usage.sqlite"}).usage_db) == "/srv/usage.sqlite"
+
+
+def test_a_read_only_or_unreachable_postgres_never_fails_a_count(postgres_server, caplog):
+    from tests.postgres import ReadOnly
+
+    url = postgres_server.create_database()
+    log = UsageLog(Database.postgres(url))
+    log.record(["a"])
+    with caplog.at_level(logging.INFO, logger="kb.usage"):
+        fault = ReadOnly(postgres_server, url)
+        for _ in range(3):
+            log.record(["a", "b"])  # never raises: not counted meanwhile
+        assert log.health.failing and log.health.errors == 3 and log.returned() == {"a": 1}
+        fault.release()
+        log.record(["b"])
+    assert log.returned() == {"a": 1, "b": 1} and not log.health.failing
+    lines = [r.getMessage() for r in caplog.records if r.name == "kb.usage"]
+    assert len(lines) == 2 and "usage store cannot be written: KB_DATABASE_URL=" in lines[0], lines
+    log.close()
+    gone = UsageLog(Database.postgres("postgresql://kb@/kb?host=/nonexistent/socket/dir", timeout=1))
+    gone.record(["a"])
+    gone.record(["a"])
+    assert gone.health.errors == 2
