@@ -15,6 +15,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from kb import event_rollups
+from kb.database import side_database
 from kb.errors import BadRequest, StoreUnavailable
 from kb.event_schema import ANSWER_KINDS, SCHEMA, SCHEMA_VERSION
 from kb.feedback import ANSWER_ID, delete_feedback_before
@@ -81,7 +82,7 @@ class EventLog:
         if settings.analytics_retention_days < 1:
             raise BadRequest(f"KB_ANALYTICS_RETENTION_DAYS must be at least 1, got {settings.analytics_retention_days}")
         self.path = Path(settings.analytics_db)
-        self.feedback_path = Path(settings.feedback_db)
+        self.feedback = side_database(settings, "feedback")  # KB_FEEDBACK_DB, or KB_DATABASE_URL
         self.store_text = bool(settings.analytics_store_text)
         self.retention_days = int(settings.analytics_retention_days)
         self.encoder = encoder
@@ -273,11 +274,12 @@ class EventLog:
                     conn.close()
             except (sqlite3.Error, OSError) as exc:
                 failures.append(f"events in {self.path} (KB_ANALYTICS_DB): {type(exc).__name__}: {exc}")
-        if self.feedback_path.is_file():
+        if self.feedback.exists():
             try:
-                deleted["feedback"] = delete_feedback_before(self.feedback_path, cutoff)
-            except (sqlite3.Error, OSError) as exc:
-                failures.append(f"feedback in {self.feedback_path} (KB_FEEDBACK_DB): {type(exc).__name__}: {exc}")
+                deleted["feedback"] = delete_feedback_before(self.feedback, cutoff)
+            except self.feedback.errors as exc:
+                failures.append(f"feedback in {self.feedback.where} ({self.feedback.setting}): "
+                                f"{type(exc).__name__}: {exc}")
         if any(deleted.values()):
             log.info("analytics retention (%d days): deleted %d events and %d feedback answers", self.retention_days,
                      deleted["events"], deleted["feedback"])

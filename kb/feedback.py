@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -65,21 +64,16 @@ def check_article_id(article_id: object) -> str:
     return validate_article_id(article_id)
 
 
-def delete_feedback_before(path: Path, cutoff: datetime, timeout: float = 30.0) -> int:
-    """Delete the answers recorded before `cutoff` from the feedback file at `path` (retention, run by kb/events.py
-    beside the service's own store); how many were deleted. sqlite3.Error when the file cannot be written.
-    (On PostgreSQL, FeedbackStore.delete_before does the same.)"""
+def delete_feedback_before(where: Database | Path, cutoff: datetime, timeout: float = 30.0) -> int:
+    """Delete the answers recorded before `cutoff` from the feedback store at `where` (KB_FEEDBACK_DB or
+    KB_DATABASE_URL: retention, run by kb/events.py beside the service's own store); how many were deleted. The
+    database's errors (`database.errors`) when it cannot be written."""
     created = cutoff.astimezone(timezone.utc).isoformat(timespec="milliseconds")
-    conn = sqlite3.connect(path, timeout=timeout)
+    kept = KeptConnection(as_database(where, "KB_FEEDBACK_DB", timeout), SCHEMA, synchronous="FULL")
     try:
-        with conn:
-            return conn.execute("DELETE FROM feedback WHERE created < ?", (created,)).rowcount
-    except sqlite3.OperationalError as exc:
-        if str(exc).startswith("no such table"):
-            return 0
-        raise
+        return kept.write(lambda db: db.execute("DELETE FROM feedback WHERE created < ?", (created,)).rowcount)
     finally:
-        conn.close()
+        kept.close()
 
 
 class FeedbackStore:

@@ -469,3 +469,26 @@ def test_a_read_only_or_unreachable_postgres_is_a_503_for_feedback_only(postgres
     assert response.status_code == 503 and response.json()["error"]["code"] == "store_unavailable"
     assert summary.status_code == 503 and "cannot be read" in summary.json()["error"]["message"]
     assert gone.health.failing and gone.health.errors == 2  # at start, and the refused post
+
+
+def test_the_event_logs_retention_prunes_feedback_in_postgres_too(postgres_server, tmp_path):
+    """With KB_DATABASE_URL the daily retention (kb/events.py) deletes old feedback from the shared table."""
+    from datetime import datetime, timedelta, timezone
+
+    from kb.database import Database
+    from kb.events import EventLog
+
+    url = postgres_server.create_database()
+    store = FeedbackStore(Database.postgres(url))
+    store.record("new words", "Outlook/a", True)
+    old = (datetime.now(timezone.utc) - timedelta(days=31)).isoformat(timespec="milliseconds")
+    conn = store.database.connect()
+    conn.execute("INSERT INTO feedback (created, query, article_id, helpful, source) VALUES (?, 'old', 'A/b', 1, "
+                 "'search')", (old,))
+    conn.close()
+    settings = load_settings({"KB_DATABASE_URL": url}, analytics_db=tmp_path / "analytics.sqlite",
+                             feedback_db=tmp_path / "feedback.sqlite", analytics_retention_days=30)
+    assert EventLog(settings, None).purge()["feedback"] == 1
+    assert [r["query"] for r in store.recent()] == ["new words"]
+    assert not (tmp_path / "feedback.sqlite").exists()  # the SQLite file is not the store any more
+    store.close()
