@@ -20,7 +20,8 @@ if str(REPO_ROOT) not in sys.path:
 import faiss  # noqa: E402
 
 from bench.version_swaps import copy_versions  # noqa: E402
-from kb import integrity, store  # noqa: E402
+from kb import integrity  # noqa: E402
+from kb.index.faiss_sqlite import store  # noqa: E402
 
 
 def uncache(folder: Path) -> None:

@@ -23,7 +23,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from kb import integrity, store  # noqa: E402
+from kb import integrity  # noqa: E402
+from kb.index.faiss_sqlite import store  # noqa: E402
 
 QUERIES = ["outlook password prompt", "teams camera black screen", "onedrive sync stuck", "mailbox full",
            "shared mailbox sent items", "excel formula wrong result", "sharepoint access denied", "word crashes"]

@@ -152,11 +152,11 @@ def run_watch(args: argparse.Namespace, settings: Settings) -> int:
 
 def open_searcher(settings: Settings, encoder=None):
     from kb.embedder import make_embedder
-    from kb.store import open_current
+    from kb.index import backend_for
     from search.searcher import Searcher
 
     encoder = encoder or make_embedder(settings)
-    return Searcher(open_current(settings.index_dir, encoder.model_id), encoder, settings)
+    return Searcher(backend_for(settings).open(model_id=encoder.model_id), encoder, settings)
 
 
 def run_eval(args: argparse.Namespace, settings: Settings) -> int:

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from kb.errors import BadRequest, Conflict, KBError
+from kb.index import backend_for
 from kb.settings import Settings, load_settings
-from kb.store import current_id, read_manifest
 
 
 class PortInUse(Conflict):
@@ -58,11 +58,12 @@ def check_index_content(settings: Settings, content_given: bool) -> None:
     Without --content / KB_CONTENT_DIR the index is served whatever it was built from (the service then only
     declines to watch); an index without a version yet, or whose manifest is unreadable, is left to the service.
     """
-    build_id = current_id(settings.index_dir)
+    backend = backend_for(settings)
+    build_id = backend.current()
     if not content_given or build_id is None:
         return
     try:
-        built_from = read_manifest(settings.index_dir / build_id).get("content_dir")
+        built_from = backend.manifest(build_id).get("content_dir")
     except (OSError, ValueError):
         return
     here = str(settings.content_dir.resolve())

@@ -64,11 +64,11 @@ def local_searcher(settings: Settings):
     """The index in service opened here; queries are encoded without torch once a verified ONNX export exists
     (written by the first full load, e.g. the first `kb search` or `kb serve`)."""
     from kb.embedder import make_embedder
-    from kb.store import open_current
+    from kb.index import backend_for
     from search.searcher import Searcher
 
     encoder = make_embedder(settings, queries_without_torch=True)
-    return Searcher(open_current(settings.index_dir, encoder.model_id), encoder, settings)
+    return Searcher(backend_for(settings).open(model_id=encoder.model_id), encoder, settings)
 
 
 def ask(args: argparse.Namespace, settings: Settings, remote, local) -> dict:

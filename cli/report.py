@@ -33,27 +33,26 @@ class IndexView:
     """What search/related.py's article_vectors reads from a searcher, taken from an index version on disk."""
 
     def __init__(self, version):
-        db = version.db()
-        self.articles = {row["id"]: dict(row) for row in db.execute(
-            "SELECT id, title, summary, product, language, audience, owner, reviewed FROM articles")}
-        self.row_article = [row[0] for row in db.execute("SELECT article_id FROM passages ORDER BY row")]
-        n = version.vectors.ntotal
-        self.matrix = version.vectors.reconstruct_n(0, n) if n else None
+        self.version = version
+        self.articles = {a.id: {"id": a.id, "title": a.title, "summary": a.summary, "product": a.product,
+                                "language": a.language, "audience": a.audience, "owner": a.owner,
+                                "reviewed": a.reviewed} for a in version.articles()}
+        self.row_article = version.passage_articles()
 
 
 def load_catalog(settings: Settings):
     """Articles and their centroid vectors from the index on disk (no model is loaded); empty without an index."""
     from kb.embedder import MODEL_IDS
     from search.reports import Catalog
-    from kb.store import open_current
+    from kb.index import backend_for
     from search.related import article_vectors
 
     try:
-        view = IndexView(open_current(settings.index_dir, MODEL_IDS.get(settings.model, settings.model)))
+        view = IndexView(backend_for(settings).open(model_id=MODEL_IDS.get(settings.model, settings.model)))
     except KBError as exc:
         print(f"kb report: {exc.message}; reports show article ids and no nearest articles", file=sys.stderr)
         return Catalog()
-    if view.matrix is None:
+    if view.version.size == 0:
         return Catalog(view.articles)
     vectors = article_vectors(view)
     return Catalog(view.articles, vectors.ids, vectors.centroids)

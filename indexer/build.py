@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -21,8 +21,8 @@ from indexer.parse import discover, parse_article
 from kb.articles import Article, Passage, Problem
 from kb.errors import ContentError, IndexDamaged, IndexMismatch, KBError
 from kb.embedder import TextEncoder
+from kb.index import ArticleRecord, IndexBackend, IndexReader, PassageRecord, backend_for
 from kb.settings import Settings
-from kb import delta, store
 
 log = logging.getLogger("kb.build")
 Progress = Callable[[str, int, int], None]
@@ -72,7 +72,7 @@ class BuildReport:
 class _Previous:
     """The version in service, as far as an incremental build needs it: what each article was built from."""
 
-    version: store.IndexVersion
+    version: IndexReader
     articles: dict[str, tuple[list[str], str, int]]  # id -> (include paths, source hash, passages)
 
 
@@ -112,9 +112,9 @@ def hash_source(path: Path, content_root: Path, includes: list[str]) -> str:
     return digest.hexdigest()
 
 
-def _load_previous(settings: Settings, encoder: TextEncoder) -> _Previous | None:
+def _load_previous(backend: IndexBackend, settings: Settings, encoder: TextEncoder) -> _Previous | None:
     try:
-        version = store.open_current(settings.index_dir, encoder.model_id)
+        version = backend.open(model_id=encoder.model_id)
     except KBError as exc:
         if isinstance(exc, (IndexMismatch, IndexDamaged)):  # a damaged version is repaired by a full build
             log.warning("previous index not reusable (%s); building from scratch", exc.message)
@@ -122,24 +122,9 @@ def _load_previous(settings: Settings, encoder: TextEncoder) -> _Previous | None
     if version.manifest.get("settings") != settings_fingerprint(settings, encoder):
         version.close()
         return None
-    db = version.db()
-    counts = dict(db.execute("SELECT article_id, count(*) FROM passages GROUP BY article_id"))
-    articles = {aid: (json.loads(includes), source_hash, counts.get(aid, 0))
-                for aid, includes, source_hash in db.execute("SELECT id, includes, source_hash FROM articles")}
+    counts = Counter(version.passage_articles())
+    articles = {a.id: (list(a.includes), a.source_hash, counts.get(a.id, 0)) for a in version.articles()}
     return _Previous(version, articles)
-
-
-def article_row(article: Article, source_hash: str) -> tuple:
-    return (article.article_id, article.path, article.title, article.summary, article.product,
-            json.dumps(list(article.tags), ensure_ascii=False), article.language, article.audience,
-            article.status, article.owner, article.reviewed, article.body,
-            json.dumps(list(article.includes)), json.dumps(article.extra, ensure_ascii=False, default=str),
-            source_hash)
-
-
-def _passage_row(passage: Passage) -> tuple:
-    return (None, passage.passage_id, passage.article_id, json.dumps(list(passage.heading_path), ensure_ascii=False),
-            passage.anchor, passage.text, hash_text(passage.embed_text()))
 
 
 def build_index(settings: Settings, encoder: TextEncoder, *, full: bool = False, strict: bool = False,
@@ -154,13 +139,15 @@ def build_index(settings: Settings, encoder: TextEncoder, *, full: bool = False,
     content_root = settings.content_dir
     if not content_root.is_dir():
         raise ContentError(f"content folder {content_root} does not exist")
-    with store.build_lock(settings.index_dir):
+    backend = backend_for(settings)
+    with backend.lock():
         try:
             with failures.disk_full_named(settings.index_dir, "building an index version"):
-                report = _build_locked(settings, encoder, full, strict, progress, on_progress or _ignore_progress)
+                report = _build_locked(backend, settings, encoder, full, strict, progress,
+                                       on_progress or _ignore_progress)
         except Exception as exc:
             with contextlib.suppress(OSError):
-                store.remove_leftovers(settings.index_dir)  # a half-written version gives its space back
+                backend.remove_leftovers()  # a half-written version gives its space back
             failures.record(settings.index_dir, exc)
             raise
         failures.clear(settings.index_dir)
@@ -168,22 +155,22 @@ def build_index(settings: Settings, encoder: TextEncoder, *, full: bool = False,
     return report
 
 
-def _build_locked(settings: Settings, encoder: TextEncoder, full: bool, strict: bool, progress: bool,
-                  on_progress: Progress) -> BuildReport:
+def _build_locked(backend: IndexBackend, settings: Settings, encoder: TextEncoder, full: bool, strict: bool,
+                  progress: bool, on_progress: Progress) -> BuildReport:
     """The build, under the build lock; the previous version's files are closed when it ends."""
     report = BuildReport()
-    store.remove_leftovers(settings.index_dir)
-    previous = None if full else _load_previous(settings, encoder)
+    backend.remove_leftovers()
+    previous = None if full else _load_previous(backend, settings, encoder)
     try:
-        _build_from(settings, encoder, previous, strict, progress, on_progress, report)
+        _build_from(backend, settings, encoder, previous, strict, progress, on_progress, report)
     finally:
         if previous is not None:
             previous.version.close()
     return report
 
 
-def _build_from(settings: Settings, encoder: TextEncoder, previous: _Previous | None, strict: bool, progress: bool,
-                on_progress: Progress, report: BuildReport) -> None:
+def _build_from(backend: IndexBackend, settings: Settings, encoder: TextEncoder, previous: _Previous | None,
+                strict: bool, progress: bool, on_progress: Progress, report: BuildReport) -> None:
     """Scan the content folder against the previous version, then write a new version if anything changed."""
     content_root = settings.content_dir
     old_articles = previous.articles if previous else {}
@@ -232,41 +219,36 @@ def _build_from(settings: Settings, encoder: TextEncoder, previous: _Previous | 
         report.passages = sum(old_articles[a][2] for a in kept)
         return
     on_progress("scanning", len(files), len(files))
-    report.build_id = _write(settings, encoder, previous, kept, fresh, report, progress, on_progress)
-    store.prune_versions(settings.index_dir, settings.keep_versions)
+    report.build_id = _write(backend, settings, encoder, previous, kept, fresh, report, progress, on_progress)
+    backend.prune(settings.keep_versions)
 
 
-def _write(settings: Settings, encoder: TextEncoder, previous: _Previous | None, kept: set[str],
-           fresh: list[tuple[Article, str]], report: BuildReport, progress: bool, on_progress: Progress) -> str:
+def _write(backend: IndexBackend, settings: Settings, encoder: TextEncoder, previous: _Previous | None,
+           kept: set[str], fresh: list[tuple[Article, str]], report: BuildReport, progress: bool,
+           on_progress: Progress) -> str:
     """Chunk and embed fresh articles and write the version: from scratch, or as a patch of the previous one."""
-    article_rows = [article_row(article, source_hash) for article, source_hash in fresh]
+    article_records = [ArticleRecord.of(article, source_hash) for article, source_hash in fresh]
     new_passages = [passage for article, _ in fresh
                     for passage in split_article(article, settings.passage_max_words, settings.passage_min_words)]
     # The previous version knows the dimension: asking the encoder would load the model even when every
     # passage text is already in the cache (deletions, front-matter-only edits).
     dim = previous.version.manifest["dim"] if previous else encoder.dim
     vectors = _embed(settings, encoder, dim, new_passages, report, progress, on_progress)
-    passage_rows = [_passage_row(p) for p in new_passages]
-    hashes = {row[0]: row[14] for row in article_rows}
+    passage_records = [PassageRecord.of(p, hash_text(p.embed_text())) for p in new_passages]
+    hashes = {a.id: a.source_hash for a in article_records}
     if previous is not None:
         hashes.update((aid, previous.articles[aid][1]) for aid in kept)
     content_hash = hashlib.sha256("".join(sorted(aid + h for aid, h in hashes.items())).encode()).hexdigest()
-    manifest = {"model": encoder.model_id, "dim": dim, "normalised": True, "faiss_index": "IndexFlatIP",
+    manifest = {"model": encoder.model_id, "dim": dim, "normalised": True,
                 "content_dir": str(settings.content_dir.resolve()), "content_hash": content_hash, "settings": settings_fingerprint(settings, encoder),
                 "library_versions": _library_versions()}
-    build_id = store.new_build_id()
-    on_progress("writing", 0, len(passage_rows))
-    if previous is None:
-        passage_rows = [(i, *row[1:]) for i, row in enumerate(passage_rows)]
-        titles = {row[0]: row[2] for row in article_rows}
-        fts_rows = [(row[0], titles[row[2]], " ".join(json.loads(row[3])), row[5]) for row in passage_rows]
-        store.write_version(settings.index_dir, build_id, article_rows, passage_rows, fts_rows, vectors, manifest)
-    else:
-        remove = set(previous.articles) - kept
-        delta.write_delta_version(settings.index_dir, build_id, previous.version, remove, article_rows,
-                                  passage_rows, vectors, manifest)
+    build_id = backend.new_name()
+    on_progress("writing", 0, len(passage_records))
+    backend.write(build_id, article_records, passage_records, vectors, manifest,
+                  base=previous.version if previous else None,
+                  remove=set(previous.articles) - kept if previous else set())
     report.articles = len(hashes)
-    report.passages = len(passage_rows) + (sum(previous.articles[a][2] for a in kept) if previous else 0)
+    report.passages = len(passage_records) + (sum(previous.articles[a][2] for a in kept) if previous else 0)
     return build_id
 
 

@@ -5,7 +5,6 @@ import contextlib
 import datetime as dt
 import os
 import time
-from pathlib import Path
 from typing import Iterator
 
 from indexer.health_report import KINDS, Finding, HealthReport, plural
@@ -15,7 +14,7 @@ from indexer.scan import INCLUDE_PROBLEM, FileScan, Inventory, scan_all, take_in
 from kb.database import side_database
 from kb.errors import BadRequest, KBError
 from kb.settings import Settings
-from kb.store import IndexVersion, current_id, open_version, read_manifest
+from kb.index import IndexReader, backend_for
 from kb.usage import UsageLog
 
 # Parser warnings that mean a front matter value is invalid (the indexer falls back to a default): errors here.
@@ -147,7 +146,7 @@ def review_findings(scans: list[FileScan], settings: Settings, today: dt.date) -
     return found
 
 
-def duplicate_findings(scans: list[FileScan], index: IndexVersion, threshold: float) -> list[Finding]:
+def duplicate_findings(scans: list[FileScan], index: IndexReader, threshold: float) -> list[Finding]:
     from indexer.similarity import near_duplicates
 
     paths = {scan.article_id: scan.rel for scan in scans if scan.article_id and scan.status == "published"}
@@ -164,16 +163,12 @@ def usage_findings(scans: list[FileScan], usage: UsageLog, indexed: set[str] | N
             and (indexed is None or scan.article_id in indexed)]
 
 
-def open_index(index_dir: Path) -> IndexVersion:
+def open_index(settings: Settings) -> IndexReader:
     """The current index version, whatever model built it (only its vectors are compared)."""
-    build_id = current_id(index_dir)
-    if build_id is None:
-        raise KBError(f"no index in {index_dir}")
-    try:
-        model = read_manifest(index_dir / build_id).get("model", "")
-    except (OSError, ValueError) as exc:
-        raise KBError(f"index {index_dir / build_id} is unreadable: {exc}") from None
-    return open_version(index_dir / build_id, model)
+    backend = backend_for(settings)
+    if backend.current() is None:
+        raise KBError(f"no index in {settings.index_dir}")
+    return backend.open(model_id=None)
 
 
 @contextlib.contextmanager
@@ -183,7 +178,7 @@ def timed(seconds: dict[str, float], name: str) -> Iterator[None]:
     seconds[name] = round(seconds.get(name, 0.0) + time.perf_counter() - started, 3)
 
 
-def check_content(settings: Settings, *, index: IndexVersion | None = None, usage: UsageLog | None = None,
+def check_content(settings: Settings, *, index: IndexReader | None = None, usage: UsageLog | None = None,
                   today: dt.date | None = None, progress: bool = False, workers: int = 1,
                   cache: dict | None = None) -> HealthReport:
     """Run every content check over settings.content_dir.
@@ -216,12 +211,12 @@ def check_content(settings: Settings, *, index: IndexVersion | None = None, usag
     with timed(report.seconds, "near_duplicates"):
         if index is None:
             try:
-                index = open_index(settings.index_dir)
+                index = open_index(settings)
             except KBError as exc:
                 report.notes.append(f"near-duplicates not checked: {exc.message} (run `kb index`)")
         if index is not None:
             report.index_version = index.build_id
-            indexed = {row[0] for row in index.db().execute("SELECT id FROM articles")}
+            indexed = {a.id for a in index.articles()}
             report.findings += duplicate_findings(scans, index, settings.near_duplicate_threshold)
     with timed(report.seconds, "usage"):
         log = usage or UsageLog(side_database(settings, "usage"))

@@ -5,22 +5,21 @@ from typing import Iterable
 
 import numpy as np
 
-from kb.store import IndexVersion
+from kb.index import IndexReader
 
 BLOCK_ROWS = 2048  # rows of the similarity matrix computed at once: 2048 x 10,000 floats = 80 MB
 
 
-def article_vectors(version: IndexVersion, article_ids: Iterable[str] | None = None) -> tuple[list[str], np.ndarray]:
+def article_vectors(version: IndexReader, article_ids: Iterable[str] | None = None) -> tuple[list[str], np.ndarray]:
     """(article ids, L2-normalised mean of each article's passage vectors), ids sorted.
 
     Only articles in `article_ids` when it is given; articles without passages are left out.
     """
-    records = version.db().execute("SELECT row, article_id FROM passages ORDER BY row").fetchall()
     wanted = None if article_ids is None else set(article_ids)
-    pairs = [(int(r[0]), r[1]) for r in records if wanted is None or r[1] in wanted]
+    pairs = [(key, aid) for key, aid in enumerate(version.passage_articles()) if wanted is None or aid in wanted]
     if not pairs:
-        return [], np.zeros((0, version.vectors.d), dtype=np.float32)
-    vectors = version.vectors.reconstruct_n(0, version.vectors.ntotal)
+        return [], np.zeros((0, version.dim), dtype=np.float32)
+    vectors = version.vectors()
     ids = sorted({aid for _, aid in pairs})
     position = {aid: n for n, aid in enumerate(ids)}
     owner = np.fromiter((position[aid] for _, aid in pairs), dtype=np.int64, count=len(pairs))
@@ -44,7 +43,7 @@ def similar_pairs(ids: list[str], matrix: np.ndarray, threshold: float) -> list[
     return sorted(found, key=lambda pair: (-pair[2], pair[0], pair[1]))
 
 
-def near_duplicates(version: IndexVersion, threshold: float,
+def near_duplicates(version: IndexReader, threshold: float,
                     article_ids: Iterable[str] | None = None) -> list[tuple[str, str, float]]:
     """Article pairs of `version` whose mean passage vectors have cosine >= threshold."""
     ids, matrix = article_vectors(version, article_ids)

@@ -23,6 +23,7 @@ class Settings:
 
     content_dir: Path = _setting(Path("content"), "KB_CONTENT_DIR", "Folder of Markdown articles to index.")
     index_dir: Path = _setting(Path("var/index"), "KB_INDEX_DIR", "Folder holding index versions and CURRENT.")
+    index_backend: str = _setting("faiss", "KB_INDEX_BACKEND", "Index engine behind kb.index: faiss (FAISS vectors and SQLite FTS5 files in KB_INDEX_DIR; the only one so far).")
     host: str = _setting("127.0.0.1", "KB_HOST", "Address the HTTP service binds to.")
     port: int = _setting(8000, "KB_PORT", "Port the HTTP service listens on.")
     model: str = _setting("all-MiniLM-L6-v2", "KB_MODEL", "Embedding model: all-MiniLM-L6-v2 (English; default) or multilingual-e5-small (reads Indonesian; see README). Changing it needs `kb index --full`.")
@@ -132,6 +133,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     if settings.database_url and not settings.database_url.startswith(("postgresql://", "postgres://")):
         raise BadRequest("KB_DATABASE_URL must be a PostgreSQL URL (postgresql://user:password@host:5432/dbname), or "
                          "unset for SQLite files")
+    from kb.index import BACKENDS
+
+    if settings.index_backend not in BACKENDS:
+        raise BadRequest(f"KB_INDEX_BACKEND={settings.index_backend!r} is not an index backend: one of "
+                         f"{', '.join(BACKENDS)}")
     if settings.max_body_bytes < 1:
         raise BadRequest(f"KB_MAX_BODY_BYTES must be at least 1, got {settings.max_body_bytes}")
     return settings

@@ -23,6 +23,7 @@ from kb.database import side_database
 from kb.embedder import TextEncoder, make_embedder
 from kb.errors import IndexNotFound, KBError
 from kb.events import EventLog
+from kb.index import backend_for
 from kb.recent_vectors import RecentVectors
 from kb.settings import Settings, load_settings
 from kb.feedback import FeedbackStore
@@ -59,7 +60,7 @@ class ServiceState:
 
     def __init__(self, settings: Settings, encoder: TextEncoder):
         self.settings, self.encoder = settings, encoder
-        self.versions = Versions(settings.index_dir, encoder.model_id,
+        self.versions = Versions(backend_for(settings), settings.index_dir, encoder.model_id,
                                  lambda version: Searcher(version, self.queries, settings), settings.verify_seconds)
         self.feedback = FeedbackStore(side_database(settings, "feedback"), settings.max_query_chars,
                                       store_text=settings.analytics_store_text)

@@ -12,7 +12,7 @@ from indexer.health_report import HealthReport
 from indexer.scan import take_inventory
 from kb.errors import KBError
 from kb.settings import Settings
-from kb.store import IndexVersion
+from kb.index import IndexReader
 from kb.usage import UsageLog
 
 log = logging.getLogger("kb.content_health")
@@ -46,19 +46,19 @@ class ContentHealth:
         self._report: HealthReport | None = None
         self._error: KBError | None = None
         self._key: tuple | None = None
-        self._inputs: tuple[IndexVersion | None, UsageLog | None] = (None, None)
+        self._inputs: tuple[IndexReader | None, UsageLog | None] = (None, None)
         self._thread: threading.Thread | None = None
         self._running: tuple | None = None  # key of the run under way
         self._again = False
 
-    def key(self, index: IndexVersion | None, usage: UsageLog | None) -> tuple:
+    def key(self, index: IndexReader | None, usage: UsageLog | None) -> tuple:
         """What the report depends on: index version, content files, date, and how many articles searches
         have returned (the set only grows, so its size changes exactly when never_returned can change)."""
         returned = len(usage.returned()) if usage is not None else 0
         return (index.build_id if index else None, content_state(self.settings), dt.date.today().isoformat(),
                 returned)
 
-    def get(self, index: IndexVersion | None, usage: UsageLog | None,
+    def get(self, index: IndexReader | None, usage: UsageLog | None,
             wait: float = 0.0) -> tuple[HealthReport | None, bool]:
         """(report, fresh): the up-to-date report if it is ready within `wait` seconds, else the last one or None.
 
@@ -103,7 +103,7 @@ class ContentHealth:
                 self._report, self._error, self._key = report, error, key
                 self._done.notify_all()
                 if not self._again:
-                    # Drop the inputs: holding the IndexVersion would keep its lease, so prune could never
+                    # Drop the inputs: holding the index version would keep its lease, so prune could never
                     # delete that version while the page is not asked for again.
                     self._thread = self._running = None
                     self._inputs = (None, None)

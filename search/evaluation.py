@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Callable
 
 from indexer.cache import EmbeddingCache, hash_text
-from kb import store
 from kb.articles import Passage
+from kb.index import ArticleRecord, PassageRecord, backend_for
 from kb.embedder import TextEncoder
 from kb.errors import BadRequest
 from kb.settings import Settings
@@ -67,7 +67,8 @@ def build_corpus_index(dataset: Path, encoder: TextEncoder, settings: Settings) 
     corpus = read_jsonl(dataset / "corpus.jsonl")
     digest = hashlib.sha256((dataset / "corpus.jsonl").read_bytes()).hexdigest()[:12]
     index_dir = settings.index_dir.parent / "eval" / f"{dataset.name}-{digest}"
-    if store.current_id(index_dir):
+    backend = backend_for(settings, index_dir)
+    if backend.current():
         return index_dir
     passages = [Passage(d["_id"] if "_id" in d else d["id"], d.get("_id", d.get("id")), d.get("title", ""), (), "",
                         d.get("text", "")) for d in corpus]
@@ -77,13 +78,11 @@ def build_corpus_index(dataset: Path, encoder: TextEncoder, settings: Settings) 
                                  lambda texts: encoder.encode_passages(texts, settings.batch_size))
     finally:
         cache.close()
-    articles = [(p.article_id, p.article_id, p.title, "", "", "[]", "en", "public", "published", "", "", p.text,
-                 "[]", "{}", "") for p in passages]
-    rows = [(i, p.passage_id, p.article_id, "[]", "", p.text, hash_text(p.embed_text())) for i, p in enumerate(passages)]
-    fts = [(i, p.title, "", p.text) for i, p in enumerate(passages)]
-    manifest = {"model": encoder.model_id, "dim": encoder.dim, "normalised": True, "faiss_index": "IndexFlatIP",
+    articles = [ArticleRecord(p.article_id, p.article_id, p.title, body=p.text) for p in passages]
+    records = [PassageRecord(p.passage_id, p.article_id, (), "", p.text, hash_text(p.embed_text())) for p in passages]
+    manifest = {"model": encoder.model_id, "dim": encoder.dim, "normalised": True,
                 "content_hash": digest, "settings": {"eval": str(dataset)}}
-    store.write_version(index_dir, store.new_build_id(), articles, rows, fts, vectors, manifest)
+    backend.write(backend.new_name(), articles, records, vectors, manifest)
     return index_dir
 
 
@@ -96,7 +95,7 @@ def evaluate_beir(dataset: Path, encoder: TextEncoder, settings: Settings, weigh
                   limit: int | None = None) -> dict:
     """Mean metrics per variant over the queries of `dataset` that have relevance judgements."""
     index_dir = build_corpus_index(dataset, encoder, settings)
-    searcher = Searcher(store.open_current(index_dir, encoder.model_id), encoder, settings)
+    searcher = Searcher(backend_for(settings, index_dir).open(model_id=encoder.model_id), encoder, settings)
     qrels = read_qrels(dataset / "qrels.tsv")
     queries = [q for q in read_jsonl(dataset / "queries.jsonl") if q.get("_id", q.get("id")) in qrels][:limit]
     vectors = encoder.encode_queries([q["text"] for q in queries])
@@ -116,7 +115,7 @@ def evaluate_beir(dataset: Path, encoder: TextEncoder, settings: Settings, weigh
             for metric, value in metrics(rank_docs(searcher, combine(dense, lexical, codes)), relevant).items():
                 totals[name][metric] += value
     n = max(len(queries), 1)
-    return {"dataset": str(dataset), "queries": len(queries), "docs": searcher.version.vectors.ntotal,
+    return {"dataset": str(dataset), "queries": len(queries), "docs": searcher.version.size,
             "seconds": round(time.perf_counter() - started, 1),
             "variants": {name: {m: round(v / n, 3) for m, v in t.items()} for name, t in totals.items()}}
 

@@ -1,9 +1,10 @@
-"""Lexical arm: query text -> SQLite FTS5 MATCH expression -> BM25 scores per passage row."""
+"""Lexical arm: query text -> content words -> the index's BM25 and exact-phrase search, scores per passage key."""
 from __future__ import annotations
 
 import math
 import re
-import sqlite3
+
+from kb.index import IndexReader, PhraseHits, PhraseQuery, Selection, TermQuery
 
 # Words that carry no topic in English or Indonesian support text; dropped from the MATCH expression.
 STOP_WORDS = frozenset("""
@@ -35,20 +36,6 @@ def extract_terms(text: str, limit: int = 64) -> list[str]:
     return list(terms)
 
 
-def quote(term: str) -> str:
-    return '"' + term.replace('"', '""') + '"'
-
-
-def match_expression(terms: list[str]) -> str:
-    """OR of quoted terms: any matching term scores, BM25 ranks by how many and how rare."""
-    return " OR ".join(quote(t) for t in terms)
-
-
-def phrase_expression(code: str) -> str:
-    """A phrase of the code's tokens ("5.7.124" -> "5 7 124"), so the exact identifier must appear."""
-    return quote(" ".join(TOKEN.findall(code.lower())))
-
-
 def prune_terms(terms: list[str], df: dict[str, int], total: int, max_share: float = 0.1, min_df: int = 1000,
                 max_terms: int = 32, min_terms: int = 3) -> list[str]:
     """Drop words with long posting lists (in over `max_share` of passages and over `min_df` passages).
@@ -66,43 +53,44 @@ def prune_terms(terms: list[str], df: dict[str, int], total: int, max_share: flo
     return [t for t in terms if t in chosen]
 
 
-def search_lexical(db: sqlite3.Connection, text: str, limit: int,
+def term_query(text: str, weights: tuple[float, float, float] = (2.0, 1.5, 1.0), df: dict[str, int] | None = None,
+               total: int = 0) -> TermQuery:
+    """The BM25 query of `text`: its content words, common ones pruned (prune_terms)."""
+    return TermQuery(tuple(prune_terms(extract_terms(text), df or {}, total)), weights)
+
+
+def search_lexical(index: IndexReader, text: str, limit: int,
                    weights: tuple[float, float, float] = (2.0, 1.5, 1.0),
-                   df: dict[str, int] | None = None, total: int = 0) -> dict[int, float]:
-    """Passage row -> BM25 score (higher is better) for the best `limit` passages."""
-    terms = prune_terms(extract_terms(text), df or {}, total)
-    if not terms:
-        return {}
-    sql = (f"SELECT rowid, -bm25(passages_fts, {weights[0]}, {weights[1]}, {weights[2]}) AS score "
-           "FROM passages_fts WHERE passages_fts MATCH ? ORDER BY score DESC LIMIT ?")
-    return {row: score for row, score in db.execute(sql, (match_expression(terms), limit))}
+                   df: dict[str, int] | None = None, total: int = 0,
+                   selection: Selection | None = None) -> dict[int, float]:
+    """Passage key -> BM25 score (higher is better) for the best `limit` passages."""
+    query = term_query(text, weights, df, total)
+    return index.lexical_search(query, limit, selection) if query.terms else {}
 
 
-def code_expression(code: str) -> str:
-    """The MATCH expression of one normalised code: its exact phrase; "error 30088" (the ticket cleaner's form of
-    "error 30088", "error code 30088", "kode kesalahan 30088") also as "error code 30088" and "error: code 30088"."""
-    tokens = TOKEN.findall(code.lower())
+def code_query(code: str) -> PhraseQuery:
+    """The phrase query of one normalised code: its exact tokens ("5.7.124" -> 5 7 124); "error 30088" (the ticket
+    cleaner's form of "error 30088", "error code 30088", "kode kesalahan 30088") also as "error code 30088" and
+    "error: code 30088"."""
+    tokens = tuple(TOKEN.findall(code.lower()))
     if len(tokens) >= 2 and tokens[0] == "error" and tokens[1].isdigit():
-        return f"NEAR({quote(tokens[0])} {quote(' '.join(tokens[1:]))}, 2)"
-    return phrase_expression(code)
+        return PhraseQuery(((tokens[0],), tokens[1:]), near=2)
+    return PhraseQuery((tokens,))
 
 
-def code_rows(db: sqlite3.Connection, codes: list[str], limit: int = 1000) -> dict[str, list[int]]:
-    """Code -> the passage rows containing it (at most `limit`: a code in more passages is hardly a clue)."""
-    out: dict[str, list[int]] = {}
-    for code in dict.fromkeys(codes):
-        if TOKEN.findall(code):
-            out[code] = [row for (row,) in db.execute("SELECT rowid FROM passages_fts WHERE passages_fts MATCH ? "
-                                                      "LIMIT ?", (code_expression(code), limit))]
-    return out
+def code_rows(index: IndexReader, codes: list[str], limit: int = 1000,
+              selection: Selection | None = None) -> dict[str, PhraseHits]:
+    """Code -> the passages containing it (at most `limit`: a code in more passages is hardly a clue)."""
+    return {code: index.phrase_search(code_query(code), limit, selection)
+            for code in dict.fromkeys(codes) if TOKEN.findall(code)}
 
 
-def search_codes(db: sqlite3.Connection, codes: list[str], limit: int = 1000) -> dict[int, int]:
-    """Passage row -> number of the exact `codes` it contains."""
+def search_codes(index: IndexReader, codes: list[str], limit: int = 1000) -> dict[int, int]:
+    """Passage key -> number of the exact `codes` it contains."""
     hits: dict[int, int] = {}
-    for rows in code_rows(db, codes, limit).values():
-        for row in rows:
-            hits[row] = hits.get(row, 0) + 1
+    for found in code_rows(index, codes, limit).values():
+        for key in found.keys:
+            hits[key] = hits.get(key, 0) + 1
     return hits
 
 
@@ -118,11 +106,13 @@ def code_weight(found: int, total: int) -> float:
     return max(0.0, math.log(total / found) / math.log(total / RARE_CODE_PASSAGES))
 
 
-def weigh_codes(db: sqlite3.Connection, codes: list[str], total: int, limit: int = 1000) -> dict[int, float]:
-    """Passage row -> the summed rarity weight (code_weight) of the exact `codes` it contains."""
+def weigh_codes(index: IndexReader, codes: list[str], total: int, limit: int = 1000,
+                selection: Selection | None = None) -> dict[int, float]:
+    """Passage key -> the summed rarity weight (code_weight, by every passage the code is in) of the exact `codes`
+    it contains, for the passages `selection` admits."""
     weights: dict[int, float] = {}
-    for rows in code_rows(db, codes, limit).values():
-        weight = code_weight(len(rows), total)
-        for row in rows:
-            weights[row] = weights.get(row, 0.0) + weight
+    for found in code_rows(index, codes, limit, selection).values():
+        weight = code_weight(found.found, total)
+        for key in found.keys:
+            weights[key] = weights.get(key, 0.0) + weight
     return weights

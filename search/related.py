@@ -17,7 +17,7 @@ class ArticleVectors:
 
     ids: list[str]               # article ids that own at least one passage, in first-row order
     position: dict[str, int]     # article id -> index into `ids`
-    owner: np.ndarray            # passage row -> index into `ids`
+    owner: np.ndarray            # passage key -> index into `ids`
     centroids: np.ndarray        # (len(ids), dim) float32, mean of an article's passages, L2-normalised
 
 
@@ -32,7 +32,7 @@ def article_vectors(searcher: Searcher) -> ArticleVectors:
         owner = np.fromiter((position.setdefault(a, len(position)) for a in searcher.row_article),
                             dtype=np.int64, count=len(searcher.row_article))
         ids = list(position)
-        matrix = np.asarray(searcher.matrix, dtype=np.float32)
+        matrix = np.asarray(searcher.version.vectors(), dtype=np.float32)
         sums = np.zeros((len(ids), matrix.shape[1]), dtype=np.float32)
         np.add.at(sums, owner, matrix)
         norms = np.linalg.norm(sums, axis=1, keepdims=True)
@@ -57,7 +57,7 @@ def related_articles(searcher: Searcher, article_id: str, k: int = 5) -> list[di
     me = vectors.position.get(article_id)
     if me is None or k <= 0:  # an article without passages has no vector to compare
         return []
-    sims = searcher.matrix @ vectors.centroids[me]
+    sims = searcher.version.vectors() @ vectors.centroids[me]
     best = np.full(len(vectors.ids), -np.inf, dtype=np.float32)
     np.maximum.at(best, vectors.owner, sims)
     best[me] = -np.inf

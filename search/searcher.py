@@ -1,21 +1,18 @@
 """Searcher: query or ticket -> dense + lexical candidates -> fused passages -> articles. No HTTP here."""
 from __future__ import annotations
 
-import json
 import re
-import sqlite3
 from dataclasses import dataclass
 from typing import Sequence
 
-import faiss
 import numpy as np
 
 from indexer.parse import render_html
 from kb.articles import validate_article_id
 from kb.embedder import TextEncoder
 from kb.errors import ArticleNotFound, BadRequest
+from kb.index import IndexReader, PassageRecord, Selection
 from kb.settings import Settings
-from kb.store import IndexVersion
 from search.confidence import calibration_for, features
 from search.fusion import FusionWeights, LinearCombiner, rank
 from search.glossary import Glossary, load_glossary
@@ -36,8 +33,13 @@ class Filters:
     audience: str | None = None
     public_only: bool = False  # callers who may not see `audience: internal` articles (search/auth.py)
 
+    def selection(self) -> Selection | None:
+        """The index's typed filter of these filters; None when nothing is filtered."""
+        if not (self.product or self.language or self.audience or self.public_only):
+            return None
+        return Selection(product=self.product or None, language=self.language or None,
+                         audience=self.audience or None, exclude_audience="internal" if self.public_only else None)
 
-PUBLIC_ONLY = Filters(public_only=True)
 
 @dataclass(frozen=True)
 class Query:
@@ -96,64 +98,37 @@ def validate_k(k: int) -> int:
 class Searcher:
     """Answers queries from one opened index version; cheap to replace when a new version is built."""
 
-    def __init__(self, version: IndexVersion, encoder: TextEncoder, settings: Settings,
+    def __init__(self, version: IndexReader, encoder: TextEncoder, settings: Settings,
                  weights: FusionWeights | None = None):
         self.version, self.encoder, self.settings = version, encoder, settings
         self.weights = weights or FusionWeights(lexical=settings.lexical_weight)
         self.weights_id = FusionWeights(lexical=settings.lexical_weight_id, code=self.weights.code)
         self.glossary = None  # set below, once the knowledge base's vocabulary is read
         self.calibrations = {lang: calibration_for(encoder.model_id, lang) for lang in ("en", "id")}
-        db = version.db()
-        self.articles = {row["id"]: dict(row) for row in db.execute(
-            "SELECT id, title, summary, product, language, audience, owner, reviewed, tags FROM articles")}
-        self.row_article = [row[0] for row in db.execute("SELECT article_id FROM passages ORDER BY row")]
+        self.articles = {a.id: {"id": a.id, "title": a.title, "summary": a.summary, "product": a.product,
+                                "language": a.language, "audience": a.audience, "owner": a.owner,
+                                "reviewed": a.reviewed, "tags": list(a.tags)} for a in version.articles()}
+        self.row_article = version.passage_articles()  # article id per passage key
         self.has_indonesian = any(a["language"] == "id" for a in self.articles.values())
         self.row_language = [str(self.articles[a]["language"] or "").lower() for a in self.row_article]
         self.mixed_languages = len(set(self.row_language)) > 1
         self.embed = "original" if getattr(encoder, "multilingual", False) else \
             "both" if self.has_indonesian else "rendering"
-        self.term_df = dict(db.execute("SELECT term, df FROM term_df"))
+        self.term_df = version.term_df()
         if settings.translate_indonesian:  # the dictionary's senses resolved by what this knowledge base's text says
             self.glossary = load_glossary().for_vocabulary(self.term_df)
-        faiss.omp_set_num_threads(1)  # one query at a time: OpenMP threads only contend with the encoder
-        n = version.vectors.ntotal
-        self.matrix = version.vectors.reconstruct_n(0, n) if n else np.zeros((0, encoder.dim), np.float32)
-        self._public_rows: np.ndarray | None = None
 
     # ---- retrieval -------------------------------------------------------------------------
-    def allowed_rows(self, filters: Filters) -> np.ndarray | None:
-        """Rows whose article passes the filters, or None when nothing is filtered."""
-        if not any((filters.product, filters.language, filters.audience, filters.public_only)):
-            return None
-        if filters == PUBLIC_ONLY and self._public_rows is not None:
-            return self._public_rows
-        ok = {aid for aid, a in self.articles.items()
-              if (not filters.product or a["product"].lower() == filters.product.lower())
-              and (not filters.language or a["language"].lower() == filters.language.lower())
-              and (not filters.audience or a["audience"].lower() == filters.audience.lower())
-              and (not filters.public_only or a["audience"].lower() != "internal")}
-        rows = np.array([i for i, aid in enumerate(self.row_article) if aid in ok], dtype=np.int64)
-        if filters == PUBLIC_ONLY:  # the common filter of keys without the internal scope: computed once
-            self._public_rows = rows
-        return rows
-
-    def dense_search(self, vector: np.ndarray, limit: int, allowed: np.ndarray | None) -> dict[int, float]:
-        if self.version.vectors.ntotal == 0 or (allowed is not None and len(allowed) == 0):
-            return {}
-        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed)) if allowed is not None else None
-        scores, rows = self.version.vectors.search(vector.reshape(1, -1), limit, params=params)
-        return {int(r): float(s) for r, s in zip(rows[0], scores[0]) if r >= 0}
-
     def collect(self, query: Query, filters: Filters = Filters(), vector: np.ndarray | None = None,
                 limit: int | None = None, lexical_only: bool = False) -> Candidates:
         """Every retrieval signal's scores of the query's candidate passages (search/signals.py)."""
-        probe = Probe(self, query, self.allowed_rows(filters), limit or self.settings.candidates, vector)
+        probe = Probe(self, query, filters.selection(), limit or self.settings.candidates, vector)
         return collect(probe, lexical_only=lexical_only)
 
     def candidates(self, query: Query, filters: Filters = Filters(), vector: np.ndarray | None = None,
                    limit: int | None = None, lexical_only: bool = False
                    ) -> tuple[dict[int, float], dict[int, float], dict[int, float]]:
-        """(dense cosine, BM25, exact codes found weighted by their rarity) per row; every lexical or code
+        """(dense cosine, BM25, exact codes found weighted by their rarity) per passage key; every lexical or code
         candidate gets its exact cosine."""
         found = self.collect(query, filters, vector, limit, lexical_only)
         return found.get("dense"), found.get("lexical"), found.get("codes")
@@ -188,7 +163,7 @@ class Searcher:
         top, gap = features(dense)
         probability = self.calibrations.get(query.language, self.calibrations["en"]).probability(top, gap)
         if query.codes and is_code_only(query):
-            found = {r: n for r, n in search_codes(self.version.db(), list(query.codes)).items() if r in code_hits}
+            found = {r: n for r, n in search_codes(self.version, list(query.codes)).items() if r in code_hits}
             if not found:
                 probability = 0.0
             elif max(found.values()) >= len(set(query.codes)):
@@ -200,13 +175,9 @@ class Searcher:
     def url(self, article_id: str, anchor: str = "") -> str:
         return f"{self.settings.base_url}/{article_id}" + (f"#{anchor}" if anchor else "")
 
-    def fetch(self, rows: list[int]) -> dict[int, sqlite3.Row]:
-        """Passage rows by FAISS row."""
-        if not rows:
-            return {}
-        return {r["row"]: r for r in self.version.db().execute(
-            f"SELECT row, passage_id, article_id, heading_path, anchor, text FROM passages "
-            f"WHERE row IN ({','.join('?' * len(rows))})", rows)}
+    def fetch(self, rows: list[int]) -> dict[int, PassageRecord]:
+        """Passages by key."""
+        return self.version.passages(rows)
 
     def pick(self, scores: dict[int, float], limit: int, per_article: int) -> list[int]:
         """The best rows, at most `per_article` from one article."""
@@ -227,11 +198,11 @@ class Searcher:
         out = []
         for row in chosen:
             p = found[row]
-            snippet = mark_sentences(p["text"], query.lexical, query.codes)
-            out.append({"article_id": p["article_id"], "passage_id": p["passage_id"],
-                        "title": self.articles[p["article_id"]]["title"],
-                        "heading_path": json.loads(p["heading_path"]), "anchor": p["anchor"],
-                        "url": self.url(p["article_id"], p["anchor"]), "snippet": snippet.text,
+            snippet = mark_sentences(p.text, query.lexical, query.codes)
+            out.append({"article_id": p.article_id, "passage_id": p.passage_id,
+                        "title": self.articles[p.article_id]["title"],
+                        "heading_path": list(p.heading_path), "anchor": p.anchor,
+                        "url": self.url(p.article_id, p.anchor), "snippet": snippet.text,
                         "highlights": [list(h) for h in snippet.highlights], "snippet_html": snippet.to_html(),
                         "score": round(scores[row], 4)})
         return out
@@ -239,8 +210,8 @@ class Searcher:
     def sections(self, scores: dict[int, float], rows: list[int]) -> list[dict]:
         """The matched sections of one article (no snippets: clients link to them)."""
         found = self.fetch(rows)
-        return [{"heading_path": json.loads(found[r]["heading_path"]), "anchor": found[r]["anchor"],
-                 "url": self.url(found[r]["article_id"], found[r]["anchor"]), "score": round(scores[r], 4)}
+        return [{"heading_path": list(found[r].heading_path), "anchor": found[r].anchor,
+                 "url": self.url(found[r].article_id, found[r].anchor), "score": round(scores[r], 4)}
                 for r in rows]
 
     def group_articles(self, scores: dict[int, float], limit: int) -> list[tuple[str, float, list[int]]]:
@@ -294,13 +265,12 @@ class Searcher:
     def article(self, article_id: str, public_only: bool = False) -> dict:
         """One article; an internal one is not found for callers who may see public articles only."""
         validate_article_id(article_id)
-        row = self.version.db().execute("SELECT * FROM articles WHERE id = ?", (article_id,)).fetchone()
-        if row is None or (public_only and row["audience"].lower() == "internal"):
+        a = self.version.article(article_id)
+        if a is None or (public_only and a.audience.lower() == "internal"):
             raise ArticleNotFound(f"no article with id {article_id!r}")
-        return {"id": row["id"], "title": row["title"], "summary": row["summary"], "product": row["product"],
-                "tags": json.loads(row["tags"]), "language": row["language"], "audience": row["audience"],
-                "owner": row["owner"], "reviewed": row["reviewed"], "url": self.url(row["id"]),
-                "html": render_html(row["body"], row["id"], self.settings.base_url)}
+        return {"id": a.id, "title": a.title, "summary": a.summary, "product": a.product, "tags": list(a.tags),
+                "language": a.language, "audience": a.audience, "owner": a.owner, "reviewed": a.reviewed,
+                "url": self.url(a.id), "html": render_html(a.body or "", a.id, self.settings.base_url)}
 
     def health(self) -> dict:
         m = self.version.manifest

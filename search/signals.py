@@ -16,6 +16,7 @@ from search.fusion import rank
 from search.lexical import search_lexical, weigh_codes
 
 if TYPE_CHECKING:
+    from kb.index import Selection
     from search.fusion import LinearCombiner
     from search.searcher import Query, Searcher
 
@@ -24,7 +25,7 @@ Scores = dict[int, float]
 
 @dataclass
 class Candidates:
-    """Per-signal scores of a query's candidate passage rows; a row absent from a signal scores 0 there."""
+    """Per-signal scores of a query's candidate passages (by key); a passage absent from a signal scores 0 there."""
 
     signals: dict[str, Scores] = field(default_factory=dict)
 
@@ -46,9 +47,9 @@ class Candidates:
 class Probe:
     """One query against one searcher: what every signal needs, its embeddings computed once."""
 
-    def __init__(self, searcher: Searcher, query: Query, allowed: np.ndarray | None, limit: int,
+    def __init__(self, searcher: Searcher, query: Query, selection: Selection | None, limit: int,
                  vector: np.ndarray | None = None):
-        self.searcher, self.query, self.allowed, self.limit = searcher, query, allowed, limit
+        self.searcher, self.query, self.selection, self.limit = searcher, query, selection, limit
         self._vectors = None if vector is None else vector.reshape(1, -1)
 
     @property
@@ -56,12 +57,6 @@ class Probe:
         if self._vectors is None:
             self._vectors = self.searcher.encoder.encode_queries([self.query.dense, *self.query.alternatives])
         return self._vectors
-
-    def keep(self, found: Scores) -> Scores:
-        if self.allowed is None:
-            return found
-        keep = set(self.allowed.tolist())
-        return {r: s for r, s in found.items() if r in keep}
 
 
 class Signal(Protocol):
@@ -84,26 +79,24 @@ class DenseSignal:
     def find(self, probe):
         found: Scores = {}
         for vector in probe.vectors:
-            found.update(probe.searcher.dense_search(vector, probe.limit, probe.allowed))
+            found.update(probe.searcher.version.dense_search(vector, probe.limit, probe.selection))
         return found
 
     def score(self, probe, rows):
         if not rows:
             return {}
-        return dict(zip(rows, (probe.searcher.matrix[rows] @ probe.vectors.T).max(axis=1).tolist()))
+        return dict(zip(rows, (probe.searcher.version.vectors(rows) @ probe.vectors.T).max(axis=1).tolist()))
 
 
 class LexicalSignal:
-    """BM25 of the query's words over title, headings and body (SQLite FTS5)."""
+    """BM25 of the query's words over title, headings and body (the index's lexical search)."""
 
     name = "lexical"
 
     def find(self, probe):
-        searcher, limit = probe.searcher, probe.limit
-        found = search_lexical(searcher.version.db(), probe.query.lexical,
-                               limit if probe.allowed is None else limit * 20,
-                               df=searcher.term_df, total=len(searcher.row_article))
-        return dict(list(probe.keep(found).items())[:limit])
+        searcher = probe.searcher
+        return search_lexical(searcher.version, probe.query.lexical, probe.limit, df=searcher.term_df,
+                              total=len(searcher.row_article), selection=probe.selection)
 
     def score(self, probe, rows):
         return {}  # passages BM25 did not return among its best score 0 (min-max normalised, they would anyway)
@@ -118,7 +111,8 @@ class CodeSignal:
         if not probe.query.codes:
             return {}
         searcher = probe.searcher
-        return probe.keep(weigh_codes(searcher.version.db(), list(probe.query.codes), len(searcher.row_article)))
+        return weigh_codes(searcher.version, list(probe.query.codes), len(searcher.row_article),
+                           selection=probe.selection)
 
     def score(self, probe, rows):
         return {}

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Callable
 
 from indexer import failures
-from kb import integrity, store
+from kb import integrity
 from kb.errors import IndexDamaged, IndexNotFound, KBError
-from kb.version import IndexVersion
+from kb.index import IndexBackend, IndexReader
 from search.searcher import Searcher
 
 log = logging.getLogger("kb.app")
@@ -34,9 +34,9 @@ class Versions:
     closes its files when its last request has released it.
     """
 
-    def __init__(self, index_dir: Path, model_id: str, make_searcher: Callable[[IndexVersion], Searcher],
-                 verify_seconds: float = 0.0):
-        self.index_dir, self.model_id, self._make = index_dir, model_id, make_searcher
+    def __init__(self, backend: IndexBackend, index_dir: Path, model_id: str,
+                 make_searcher: Callable[[IndexReader], Searcher], verify_seconds: float = 0.0):
+        self.backend, self.index_dir, self.model_id, self._make = backend, index_dir, model_id, make_searcher
         self.verify_seconds = verify_seconds
         self.searcher: Searcher | None = None
         self.load_error: KBError | None = None
@@ -65,7 +65,7 @@ class Versions:
         """Swap in the version named by CURRENT if it is new and passes its checks; True when swapped."""
         with self._lock:
             try:
-                build_id = self.current = store.current_id(self.index_dir)
+                build_id = self.current = self.backend.current()
             except IndexDamaged as exc:
                 self.current = None
                 if self.load_error is None or self.load_error.message != exc.message:
@@ -99,7 +99,7 @@ class Versions:
             if searcher is None:
                 return True
             try:
-                if store.verify_files(searcher.version):
+                if searcher.version.verify():
                     self.verified_at = _now()
                 return True
             except IndexDamaged as exc:
@@ -108,7 +108,7 @@ class Versions:
                 return False
 
     def _open(self, build_id: str) -> Searcher:
-        version = store.open_version(self.index_dir / build_id, self.model_id)
+        version = self.backend.open(build_id, self.model_id)
         try:
             return self._make(version)
         except KBError:
@@ -117,7 +117,7 @@ class Versions:
         except Exception as exc:  # noqa: BLE001 - files that pass their checks but do not load: never a crash
             version.close()
             log.exception("index version %s could not be loaded", build_id)
-            raise integrity.damaged(version.path, f"it could not be loaded ({type(exc).__name__}: {exc})") from None
+            raise integrity.damaged(self.index_dir / build_id, f"it could not be loaded ({type(exc).__name__}: {exc})") from None
 
     def _refuse(self, build_id: str, exc: KBError) -> None:
         self.failed[build_id] = exc.message
@@ -136,7 +136,7 @@ class Versions:
         serving = self.serving
         if serving is not None and serving not in self.failed:
             return False
-        for candidate in reversed(store.list_versions(self.index_dir)):
+        for candidate in reversed(self.backend.list()):
             if candidate in self.failed or (below is not None and candidate >= below):
                 continue
             try:
@@ -163,7 +163,7 @@ class Versions:
                 log.warning("index version %s has no checksums (built before them): checked by SQLite's "
                             "quick_check only; `kb index --full` writes one that has them", searcher.version.build_id)
             log.info("serving index version %s (%d passages)", searcher.version.build_id,
-                     searcher.version.vectors.ntotal)
+                     searcher.version.size)
         if old is not None:
             old.version.retire()  # closes its files once the requests still on it have finished
 

@@ -108,10 +108,10 @@ def real_index(tmp_path_factory, embedder):
 
 @pytest.fixture(scope="session")
 def searcher(real_index, embedder):
-    from kb.store import open_current
+    from kb.index import open_backend
     from search.searcher import Searcher
 
-    return Searcher(open_current(real_index.index_dir, embedder.model_id), embedder, real_index)
+    return Searcher(open_backend(real_index.index_dir).open(model_id=embedder.model_id), embedder, real_index)
 
 
 def free_port() -> int:

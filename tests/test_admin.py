@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from indexer.build import build_index
-from kb import store
+from kb.index.faiss_sqlite import store
 from kb.settings import load_settings
 from search.app import create_app
 

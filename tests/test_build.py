@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from indexer.build import build_index
-from kb import store
+from kb.index.faiss_sqlite import store
 from kb.errors import ContentError
 from kb.settings import load_settings
 from tests.conftest import FIXTURES, stop_process, wait_until
@@ -83,12 +83,12 @@ def test_vectors_stay_aligned_with_passages_after_incremental_builds(content_cop
     rows = version.db().execute(
         "SELECT p.row, a.title, p.heading_path, p.text FROM passages p JOIN articles a ON a.id = p.article_id "
         "ORDER BY p.row").fetchall()
-    assert [r[0] for r in rows] == list(range(version.vectors.ntotal))
+    assert [r[0] for r in rows] == list(range(version.size))
     for row, title, headings, text in rows:
         import json
         from kb.articles import Passage
         expected = tiny_encoder.encode_passages([Passage("", "", title, tuple(json.loads(headings)), "", text).embed_text()])[0]
-        assert abs(float(version.vectors.reconstruct(row) @ expected) - 1.0) < 1e-5
+        assert abs(float(version.vectors([row])[0] @ expected) - 1.0) < 1e-5
 
 
 def test_changed_include_reparses_the_article(content_copy, tmp_path, tiny_encoder):
@@ -183,7 +183,7 @@ KILLED_BUILD = textwrap.dedent("""
     sys.path.insert(0, {repo!r})
     from tests.conftest import TinyEncoder
     from indexer.build import build_index
-    from kb import store
+    from kb.index.faiss_sqlite import store
     from kb.settings import load_settings
 
     ready = Path({ready!r})
@@ -261,9 +261,9 @@ def snapshot(settings, model_id) -> dict:
     version = store.open_current(settings.index_dir, model_id)
     db = version.db()
     pid = dict(db.execute("SELECT row, passage_id FROM passages"))
-    assert sorted(pid) == list(range(version.vectors.ntotal))  # rows dense, FAISS row i = passage row i
-    vectors = {pid[r]: version.vectors.reconstruct(r).round(5).tolist() for r in pid}
-    bm25 = {q: {pid[r]: round(s, 6) for r, s in search_lexical(db, q, 100).items()}
+    assert sorted(pid) == list(range(version.size))  # rows dense, FAISS row i = passage row i
+    vectors = {pid[r]: version.vectors([r])[0].round(5).tolist() for r in pid}
+    bm25 = {q: {pid[r]: round(s, 6) for r, s in search_lexical(version, q, 100).items()}
             for q in ("outlook password", "teams microphone", "sync onedrive", "kata sandi", "error", "tombol")}
     return {"articles": sorted(tuple(r) for r in db.execute("SELECT * FROM articles")),
             "passages": sorted(tuple(r)[1:] for r in db.execute("SELECT * FROM passages")),
@@ -285,7 +285,7 @@ def test_delta_builds_equal_a_full_build_of_the_same_content(content_copy, tmp_p
         step()
         report = build_index(settings, tiny_encoder, progress=False)
         assert report.build_id and report.passages == store.open_current(
-            settings.index_dir, tiny_encoder.model_id).vectors.ntotal
+            settings.index_dir, tiny_encoder.model_id).size
         delta = snapshot(settings, tiny_encoder.model_id)
         full_settings = settings_for(content_copy, tmp_path / "full")
         shutil.rmtree(full_settings.index_dir, ignore_errors=True)

@@ -148,11 +148,11 @@ def test_content_health_does_not_keep_the_index_version_it_checked(content_copy,
     import gc
     import weakref
 
-    from kb.store import open_current
+    from kb.index import open_backend
 
     settings = settings_for(content_copy, tmp_path)
     build_index(settings, tiny_encoder, progress=False)
-    version = open_current(settings.index_dir, tiny_encoder.model_id)
+    version = open_backend(settings.index_dir).open(model_id=tiny_encoder.model_id)
     health = ContentHealth(settings, workers=1)
     report, fresh = health.get(version, None, wait=30)
     assert fresh and report is not None

@@ -13,7 +13,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from indexer.build import build_index
-from kb import store
+from kb.index.faiss_sqlite import store
 from kb.settings import load_settings
 from search.app import create_app
 
@@ -31,7 +31,7 @@ CHILD = textwrap.dedent("""
     sys.path.insert(0, {repo!r})
     from tests.conftest import TinyEncoder
     from indexer import build, cache
-    from kb import delta, store
+    from kb.index.faiss_sqlite import delta, store
     from kb.settings import load_settings
 
     targets = {{os.path.realpath(m.__file__) for m in (build, cache, delta, store)}}

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kb import store
+from kb.index.faiss_sqlite import store
 
 from tests.conftest import FIXTURES, read_line, running_server, stop_process, wait_for_inotify_watches, wait_until
 
@@ -84,7 +84,7 @@ def test_malformed_json_over_http(deployment):
 # the switch: a build of 8 articles writes its version in a few milliseconds, faster than a watcher could react).
 PAUSED_INDEX = """
 import sys
-from kb import store
+from kb.index.faiss_sqlite import store
 
 def paused(index_dir, tmp, *args, **kwargs):
     print("writing", tmp, flush=True)

@@ -1,23 +1,30 @@
-"""Lexical arm: term extraction, safe MATCH expressions, BM25 and exact-code search on a real FTS5 table."""
-import sqlite3
-
+"""Lexical arm: term extraction, typed queries, BM25 and exact-code search on a real index version."""
+import numpy as np
 import pytest
 
-from search.lexical import (RARE_CODE_PASSAGES, code_weight, extract_terms, match_expression, phrase_expression,
-                            search_codes, search_lexical)
+from kb.index import ArticleRecord, PassageRecord, PhraseQuery, open_backend
+from kb.index.faiss_sqlite.fts import match_expression, phrase_expression
+from search.lexical import RARE_CODE_PASSAGES, code_query, code_weight, extract_terms, search_codes, search_lexical
+
+
+def version(index_dir, rows):
+    """An index version of one passage per (title, heading, body), key = position."""
+    backend = open_backend(index_dir)
+    articles = [ArticleRecord(f"a{i}", f"a{i}.md", title) for i, (title, _, _) in enumerate(rows)]
+    passages = [PassageRecord(f"a{i}#", f"a{i}", (heading,) if heading else (), "", body)
+                for i, (_, heading, body) in enumerate(rows)]
+    vectors = np.eye(4, dtype=np.float32)[np.arange(len(rows)) % 4]
+    backend.write(backend.new_name(), articles, passages, vectors, {"model": "test/tiny", "dim": 4})
+    return backend.open()
 
 
 @pytest.fixture
-def db():
-    conn = sqlite3.connect(":memory:")
-    conn.execute("CREATE VIRTUAL TABLE passages_fts USING fts5(title, headings, body, content='', "
-                 "tokenize='porter unicode61 remove_diacritics 2')")
-    rows = [(0, "Outlook password prompt", "Resolution", "Outlook keeps prompting for a password after the update."),
-            (1, "Error 0x8004010F", "Symptoms", "Send/receive fails with error 0x8004010F in Outlook."),
-            (2, "NDR 5.7.124", "Cause", "Delivery failed with 550 5.7.124 because the sender is not allowed."),
-            (3, "Teams camera", "Solusi", "Kamera Teams tidak berfungsi setelah pembaruan driver.")]
-    conn.executemany("INSERT INTO passages_fts(rowid, title, headings, body) VALUES (?,?,?,?)", rows)
-    return conn
+def db(tmp_path):
+    return version(tmp_path, [
+        ("Outlook password prompt", "Resolution", "Outlook keeps prompting for a password after the update."),
+        ("Error 0x8004010F", "Symptoms", "Send/receive fails with error 0x8004010F in Outlook."),
+        ("NDR 5.7.124", "Cause", "Delivery failed with 550 5.7.124 because the sender is not allowed."),
+        ("Teams camera", "Solusi", "Kamera Teams tidak berfungsi setelah pembaruan driver.")])
 
 
 def test_terms_drop_stop_words_in_both_languages():
@@ -48,20 +55,20 @@ def test_exact_codes_match_as_phrases(db):
     assert search_codes(db, ["5.7.124"]) == {2: 1}
     assert search_codes(db, ["0x8004010F"]) == {1: 1}
     assert search_codes(db, ["5.7.1"]) == {}
-    assert phrase_expression("5.7.124") == '"5 7 124"'
+    assert code_query("5.7.124") == PhraseQuery((("5", "7", "124"),))
+    assert phrase_expression(code_query("5.7.124")) == '"5 7 124"'
 
 
 def test_error_numbers_match_with_or_without_the_word_code(tmp_path):
-    conn = sqlite3.connect(tmp_path / "c.sqlite")
-    conn.execute("CREATE VIRTUAL TABLE passages_fts USING fts5(title, heading, text)")
-    conn.executemany("INSERT INTO passages_fts (rowid, title, heading, text) VALUES (?, ?, ?, ?)", [
-        (1, "Install fails", "", "Setup stops with error code 30088-4 and rolls back."),
-        (2, "Sign-in", "", "You receive error 30088-4 when you sign in."),
-        (3, "Other", "", "Error handling in code 30088 of the sample."),
-        (4, "Other", "", "The 30088-4 value is unrelated to any error in this sentence at all."),
+    conn = version(tmp_path, [
+        ("Install fails", "", "Setup stops with error code 30088-4 and rolls back."),
+        ("Sign-in", "", "You receive error 30088-4 when you sign in."),
+        ("Other", "", "Error handling in code 30088 of the sample."),
+        ("Other", "", "The 30088-4 value is unrelated to any error in this sentence at all."),
     ])
-    assert search_codes(conn, ["error 30088-4"]) == {1: 1, 2: 1}
-    assert search_codes(conn, ["error 30088"]) == {1: 1, 2: 1}  # not row 3: three words between "error" and 30088
+    assert phrase_expression(code_query("error 30088")) == 'NEAR("error" "30088", 2)'
+    assert search_codes(conn, ["error 30088-4"]) == {0: 1, 1: 1}
+    assert search_codes(conn, ["error 30088"]) == {0: 1, 1: 1}  # not key 2: three words between "error" and 30088
 
 
 def test_common_codes_weigh_less_than_rare_ones():

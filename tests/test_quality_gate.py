@@ -41,14 +41,14 @@ def gate_set() -> tuple[list[dict], dict[str, dict[str, int]]]:
 def starter(tmp_path_factory, embedder):
     from indexer.build import build_index
     from kb.settings import load_settings
-    from kb.store import open_current
+    from kb.index import open_backend
     from search.searcher import Searcher
 
     root = tmp_path_factory.mktemp("gate")
     settings = load_settings({}, content_dir=CONTENT, index_dir=root / "index", feedback_db=root / "f.sqlite",
                              usage_db=root / "u.sqlite", analytics_db=root / "a.sqlite")
     build_index(settings, embedder, progress=False)
-    return Searcher(open_current(settings.index_dir, embedder.model_id), embedder, settings)
+    return Searcher(open_backend(settings.index_dir).open(model_id=embedder.model_id), embedder, settings)
 
 
 def service_ranking(searcher, item: dict) -> list[str]:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from kb.errors import ArticleNotFound, BadRequest
+from kb.index import ArticleRecord, PassageRecord, open_backend
 from search.related import article_vectors, related_articles
 
 
@@ -49,21 +50,26 @@ def test_unknown_or_invalid_ids_raise(searcher, article_id, error):
         related_articles(searcher, article_id)
 
 
-class FakeSearcher:
-    """The attributes related_articles reads, over hand-made 3-d vectors."""
+class SmallSearcher:
+    """The attributes related_articles reads, over a real index version of hand-made 3-d vectors."""
 
-    def __init__(self, rows: list[tuple[str, list[float]]], extra_articles: tuple[str, ...] = ()):
+    def __init__(self, index_dir, rows: list[tuple[str, list[float]]], extra_articles: tuple[str, ...] = ()):
         vectors = np.array([v for _, v in rows], dtype=np.float32)
-        self.matrix = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-        self.row_article = [a for a, _ in rows]
-        self.articles = {a: {"title": a.upper(), "summary": f"about {a}"} for a in [*self.row_article, *extra_articles]}
+        ids = list(dict.fromkeys([*(a for a, _ in rows), *extra_articles]))
+        backend = open_backend(index_dir)
+        backend.write(backend.new_name(), [ArticleRecord(a, f"{a}.md", a.upper(), summary=f"about {a}") for a in ids],
+                      [PassageRecord(f"{a}#{i}", a, (), "", f"text {i}") for i, (a, _) in enumerate(rows)],
+                      vectors / np.linalg.norm(vectors, axis=1, keepdims=True), {"model": "test/3d", "dim": 3})
+        self.version = backend.open()
+        self.row_article = self.version.passage_articles()
+        self.articles = {a.id: {"title": a.title, "summary": a.summary} for a in self.version.articles()}
 
     def url(self, article_id: str) -> str:
         return f"/articles/{article_id}"
 
 
-def test_max_passage_ranks_a_long_article_with_one_matching_section():
-    fake = FakeSearcher([
+def test_max_passage_ranks_a_long_article_with_one_matching_section(tmp_path):
+    fake = SmallSearcher(tmp_path, [
         ("me", [1, 0, 0]), ("me", [1, 0.2, 0]),
         ("long", [0, 0, 1]), ("long", [0, 1, 0]), ("long", [0.98, 0.1, 0]),  # one section on this topic
         ("near", [0.8, 0.6, 0]),
@@ -77,5 +83,5 @@ def test_max_passage_ranks_a_long_article_with_one_matching_section():
     assert related_articles(fake, "no-passages") == []  # indexed metadata but no vector: nothing to compare
 
 
-def test_single_article_index_has_no_related():
-    assert related_articles(FakeSearcher([("only", [1, 0, 0])]), "only") == []
+def test_single_article_index_has_no_related(tmp_path):
+    assert related_articles(SmallSearcher(tmp_path, [("only", [1, 0, 0])]), "only") == []

@@ -189,7 +189,7 @@ def test_assess_rules_for_queries_of_only_codes(searcher):
     from search.lexical import search_codes
     from search.searcher import Query
 
-    rows = set(search_codes(searcher.version.db(), ["0x8004010F"]))
+    rows = set(search_codes(searcher.version, ["0x8004010F"]))
     row, other = min(rows), min(set(range(len(searcher.row_article))) - rows)
     low = {1: 0.21, 2: 0.2, 3: 0.2, 4: 0.19, 5: 0.19, 6: 0.18}  # hex strings: cosines say nothing
     code = Query(dense="0x8004010F", lexical="0x8004010F", codes=("0x8004010F",))

@@ -25,7 +25,7 @@ def test_pairs_above_threshold_each_once_most_similar_first(monkeypatch, block_r
 def test_article_vectors_are_normalised_means_of_their_passages(tmp_path, tiny_encoder):
     from indexer.build import build_index
     from kb.settings import load_settings
-    from kb.store import open_current
+    from kb.index import open_backend
 
     content = tmp_path / "content"
     content.mkdir()
@@ -33,7 +33,7 @@ def test_article_vectors_are_normalised_means_of_their_passages(tmp_path, tiny_e
         (content / f"{name}.md").write_text(f"---\ntitle: Same\n---\n{text}\n", encoding="utf-8")
     settings = load_settings({}, content_dir=content, index_dir=tmp_path / "index")
     build_index(settings, tiny_encoder, progress=False)
-    version = open_current(settings.index_dir, tiny_encoder.model_id)
+    version = open_backend(settings.index_dir).open(model_id=tiny_encoder.model_id)
     ids, matrix = article_vectors(version)
     assert ids == ["a", "b", "c"] and np.allclose(np.linalg.norm(matrix, axis=1), 1.0)
     assert article_vectors(version, ["c", "zzz"])[0] == ["c"]

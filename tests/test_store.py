@@ -5,20 +5,20 @@ import os
 import numpy as np
 import pytest
 
-from kb import delta, integrity, store
+from kb import integrity
+from kb.index.faiss_sqlite import delta, store
 from kb.errors import Conflict, IndexDamaged, IndexMismatch, IndexNotFound
+from kb.index import ArticleRecord, PassageRecord
 
 MODEL = "test/tiny"
 
 
 def write(index_dir, n=3, dim=4, model=MODEL):
     build_id = store.new_build_id()
-    articles = [(f"a{i}", f"a{i}.md", f"Title {i}", "", "", "[]", "en", "public", "published", "", "", "body",
-                 "[]", "{}", "h") for i in range(n)]
-    passages = [(i, f"a{i}#", f"a{i}", "[]", "", f"text {i}", "t") for i in range(n)]
-    fts = [(i, f"Title {i}", "", f"text {i}") for i in range(n)]
+    articles = [ArticleRecord(f"a{i}", f"a{i}.md", f"Title {i}", body="body", source_hash="h") for i in range(n)]
+    passages = [PassageRecord(f"a{i}#", f"a{i}", (), "", f"text {i}", "t") for i in range(n)]
     vectors = np.eye(dim, dtype=np.float32)[np.arange(n) % dim]  # unit length, as the model writes them
-    store.write_version(index_dir, build_id, articles, passages, fts, vectors, {"model": model, "dim": dim})
+    store.write_version(index_dir, build_id, articles, passages, vectors, {"model": model, "dim": dim})
     return build_id
 
 
@@ -33,7 +33,7 @@ def test_write_then_open(tmp_path):
     build_id = write(tmp_path)
     assert store.current_id(tmp_path) == build_id
     version = store.open_current(tmp_path, MODEL)
-    assert version.vectors.ntotal == 3 and version.sealed
+    assert version.size == 3 and version.sealed
     assert version.manifest["counts"] == {"articles": 3, "passages": 3}
     files = version.manifest["files"]
     assert set(files) == {store.VECTORS, store.META}
@@ -87,7 +87,7 @@ def test_a_version_copied_under_another_id_is_damage(tmp_path):
 
 def test_mismatched_rows_and_vectors_are_not_written(tmp_path):
     with pytest.raises(ValueError):
-        store.write_version(tmp_path, "x", [], [(0, "p", "a", "[]", "", "t", "h")], [], np.zeros((2, 4), np.float32),
+        store.write_version(tmp_path, "x", [], [PassageRecord("p", "a", (), "", "t", "h")], np.zeros((2, 4), np.float32),
                             {"model": MODEL, "dim": 4})
     assert store.current_id(tmp_path) is None
 
@@ -147,10 +147,10 @@ def test_one_flipped_byte_fails_the_checksum(tmp_path, name):
 
 def test_vectors_not_of_unit_length_are_never_published(tmp_path):
     good = write(tmp_path)
-    articles = [("a0", "a0.md", "T", "", "", "[]", "en", "public", "published", "", "", "b", "[]", "{}", "h")]
+    articles = [ArticleRecord("a0", "a0.md", "T", body="b", source_hash="h")]
     with pytest.raises(IndexDamaged, match="1 of 1 vectors are not unit length"):
-        store.write_version(tmp_path, store.new_build_id(), articles, [(0, "a0#", "a0", "[]", "", "t", "h")],
-                            [(0, "T", "", "t")], np.full((1, 4), 3.0, np.float32), {"model": MODEL, "dim": 4})
+        store.write_version(tmp_path, store.new_build_id(), articles, [PassageRecord("a0#", "a0", (), "", "t", "h")],
+                            np.full((1, 4), 3.0, np.float32), {"model": MODEL, "dim": 4})
     assert store.current_id(tmp_path) == good
 
 

@@ -1,16 +1,19 @@
-"""Delta versions: the previous version's files copied and patched, so a small edit costs a small build."""
+"""Delta versions of the FAISS + SQLite backend: the previous version's files copied and patched, so a small edit
+costs a small build."""
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import faiss
 import numpy as np
 
-from kb.store import (ARTICLE_COLUMNS, META, PASSAGE_COLUMNS, TMP_PREFIX, VECTORS, IndexVersion, count_terms,
-                      fsync_path, publish, scratch_connection)
+from kb.index.faiss_sqlite.fts import count_terms
+from kb.index.faiss_sqlite.store import (ARTICLE_COLUMNS, META, PASSAGE_COLUMNS, TMP_PREFIX, VECTORS, IndexVersion,
+                                         article_row, fsync_path, fts_row, passage_row, publish, scratch_connection)
+from kb.index.records import ArticleRecord, PassageRecord
 
 
 def _chunks(items: list, size: int = 500) -> Iterator[list]:
@@ -31,9 +34,10 @@ def plan_rows(n_old: int, removed: list[int], n_added: int) -> tuple[list[int], 
 
 
 def write_delta_version(index_dir: Path, build_id: str, previous: IndexVersion, remove: set[str],
-                        articles: list[tuple], passages: list[tuple], vectors: np.ndarray, manifest: dict) -> Path:
-    """Write a version as `previous` minus the articles `remove`, plus `articles` / `passages` (row None) /
-    `vectors`: its SQLite file is copied and patched, so the cost follows the change, not the corpus.
+                        articles: Sequence[ArticleRecord], passages: Sequence[PassageRecord], vectors: np.ndarray,
+                        manifest: dict) -> Path:
+    """Write a version as `previous` minus the articles `remove`, plus `articles` / `passages` / `vectors`: its
+    SQLite file is copied and patched, so the cost follows the change, not the corpus.
 
     Rows stay dense (tail rows move into holes) so that FAISS row i is still passage row i. Same atomic
     publishing as `write_version`.
@@ -50,7 +54,7 @@ def write_delta_version(index_dir: Path, build_id: str, previous: IndexVersion, 
             removed += conn.execute(
                 f"SELECT p.row, a.title, p.heading_path, p.text FROM passages p JOIN articles a ON a.id = p.article_id "
                 f"WHERE p.article_id IN ({','.join('?' * len(ids))})", ids).fetchall()
-        n_old = previous.vectors.ntotal
+        n_old = previous.size
         added, moves, n_new = plan_rows(n_old, [r[0] for r in removed], len(passages))
         moved = []
         for pairs in _chunks(moves):
@@ -68,11 +72,12 @@ def write_delta_version(index_dir: Path, build_id: str, previous: IndexVersion, 
         conn.executemany("UPDATE passages SET row = ? WHERE row = ?", [(dst, fts[0]) for fts, dst in moved_fts])
         conn.executemany(insert_fts, [(dst, *fts[1:]) for fts, dst in moved_fts])
         conn.executemany("DELETE FROM articles WHERE id = ?", [(a,) for a in sorted(remove)])
-        conn.executemany(f"INSERT INTO articles VALUES ({','.join('?' * len(ARTICLE_COLUMNS))})", articles)
-        new_passages = [(row, *p[1:]) for row, p in zip(added, passages)]
-        conn.executemany(f"INSERT INTO passages VALUES ({','.join('?' * len(PASSAGE_COLUMNS))})", new_passages)
-        titles = {a[0]: a[2] for a in articles}
-        new_fts = [(p[0], titles[p[2]], " ".join(json.loads(p[3])), p[5]) for p in new_passages]
+        conn.executemany(f"INSERT INTO articles VALUES ({','.join('?' * len(ARTICLE_COLUMNS))})",
+                         [article_row(a) for a in articles])
+        conn.executemany(f"INSERT INTO passages VALUES ({','.join('?' * len(PASSAGE_COLUMNS))})",
+                         [passage_row(row, p) for row, p in zip(added, passages)])
+        titles = {a.id: a.title for a in articles}
+        new_fts = [fts_row(row, titles[p.article_id], p) for row, p in zip(added, passages)]
         conn.executemany(insert_fts, new_fts)
         conn.executemany("UPDATE term_df SET df = df - ? WHERE term = ?",
                          [(n, term) for term, n in count_terms(old_fts).items()])
@@ -83,15 +88,15 @@ def write_delta_version(index_dir: Path, build_id: str, previous: IndexVersion, 
         conn.commit()
     finally:
         conn.close()
-    old = previous.vectors.reconstruct_n(0, n_old) if n_old else np.zeros((0, previous.vectors.d), np.float32)
-    matrix = np.empty((n_new, previous.vectors.d), dtype=np.float32)
+    old = previous.vectors()
+    matrix = np.empty((n_new, previous.dim), dtype=np.float32)
     keep = min(n_old, n_new)
     matrix[:keep] = old[:keep]
     for (fts, dst) in moved_fts:
         matrix[dst] = old[fts[0]]
     if len(passages):
         matrix[added] = vectors
-    index = faiss.IndexFlatIP(previous.vectors.d)
+    index = faiss.IndexFlatIP(previous.dim)
     if n_new:
         index.add(matrix)
     faiss.write_index(index, str(tmp / VECTORS))

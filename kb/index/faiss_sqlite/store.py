@@ -1,5 +1,5 @@
-"""Index versions on disk: write one atomically (temp folder, sealed manifest last, CURRENT switch), open and check
-one, release its files when it is replaced."""
+"""FAISS + SQLite index versions on disk: write one atomically (temp folder, sealed manifest last, CURRENT switch),
+open and check one, lease it while in use, prune old ones."""
 from __future__ import annotations
 
 import contextlib
@@ -12,14 +12,16 @@ import shutil
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import faiss
 import numpy as np
 
 from kb import integrity
 from kb.errors import Conflict, IndexDamaged, IndexMismatch, IndexNotFound
-from kb.version import META, IndexVersion
+from kb.index.faiss_sqlite.fts import count_terms
+from kb.index.faiss_sqlite.version import META, IndexVersion
+from kb.index.records import ArticleRecord, PassageRecord
 
 FORMAT_VERSION = 2  # 2: term_df table
 CURRENT = "CURRENT"
@@ -28,7 +30,7 @@ VECTORS = "vectors.faiss"
 TMP_PREFIX = ".tmp-"
 CHECKED_FILES = (VECTORS, META)  # sealed by size and sha256 in the manifest
 VERSION_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,99}")
-WORD = re.compile(r"\w+", re.UNICODE)
+FAISS_INDEX = "IndexFlatIP"  # exact inner product over unit vectors: cosine
 
 SCHEMA = """
 CREATE TABLE articles (
@@ -52,6 +54,24 @@ CREATE VIRTUAL TABLE passages_fts USING fts5(
 ARTICLE_COLUMNS = ("id", "path", "title", "summary", "product", "tags", "language", "audience",
                    "status", "owner", "reviewed", "body", "includes", "extra", "source_hash")
 PASSAGE_COLUMNS = ("row", "passage_id", "article_id", "heading_path", "anchor", "text", "text_hash")
+
+
+def article_row(a: ArticleRecord) -> tuple:
+    """An article record as a row of `articles` (ARTICLE_COLUMNS order)."""
+    return (a.id, a.path, a.title, a.summary, a.product, json.dumps(list(a.tags), ensure_ascii=False), a.language,
+            a.audience, a.status, a.owner, a.reviewed, a.body or "", json.dumps(list(a.includes)),
+            json.dumps(a.extra, ensure_ascii=False, default=str), a.source_hash)
+
+
+def passage_row(key: int, p: PassageRecord) -> tuple:
+    """A passage record as a row of `passages` (PASSAGE_COLUMNS order); `key` is its FAISS row."""
+    return (key, p.passage_id, p.article_id, json.dumps(list(p.heading_path), ensure_ascii=False), p.anchor, p.text,
+            p.text_hash)
+
+
+def fts_row(key: int, title: str, p: PassageRecord) -> tuple:
+    """(rowid, title, headings, body) of the passage's FTS5 row."""
+    return key, title, " ".join(p.heading_path), p.text
 
 
 def new_build_id() -> str:
@@ -99,15 +119,6 @@ def build_lock(index_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def count_terms(fts_rows: list[tuple]) -> dict[str, int]:
-    """Passages containing each lower-case word (as the lexical arm splits words), for pruning common terms."""
-    counts: dict[str, int] = {}
-    for _, title, headings, body in fts_rows:
-        for word in set(WORD.findall(f"{title} {headings} {body}".lower())):
-            counts[word] = counts.get(word, 0) + 1
-    return counts
-
-
 def fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -125,16 +136,19 @@ def scratch_connection(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def write_version(index_dir: Path, build_id: str, articles: list[tuple], passages: list[tuple],
-                  fts_rows: list[tuple], vectors: np.ndarray, manifest: dict) -> Path:
+def write_version(index_dir: Path, build_id: str, articles: Sequence[ArticleRecord],
+                  passages: Sequence[PassageRecord], vectors: np.ndarray, manifest: dict) -> Path:
     """Write a complete version into a temp folder, rename it into place, then switch CURRENT to it.
 
-    `articles` and `passages` are rows in ARTICLE_COLUMNS / PASSAGE_COLUMNS order; passage row i owns
-    vectors[i]; `fts_rows` are (row, title, headings, body). Killed at any point, the previous version
-    stays in service: CURRENT only ever names a folder whose manifest was written last.
+    Passage i gets key (FAISS row) i and owns vectors[i]. Killed at any point, the previous version stays in
+    service: CURRENT only ever names a folder whose manifest was written last.
     """
     if len(passages) != len(vectors):
         raise ValueError(f"{len(passages)} passages but {len(vectors)} vectors")
+    titles = {a.id: a.title for a in articles}
+    fts_rows = [fts_row(i, titles[p.article_id], p) for i, p in enumerate(passages)]
+    articles = [article_row(a) for a in articles]
+    passages = [passage_row(i, p) for i, p in enumerate(passages)]
     tmp = index_dir / f"{TMP_PREFIX}{build_id}"
     tmp.mkdir(parents=True)
     index = faiss.IndexFlatIP(int(manifest["dim"]))
@@ -159,7 +173,7 @@ def write_version(index_dir: Path, build_id: str, articles: list[tuple], passage
 def publish(index_dir: Path, tmp: Path, build_id: str, manifest: dict, counts: dict) -> Path:
     """Manifest last, fsync, check the version opens, rename the folder into place, switch CURRENT."""
     full_manifest = integrity.seal({
-        **manifest, "format_version": FORMAT_VERSION, "build_id": build_id,
+        **manifest, "faiss_index": FAISS_INDEX, "format_version": FORMAT_VERSION, "build_id": build_id,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "counts": counts,
         integrity.FILES: integrity.file_checksums(tmp, CHECKED_FILES)})
     (tmp / MANIFEST).write_text(json.dumps(full_manifest, indent=2, sort_keys=True), encoding="utf-8")
@@ -233,17 +247,17 @@ def read_manifest(version_dir: Path) -> dict:
     return json.loads((version_dir / MANIFEST).read_text(encoding="utf-8"))
 
 
-def check_manifest(manifest: dict, model_id: str, where: Path) -> None:
-    """Refuse a version of another format or built with another model."""
+def check_manifest(manifest: dict, model_id: str | None, where: Path) -> None:
+    """Refuse a version of another format or built with another model (`model_id` None: any model)."""
     if manifest.get("format_version") != FORMAT_VERSION:
         raise IndexMismatch(f"index {where} has format version {manifest.get('format_version')}, this build "
                             f"reads {FORMAT_VERSION}: rebuild it with `kb index --full`")
-    if manifest.get("model") != model_id:
+    if model_id is not None and manifest.get("model") != model_id:
         raise IndexMismatch(f"index {where} was built with model {manifest.get('model')!r}, the service uses "
                             f"{model_id!r}: rebuild it with `kb index --full`")
 
 
-def load_manifest(version_dir: Path, model_id: str, folder_id: str) -> tuple[dict, bool]:
+def load_manifest(version_dir: Path, model_id: str | None, folder_id: str) -> tuple[dict, bool]:
     """The manifest, checked against its own checksum, the folder, the format and the model; (manifest, sealed)."""
     try:
         manifest = read_manifest(version_dir)
@@ -260,7 +274,7 @@ def load_manifest(version_dir: Path, model_id: str, folder_id: str) -> tuple[dic
     return manifest, sealed
 
 
-def open_version(version_dir: Path, model_id: str, *, check_files: bool = True,
+def open_version(version_dir: Path, model_id: str | None, *, check_files: bool = True,
                  folder_id: str | None = None) -> IndexVersion:
     """Open and check one version folder: sealed manifest, files against their checksums (`check_files`), FAISS
     and SQLite readable and agreeing with the counts, vectors of unit length. IndexMismatch for another model or
@@ -282,7 +296,7 @@ def open_version(version_dir: Path, model_id: str, *, check_files: bool = True,
         raise integrity.damaged(version_dir, f"{vectors.ntotal} vectors of dim {vectors.d} in vectors.faiss, the "
                                              f"manifest says {expected[0]} of dim {expected[1]}")
     integrity.check_unit_length(vectors, version_dir)
-    version = IndexVersion(path=version_dir, manifest=manifest, vectors=vectors, sealed=sealed,
+    version = IndexVersion(path=version_dir, manifest=manifest, index=vectors, sealed=sealed,
                            _lease=take_lease(version_dir))
     try:
         if not sealed:
@@ -297,15 +311,6 @@ def open_version(version_dir: Path, model_id: str, *, check_files: bool = True,
         version.close()
         raise
     return version
-
-
-def verify_files(version: IndexVersion) -> bool:
-    """Read the files of an open version again against their checksums (a service does it now and then);
-    False for a version without checksums, IndexDamaged when one fails."""
-    if not version.sealed:
-        return False
-    integrity.verify_files(version.path, version.manifest[integrity.FILES])
-    return True
 
 
 def verify_version(version_dir: Path, model_id: str, build_id: str) -> None:
