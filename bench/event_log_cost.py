@@ -34,10 +34,10 @@ def ensure_index(index_dir: Path | None, content: Path) -> Path:
     from indexer.build import build_index
     from kb.embedder import Embedder
     from kb.settings import load_settings
-    from kb.store import current_id
+    from kb.index import open_backend
 
     target = Path(tempfile.gettempdir()) / "kb-bench-event-log" / "index"
-    if current_id(target) is None:
+    if open_backend(target).current() is None:
         print(f"building an index of {content} into {target} (once) ...", flush=True)
         build_index(load_settings({}, content_dir=content, index_dir=target), Embedder(), progress=False)
     return target
@@ -54,7 +54,7 @@ def in_process(index_dir: Path, rounds: int, workdir: Path) -> dict:
     from kb.events import EventLog
     from kb.recent_vectors import RecentVectors
     from kb.settings import load_settings
-    from kb.store import open_current
+    from kb.index import open_backend
     from search.routes.events import answered
     from search.searcher import Searcher
 
@@ -62,7 +62,7 @@ def in_process(index_dir: Path, rounds: int, workdir: Path) -> dict:
                              feedback_db=workdir / "feedback.sqlite")
     encoder = RecentVectors(Embedder(query_engine="onnx", cache_dir=settings.model_cache_dir))  # as the service
     encoder.load()
-    searcher = Searcher(open_current(index_dir, encoder.model_id), encoder, settings)
+    searcher = Searcher(open_backend(index_dir).open(model_id=encoder.model_id), encoder, settings)
     events = EventLog(settings, encoder)
     events.start()
     request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(kb=SimpleNamespace(events=events,

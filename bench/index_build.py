@@ -9,7 +9,6 @@ import os
 import pstats
 import resource
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -23,14 +22,13 @@ if str(REPO_ROOT) not in sys.path:
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
 from indexer.build import build_index  # noqa: E402
 from indexer.cache import hash_text  # noqa: E402
 from indexer.parse import discover  # noqa: E402
-from kb import store  # noqa: E402
 from kb.embedder import Embedder  # noqa: E402
+from kb.index import open_backend  # noqa: E402
 from kb.settings import load_settings  # noqa: E402
 
 DEFAULT_CONTENT = REPO_ROOT.parent / "shared" / "datasets" / "md-office-support-kb" / "articles"
@@ -87,17 +85,14 @@ def copy_subset(content: Path, limit: int, dest: Path) -> int:
     return len(articles)
 
 
-def read_embed_texts(version_dir: Path) -> tuple[list[str], int]:
-    """Embed texts of all passages in FAISS row order, rebuilt like Passage.embed_text(); plus hash mismatches."""
-    conn = sqlite3.connect(f"file:{version_dir / store.META}?mode=ro", uri=True)
-    try:
-        rows = conn.execute("SELECT a.title, p.heading_path, p.text, p.text_hash FROM passages p "
-                            "JOIN articles a ON a.id = p.article_id ORDER BY p.row").fetchall()
-    finally:
-        conn.close()
+def read_embed_texts(version) -> tuple[list[str], int]:
+    """Embed texts of all passages in key order, rebuilt like Passage.embed_text(); plus hash mismatches."""
+    titles = {a.id: a.title for a in version.articles()}
+    found = version.passages(range(version.size))
     texts, mismatches = [], 0
-    for title, heading_json, text, text_hash in rows:
-        context = " > ".join((title, *json.loads(heading_json)))
+    for title, headings, text, text_hash in ((titles[p.article_id], p.heading_path, p.text, p.text_hash)
+                                             for p in (found[k] for k in range(version.size))):
+        context = " > ".join((title, *headings))
         embed_text = f"{context}\n{text}"
         mismatches += hash_text(embed_text) != text_hash
         texts.append(embed_text)
@@ -208,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         # ---- 2. raw encode of the same texts -----------------------------------------------
         raw: dict = {}
         if not args.skip_raw:
-            version_dir = index_dir / store.current_id(index_dir)
-            texts, mismatches = read_embed_texts(version_dir)
+            version = open_backend(index_dir).open(check=False)
+            texts, mismatches = read_embed_texts(version)
             model = embedder.load()  # already loaded by the build
             runs = []
             for _ in range(max(1, args.raw_repeat)):
@@ -218,8 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                                        show_progress_bar=False)
                 runs.append((time.perf_counter() - started, time.process_time() - cpu))
             raw_s, raw_cpu_s = min(runs)
-            index = faiss.read_index(str(version_dir / store.VECTORS))
-            stored = index.reconstruct_n(0, index.ntotal)
+            stored = version.vectors()
             max_diff = float(np.max(np.abs(stored - np.asarray(vectors, dtype=np.float32)))) if len(texts) else 0.0
             raw_rate = rate(len(texts), raw_s)
             pipeline_rate = rate(report.passages, build_s)

@@ -8,7 +8,6 @@ import os
 import random
 import signal
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -23,7 +22,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench.suggest_latency import TICKETS  # noqa: E402
-from kb import store  # noqa: E402
+from kb.index import open_backend  # noqa: E402
 
 SEARCHABLE_TARGET_S = 2.0
 QUERIES = ["outlook password prompt", "teams camera black screen", "onedrive sync stuck", "mailbox full",
@@ -68,9 +67,8 @@ def wait_healthy(base: str, proc: subprocess.Popen, log_path: Path) -> dict:
 
 
 def published_articles(index_dir: Path) -> list[tuple[str, str]]:
-    version = index_dir / store.current_id(index_dir) / store.META
-    with sqlite3.connect(f"file:{version}?mode=ro", uri=True) as conn:
-        return sorted(conn.execute("SELECT id, path FROM articles WHERE status != 'draft'").fetchall())
+    with open_backend(index_dir).open(check=False) as version:
+        return sorted((a.id, a.path) for a in version.articles() if a.status != "draft")
 
 
 def edit(content: Path, rel: str, token: str, originals: dict[str, bytes]) -> float:

@@ -11,16 +11,16 @@ Usage: python eval/studies/domain_adaptation.py INDEX_DIR OUT_MODEL_DIR [--max-p
 from __future__ import annotations
 
 import argparse
-import json
 import random
+import tempfile
 import time
 from pathlib import Path
 
-import faiss
 import numpy as np
 from study import open_searcher, read_ticket_set
 
-from search.lexical import extract_terms, match_expression
+from kb.index import TermQuery, open_backend
+from search.lexical import extract_terms
 from search.ticket_evaluation import article_metrics, ticket_query
 
 parser = argparse.ArgumentParser()
@@ -33,16 +33,22 @@ parser.add_argument("--max-seq", type=int, default=128)
 parser.add_argument("--evaluate", nargs="*")
 args = parser.parse_args()
 S = open_searcher(args.index_dir)
-db = S.version.db()
+
+
+def keyed_passages() -> list:
+    """Every passage of the index version, in key order."""
+    found = S.version.passages(range(S.version.size))
+    return [found[k] for k in range(S.version.size)]
 
 
 def training_pairs() -> list[tuple[str, str, str]]:
-    rows = db.execute("SELECT p.row, p.article_id, p.heading_path, p.text, a.title, a.summary FROM passages p "
-                      "JOIN articles a ON a.id = p.article_id ORDER BY p.row").fetchall()
+    articles = {a.id: a for a in S.version.articles()}
     first: dict[str, int] = {}
     out = []
-    for row, article_id, heading_path, text, title, summary in rows:
-        path = [h for h in json.loads(heading_path) if h and h != title]
+    for row, p in enumerate(keyed_passages()):
+        article_id, text, title, summary = p.article_id, p.text, articles[p.article_id].title, \
+            articles[p.article_id].summary
+        path = [h for h in p.heading_path if h and h != title]
         anchor = " > ".join([title, *path[-1:]])
         out.append((anchor, text, article_id))
         if article_id not in first:
@@ -56,10 +62,9 @@ def training_pairs() -> list[tuple[str, str, str]]:
         terms = extract_terms(anchor)
         negative = None
         if terms:
-            for (row,) in db.execute("SELECT rowid FROM passages_fts WHERE passages_fts MATCH ? ORDER BY "
-                                     "bm25(passages_fts) LIMIT 5", (match_expression(terms),)):
+            for row in S.version.lexical_search(TermQuery(tuple(terms), (1.0, 1.0, 1.0)), 5):
                 if S.row_article[row] != article_id:
-                    negative = db.execute("SELECT text FROM passages WHERE row = ?", (row,)).fetchone()[0]
+                    negative = S.version.passages([row])[row].text
                     break
         if negative:
             triples.append((anchor, text, negative))
@@ -111,25 +116,22 @@ def evaluate(sets: list[str]) -> None:
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(args.out, device="cpu")
-    texts = [t for (t,) in db.execute("SELECT text FROM passages ORDER BY row")]
+    passages = keyed_passages()
     started = time.perf_counter()
-    matrix = model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
-    print(f"re-embedded {len(texts)} passages in {time.perf_counter() - started:.1f} s")
-    index = faiss.IndexFlatIP(matrix.shape[1])
-    index.add(matrix)
-    base = {"matrix": S.matrix, "encode": S.encoder.encode_queries}
-    tuned = {"matrix": matrix,
+    matrix = model.encode([p.text for p in passages], batch_size=64, normalize_embeddings=True,
+                          convert_to_numpy=True).astype(np.float32)
+    print(f"re-embedded {len(passages)} passages in {time.perf_counter() - started:.1f} s")
+    # The same articles and passages (so the same keys) with the adapted vectors: a version of their own.
+    backend = open_backend(Path(tempfile.mkdtemp(prefix="adapted-index-")))
+    backend.write(backend.new_name(), S.version.articles(body=True), passages, matrix,
+                  {"model": f"{S.encoder.model_id} adapted", "dim": matrix.shape[1]})
+    base = {"version": S.version, "encode": S.encoder.encode_queries}
+    tuned = {"version": backend.open(),
              "encode": lambda qs: model.encode(list(qs), normalize_embeddings=True, convert_to_numpy=True)}
-    original_search = S.dense_search
 
     def use(arm):
-        S.matrix = arm["matrix"]
+        S.version = arm["version"]
         S.encoder.encode_queries = arm["encode"]
-        if arm is tuned:
-            S.dense_search = lambda v, limit, allowed: dict(
-                (int(r), float(s)) for s, r in zip(*[x[0] for x in index.search(v.reshape(1, -1), limit)]) if r >= 0)
-        else:
-            S.dense_search = original_search
 
     for folder in sets:
         qrels, queries = read_ticket_set(folder)

@@ -11,8 +11,8 @@ from search.fusion import fuse_scores, FusionWeights, normalise_minmax, rank
 TR=os.environ.get('TR','1')=='1'
 S_m=open_searcher(sys.argv[2])
 S_e=open_searcher(sys.argv[3],'multilingual-e5-small')
-pid_e={r[0]:r[1] for r in S_e.version.db().execute('select passage_id,row from passages')}
-row_m2e={r[1]:pid_e[r[0]] for r in S_m.version.db().execute('select passage_id,row from passages')}
+pid_e={p.passage_id:k for k,p in S_e.version.passages(range(S_e.version.size)).items()}
+row_m2e={k:pid_e[p.passage_id] for k,p in S_m.version.passages(range(S_m.version.size)).items()}
 row_e2m={v:k for k,v in row_m2e.items()}
 qrels,queries=read_ticket_set(sys.argv[1])
 items=[q for q in queries if q['id'] in qrels]
@@ -45,8 +45,8 @@ for it in items:
             rl=list(rows)
             ve=S_e.encoder.encode_queries([qboth.dense,*qboth.alternatives])
             vm=S_m.encoder.encode_queries([q.dense,*q.alternatives])
-            ce_=dict(zip(rl,(S_e.matrix[rl]@ve.T).max(1).tolist()))
-            cm_=dict(zip(rl,(S_m.matrix[[row_e2m[r] for r in rl]]@vm.T).max(1).tolist()))
+            ce_=dict(zip(rl,(S_e.version.vectors(rl)@ve.T).max(1).tolist()))
+            cm_=dict(zip(rl,(S_m.version.vectors([row_e2m[r] for r in rl])@vm.T).max(1).tolist()))
             ne,nm=normalise_minmax(ce_),normalise_minmax(cm_)
             lex={row_m2e[r]:v for r,v in lm.items()}; cod={row_m2e[r]:v for r,v in cm.items()}
             nl=normalise_minmax(lex)

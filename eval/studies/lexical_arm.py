@@ -45,7 +45,9 @@ import bm25s  # noqa: E402
 import snowballstemmer  # noqa: E402
 
 from search.evaluation import read_jsonl, read_qrels  # noqa: E402
-from search.lexical import STOP_WORDS, TOKEN, prune_terms, quote, search_lexical  # noqa: E402
+from kb.index import ArticleRecord, PassageRecord, open_backend  # noqa: E402
+from kb.index.faiss_sqlite.fts import quote  # noqa: E402  (the variants below are FTS5 tables of this study's own)
+from search.lexical import STOP_WORDS, TOKEN, prune_terms, search_lexical  # noqa: E402
 from search.ticket_evaluation import article_metrics, ticket_query  # noqa: E402
 
 DATASETS = Path(os.environ.get("DATASETS", ROOT.parent / "shared" / "datasets"))
@@ -61,8 +63,9 @@ Scores = dict[int, float]
 class Corpus:
     """An index version's passages as the FTS5 table holds them: (title, headings, body) per row, and its article."""
 
-    def __init__(self, db: sqlite3.Connection, fields: list[tuple[str, str, str]], row_article: list[str]):
+    def __init__(self, db: sqlite3.Connection, fields: list[tuple[str, str, str]], row_article: list[str], index):
         self.db, self.fields, self.row_article = db, fields, row_article
+        self.index = index  # the same passages as an index version: the service's arm searches it
         self.articles = list(dict.fromkeys(self.row_article))
         index = {a: i for i, a in enumerate(self.articles)}
         self.row_article_index = np.array([index[a] for a in self.row_article])
@@ -76,7 +79,8 @@ class Corpus:
         db = sqlite3.connect(f"file:{index_dir / current / 'meta.sqlite'}?mode=ro", uri=True)
         rows = db.execute("SELECT p.row, p.article_id, a.title, p.heading_path, p.text FROM passages p "
                           "JOIN articles a ON a.id = p.article_id ORDER BY p.row").fetchall()
-        return cls(db, [(r[2], " ".join(json.loads(r[3])), r[4]) for r in rows], [r[1] for r in rows])
+        return cls(db, [(r[2], " ".join(json.loads(r[3])), r[4]) for r in rows], [r[1] for r in rows],
+                   open_backend(index_dir).open(check=False))
 
     @classmethod
     def of_fields(cls, fields: list[tuple[str, str, str]], row_article: list[str]) -> Corpus:
@@ -92,7 +96,14 @@ class Corpus:
             for word in set(SIMPLE.findall(" ".join(f).lower())):
                 df[word] = df.get(word, 0) + 1
         db.executemany("INSERT INTO term_df VALUES (?, ?)", df.items())
-        return cls(db, fields, row_article)
+        import tempfile  # the same passages as an index version (one passage per article, any unit vector)
+        backend = open_backend(Path(tempfile.mkdtemp(prefix="lexical-arm-")))
+        titles = {a: t for (t, _, _), a in zip(fields, row_article)}
+        backend.write(backend.new_name(), [ArticleRecord(a, a, t) for a, t in titles.items()],
+                      [PassageRecord(f"{a}#{i}", a, (h,) if h else (), "", b) for i, ((_, h, b), a)
+                       in enumerate(zip(fields, row_article))],
+                      np.eye(1, 8, dtype=np.float32).repeat(len(fields), axis=0), {"model": "none", "dim": 8})
+        return cls(db, fields, row_article, backend.open())
 
     def texts(self) -> list[str]:
         return [f"{t} {h} {b}" for t, h, b in self.fields]
@@ -271,7 +282,7 @@ def variants(corpus: Corpus) -> dict[str, Callable[[str], list[str]]]:
     plain_en = PlainBM25(corpus, stop=frozenset(bm25s.stopwords.STOPWORDS_EN))
     no_porter = "unicode61 remove_diacritics 2"
     out: dict[str, Callable[[str], list[str]]] = {
-        SERVICE: lambda q: rank_rows(corpus, search_lexical(corpus.db, q, 100, df=corpus.term_df, total=total)),
+        SERVICE: lambda q: rank_rows(corpus, search_lexical(corpus.index, q, 100, df=corpus.term_df, total=total)),
         "same, rebuilt in memory (sanity)": lambda q: rank_rows(corpus, fts_arm(corpus, q)),
         "plain BM25 (bm25s, k1 1.5, b 0.75), max of passages": lambda q: rank_array(corpus, plain["passages"].scores(q), "max"),
         "plain BM25, sum of passages": lambda q: rank_array(corpus, plain["passages"].scores(q), "sum"),
@@ -412,7 +423,7 @@ def run_latency(keys: list[str], rounds: int = 5) -> None:
                 for name in (names if r % 2 == 0 else names[::-1]):
                     lexical.prune_terms = PRUNING[name] or ORIGINAL_PRUNE
                     begun = time.perf_counter()
-                    search_lexical(searcher.version.db(), text, searcher.settings.candidates, df=searcher.term_df,
+                    search_lexical(searcher.version, text, searcher.settings.candidates, df=searcher.term_df,
                                    total=len(searcher.row_article))
                     middle = time.perf_counter()
                     searcher.suggest(q.get("subject", ""), q.get("text", "") + f" {r}", language=q.get("lang"))

@@ -70,16 +70,17 @@ def make_analyser():
 
 # ---- data --------------------------------------------------------------------------------------------------------
 def load_passages(searcher) -> list[dict]:
-    """Every passage of the index with its article's fields, its FAISS row and vector."""
-    db = searcher.version.db()
+    """Every passage of the index with its article's fields, its key and vector."""
+    version = searcher.version
+    found = version.passages(range(version.size))
     out = []
-    for row, pid, aid, heading_path, text in db.execute(
-            "SELECT row, passage_id, article_id, heading_path, text FROM passages ORDER BY row"):
-        a = searcher.articles[aid]
-        lexical = f"{a['title']} {' '.join(json.loads(heading_path))} {text}"  # FTS5's title, headings, body
-        out.append({"pid": pid, "row": row, "article_id": aid, "product": a["product"] or "",
+    for row in range(version.size):
+        p = found[row]
+        a = searcher.articles[p.article_id]
+        lexical = f"{a['title']} {' '.join(p.heading_path)} {p.text}"  # FTS5's title, headings, body
+        out.append({"pid": p.passage_id, "row": row, "article_id": p.article_id, "product": a["product"] or "",
                     "language": a["language"] or "", "audience": a["audience"] or "", "text": lexical[:60000],
-                    "vec": searcher.matrix[row]})
+                    "vec": version.vectors([row])[0]})
     return out
 
 
@@ -256,41 +257,33 @@ def check_analyzers(client) -> None:
 
 
 def check_dense_filters(client, name, searcher, qvecs, passages) -> None:
-    """Filtered dense search against exact FAISS with the same allowed rows: identical top-10?"""
-    import faiss
-    import numpy as np
+    """Filtered dense search against the FAISS engine's exact search with the same filter: identical top-10?"""
+    from kb.index import Selection
 
     products = sorted({p["product"] for p in passages})
     some_articles = sorted({p["article_id"] for p in passages})[::40]
-    by_article = {}
-    for p in passages:
-        by_article.setdefault(p["article_id"], []).append(p["row"])
+    in_en_id = frozenset(p["article_id"] for p in passages if p["language"] in ("en", "id"))
     cases = [("no filter", "", None),
-             ("product == 'Outlook'", "product == 'Outlook'",
-              [p["row"] for p in passages if p["product"] == "Outlook"]),
-             ("language in ['en','id']", "language in ['en', 'id']",
-              [p["row"] for p in passages if p["language"] in ("en", "id")]),
+             ("product == 'Outlook'", "product == 'Outlook'", Selection(product="Outlook")),
+             ("language in ['en','id']", "language in ['en', 'id']", Selection(article_ids=in_en_id)),
              (f"article_id in [{len(some_articles)} ids]", "article_id in " + json.dumps(some_articles),
-              sorted(r for a in some_articles for r in by_article[a])),
+              Selection(article_ids=frozenset(some_articles))),
              ("product == 'Teams' and audience != 'internal'", "product == 'Teams' and audience != 'internal'",
-              [p["row"] for p in passages if p["product"] == "Teams" and p["audience"] != "internal"])]
-    for label, expr, allowed in cases:
+              Selection(product="Teams", exclude_audience="internal"))]
+    for label, expr, selection in cases:
         same, same_set, worst = 0, 0, 0.0
         for vec in qvecs:
-            params = None
-            if allowed is not None:
-                params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.array(allowed, dtype=np.int64)))
-            scores, rows = searcher.version.vectors.search(vec.reshape(1, -1), 10, params=params)
-            exact = [int(r) for r in rows[0] if r >= 0]
+            found = searcher.version.dense_search(vec, 10, selection)
+            exact, scores = list(found), list(found.values())
             hits = milvus_dense(client, name, vec, 10, expr)
             got = [int(h["entity"]["row"]) for h in hits]
             same += got == exact
             same_set += set(got) == set(exact)
-            diffs = [abs(float(h["distance"]) - float(s)) for h, s in zip(hits, scores[0])]
+            diffs = [abs(float(h["distance"]) - float(s)) for h, s in zip(hits, scores)]
             worst = max([worst] + diffs)
         note(f"dense FLAT IP + filter: {label}", "yes" if same_set == len(qvecs) else "DIFFERS",
              f"top-10 identical in order {same}/{len(qvecs)}, same set {same_set}/{len(qvecs)}, "
-             f"max |score diff| {worst:.2e} (allowed rows: {len(allowed) if allowed is not None else 'all'})")
+             f"max |score diff| {worst:.2e} (selection: {selection})")
     products_note = ", ".join(products)
     note("filter values", "info", f"products in the office KB: {products_note}")
 
@@ -349,7 +342,7 @@ def evaluate_tickets(client, name, searcher, analyse, qrels, items, queries, qve
 
     sums: dict[tuple[str, str], dict[str, float]] = {}
     counts: dict[str, int] = {}
-    db = searcher.version.db()
+    db = searcher.version
     for item, query, vec in zip(items, queries, qvecs):
         groups = ("all", item.get("lang", "en"))
         for g in groups:
@@ -357,7 +350,7 @@ def evaluate_tickets(client, name, searcher, analyse, qrels, items, queries, qve
         terms = lexical_terms(searcher, query.lexical)
         stemmed = " ".join(dict.fromkeys(analyse(" ".join(terms)).split()))
         fts = search_lexical(db, query.lexical, LIMIT, df=searcher.term_df, total=len(searcher.row_article))
-        dense = searcher.dense_search(vec, LIMIT, None)
+        dense = searcher.version.dense_search(vec, LIMIT)
         found = searcher.collect(query)
         variants = {
             "FTS5 (service lexical arm)": fts,
@@ -383,20 +376,20 @@ def evaluate_tickets(client, name, searcher, analyse, qrels, items, queries, qve
 
 def evaluate_stackfaq(client, encoder, settings, analyse) -> dict:
     """Doc-level R@10 / MRR@10 / nDCG@10 on stackfaq: FTS5 lexical arm vs milvus BM25 (raw / stemmed)."""
-    from kb import store
+    from kb.index import open_backend
     from search.evaluation import build_corpus_index, metrics, rank_docs, read_jsonl, read_qrels
     from search.lexical import search_lexical
     from search.searcher import Searcher
 
     index_dir = build_corpus_index(STACKFAQ, encoder, settings)  # reused from var/eval when present
-    s = Searcher(store.open_current(index_dir, encoder.model_id), encoder, settings)
+    s = Searcher(open_backend(index_dir).open(model_id=encoder.model_id), encoder, settings)
     passages = load_passages(s)
     name = "stackfaq"
     build = create_and_fill(client, name, records(passages, analyse))
     qrels = read_qrels(STACKFAQ / "qrels.tsv")
     queries = [q for q in read_jsonl(STACKFAQ / "queries.jsonl") if q.get("_id", q.get("id")) in qrels]
     totals: dict[str, dict[str, float]] = {}
-    db = s.version.db()
+    db = s.version
     for q in queries:
         relevant = qrels[q.get("_id", q.get("id"))]
         terms = lexical_terms(s, q["text"])
@@ -498,10 +491,10 @@ def check_latency(client, name, searcher, analyse, queries, qvecs, rounds: int =
 
     from search.lexical import search_lexical
 
-    db = searcher.version.db()
-    allowed = [r for r, a in enumerate(searcher.row_article) if searcher.articles[a]["product"] == "Exchange"]
-    import numpy as np
-    allowed = np.array(allowed, dtype=np.int64)
+    from kb.index import Selection
+
+    db = searcher.version
+    allowed = Selection(product="Exchange")
     times: dict[str, list[float]] = {}
 
     def timed(label, fn):
@@ -513,9 +506,9 @@ def check_latency(client, name, searcher, analyse, queries, qvecs, rounds: int =
         for query, vec in zip(queries, qvecs):
             terms = lexical_terms(searcher, query.lexical)
             stemmed = " ".join(dict.fromkeys(analyse(" ".join(terms)).split()))
-            timed("FAISS dense (flat, 100)", lambda: searcher.dense_search(vec, LIMIT, None))
+            timed("FAISS dense (flat, 100)", lambda: searcher.version.dense_search(vec, LIMIT))
             timed("milvus dense (FLAT, 100)", lambda: milvus_dense(client, name, vec))
-            timed("FAISS dense, product filter", lambda: searcher.dense_search(vec, LIMIT, allowed))
+            timed("FAISS dense, product filter", lambda: searcher.version.dense_search(vec, LIMIT, allowed))
             timed("milvus dense, product filter", lambda: milvus_dense(client, name, vec, expr="product == 'Exchange'"))
             timed("FTS5 BM25 (100)", lambda: search_lexical(db, query.lexical, LIMIT, df=searcher.term_df,
                                                               total=len(searcher.row_article)))

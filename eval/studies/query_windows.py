@@ -36,7 +36,7 @@ for it in items:
         res[f'max+{size}']=fuse_scores(d2,l2,c2,S.weights_for(q))
         # mean of cosines across all vectors
         vecs=S.encoder.encode_queries([qm.dense,*qm.alternatives]); rows=list(d2)
-        cos=S.matrix[rows]@vecs.T
+        cos=S.version.vectors(rows)@vecs.T
         dm=dict(zip(rows,(0.5*cos[:,0]+0.5*cos[:,1:].mean(1) if cos.shape[1]>1 else cos[:,0]).tolist()))
         res[f'mean+{size}']=fuse_scores(dm,l2,c2,S.weights_for(q))
     for n,sc in res.items():

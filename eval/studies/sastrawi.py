@@ -4,11 +4,12 @@ Usage (needs `pip install Sastrawi==1.0.1`, not a dependency): python eval/studi
 Builds two in-memory FTS5 tables from the index passages (as indexed; Indonesian articles Sastrawi-stemmed)
 and compares BM25 alone and fused with the index's dense arm (w=0.3).
 """
-import sys,sqlite3,json
+import sys,sqlite3
 from study import open_searcher, read_ticket_set
 from Sastrawi.Stemmer.StemmerFactory import StemmerFactory
 from search.ticket_evaluation import ticket_query, article_metrics
-from search.lexical import extract_terms, match_expression, TOKEN
+from kb.index.faiss_sqlite.fts import match_expression  # this study builds FTS5 tables of its own
+from search.lexical import extract_terms, TOKEN
 from search.fusion import fuse_scores, FusionWeights
 stem=StemmerFactory().create_stemmer().stem
 cache={}
@@ -17,13 +18,13 @@ def st(w):
     return cache[w]
 def stem_text(t): return ' '.join(st(w) for w in TOKEN.findall(t.lower()))
 S=open_searcher(sys.argv[1])
-db=S.version.db()
-rows=db.execute('select p.row,a.title,p.heading_path,p.text,a.language from passages p join articles a on a.id=p.article_id').fetchall()
+arts={a.id:a for a in S.version.articles()}
+rows=[(k,arts[p.article_id].title,p.heading_path,p.text,arts[p.article_id].language) for k,p in S.version.passages(range(S.version.size)).items()]
 mem=sqlite3.connect(':memory:')
 for name in ('plain','stem'):
     mem.execute(f"create virtual table {name} using fts5(title,headings,body,tokenize='porter unicode61 remove_diacritics 2')")
 for r,title,hp,text,lang in rows:
-    heads=' '.join(json.loads(hp))
+    heads=' '.join(hp)
     mem.execute('insert into plain(rowid,title,headings,body) values(?,?,?,?)',(r,title,heads,text))
     if lang=='id': title,heads,text=stem_text(title),stem_text(heads),stem_text(text)
     mem.execute('insert into stem(rowid,title,headings,body) values(?,?,?,?)',(r,title,heads,text))

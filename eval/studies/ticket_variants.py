@@ -14,13 +14,13 @@ import numpy as np
 from study import open_searcher, read_ticket_set
 
 from search.fusion import FusionWeights, fuse_scores
-from search.lexical import TOKEN, phrase_expression
+from kb.index import PhraseQuery
+from search.lexical import TOKEN
 from search.searcher import Query, make_query
 from search.ticket_evaluation import article_metrics, ticket_query
 from search.tickets import build_query, clean_ticket, split_sentences, score_sentence
 
 S = open_searcher(sys.argv[1])
-DB = S.version.db()
 N = len(S.row_article)
 
 
@@ -28,10 +28,10 @@ def code_rows(code: str, near: bool) -> set[int]:
     tokens = TOKEN.findall(code.lower())
     if not tokens:
         return set()
-    expr = phrase_expression(code)
+    query = PhraseQuery((tuple(tokens),))
     if near and tokens[0] == "error" and len(tokens) == 2:  # "error 30088" also as "error code 30088"
-        expr = f'NEAR("error" "{tokens[1]}", 2)'
-    return {r for (r,) in DB.execute("SELECT rowid FROM passages_fts WHERE passages_fts MATCH ? LIMIT 5000", (expr,))}
+        query = PhraseQuery((("error",), (tokens[1],)), near=2)
+    return set(S.version.phrase_search(query, 5000).keys)
 
 
 def code_bonus(codes, near: bool, idf: bool) -> dict[int, float]:
@@ -66,7 +66,7 @@ def rank_articles(query: Query, codes: dict | None, near=False, idf=False) -> li
     extra = [r for r in bonus if r not in dense]
     if extra:
         vecs = S.encoder.encode_queries([query.dense, *query.alternatives])
-        dense.update(zip(extra, (S.matrix[extra] @ vecs.T).max(axis=1).tolist()))
+        dense.update(zip(extra, (S.version.vectors(extra) @ vecs.T).max(axis=1).tolist()))
     scores = fuse_scores(dense, lexical, bonus, S.weights_for(query))
     return [a for a, _, _ in S.group_articles(scores, 10)]
 
