@@ -37,19 +37,21 @@ def extract_terms(text: str, limit: int = 64) -> list[str]:
 
 
 def prune_terms(terms: list[str], df: dict[str, int], total: int, max_share: float = 0.1, min_df: int = 1000,
-                max_terms: int = 32, min_terms: int = 3) -> list[str]:
+                min_terms: int = 3, max_terms: int | None = None) -> list[str]:
     """Drop words with long posting lists (in over `max_share` of passages and over `min_df` passages).
 
     Such words cost most of a BM25 query's time and add least to its ranking; on small knowledge bases
     nothing is dropped (measured: dropping at 10% of stackfaq's 719 docs cost the lexical arm 0.04 MRR).
-    A query made only of common words keeps its `min_terms` rarest, so it still matches.
+    A query made only of common words keeps its `min_terms` rarest, so it still matches. No count cap: a cap on
+    the rarest words spent itself on words no passage has (an Indonesian ticket's own words) and pushed out their
+    English rendering and long tickets' topic words (docs/quality.md, "The lexical arm against plain BM25");
+    `max_terms` keeps such a cap for eval/studies/lexical_arm.py.
     """
     if not df or total <= 0:
         return terms[:max_terms]
     limit = max(max_share * total, min_df)
     by_rarity = sorted(terms, key=lambda t: df.get(t, 0))
-    keep = [t for t in by_rarity if df.get(t, 0) <= limit] or by_rarity[:min_terms]
-    chosen = set(keep[:max_terms])
+    chosen = set(([t for t in by_rarity if df.get(t, 0) <= limit] or by_rarity[:min_terms])[:max_terms])
     return [t for t in terms if t in chosen]
 
 

@@ -83,8 +83,18 @@ def test_common_terms_are_pruned_but_some_always_remain():
     df = {"outlook": 9000, "error": 7000, "0x8004010f": 3, "profile": 400}
     assert prune_terms(["outlook", "error", "0x8004010f", "profile"], df, 10000) == ["0x8004010f", "profile"]
     assert prune_terms(["outlook", "error"], df, 10000, min_terms=3) == ["outlook", "error"]
-    assert prune_terms(["outlook", "error", "profile"], df, 10000, max_terms=1) == ["profile"]
+    assert prune_terms(["outlook", "error", "profile"], df, 10000, max_terms=1) == ["profile"]  # the studies' cap
     assert prune_terms(["a1", "b2"], {}, 0) == ["a1", "b2"]
+
+
+def test_words_no_passage_has_do_not_crowd_out_the_rest():
+    """An Indonesian ticket's 40 own words, none in the knowledge base, then its English rendering: every word of
+    the rendering stays in the query (a cap of the 32 rarest kept only the ticket's own words)."""
+    from search.lexical import prune_terms
+    own = [f"kata{n}" for n in range(40)]
+    rendering = ["outlook", "password", "prompt", "profile"]
+    df = {"outlook": 900, "password": 300, "prompt": 200, "profile": 400}
+    assert prune_terms(own + rendering, df, 10000)[-4:] == rendering
 
 
 def test_small_knowledge_bases_keep_every_term():
