@@ -39,7 +39,11 @@ def shown_counts(conn: sqlite3.Connection, filters: ReportFilters, days: Days = 
         where, params = answer_filter(ReportFilters(filters.since, filters.until), days=days)
         counts: Counter[str] = Counter(dict(conn.execute(
             f"SELECT r.article_id, count(*) FROM events e JOIN results r ON r.event_id = e.id "
-            f"WHERE {where}{product_only} GROUP BY r.article_id", params).fetchall()))
+            f"WHERE {where} GROUP BY r.article_id", params).fetchall()))
+        if filters.product:  # kept here, not in SQL: there SQLite would take the product's 270,000 results over 90
+            # days first and look up each one's wide event row (0.8 s) instead of the few days' answers' results
+            kept = {a for (a,) in conn.execute("SELECT article_id FROM temp.product_articles")}
+            counts = Counter({a: n for a, n in counts.items() if a in kept})
         rolled, rolled_params = days.rollup_filter(filters, "r")
         counts.update(dict(conn.execute(f"SELECT r.article_id, sum(r.shown) FROM rollup_shown r WHERE {rolled}"
                                         f"{product_only} GROUP BY r.article_id", rolled_params).fetchall()))
