@@ -23,7 +23,8 @@ class Settings:
 
     content_dir: Path = _setting(Path("content"), "KB_CONTENT_DIR", "Folder of Markdown articles to index.")
     index_dir: Path = _setting(Path("var/index"), "KB_INDEX_DIR", "Folder holding index versions and CURRENT.")
-    index_backend: str = _setting("faiss", "KB_INDEX_BACKEND", "Index engine behind kb.index: faiss (FAISS vectors and SQLite FTS5 files in KB_INDEX_DIR; the only one so far).")
+    index_backend: str = _setting("faiss", "KB_INDEX_BACKEND", "Index engine behind kb.index: faiss (FAISS vectors and SQLite FTS5 files in KB_INDEX_DIR) or milvus (collections on KB_MILVUS_URI; needs the milvus extra).")
+    milvus_uri: str = _setting("", "KB_MILVUS_URI", "With KB_INDEX_BACKEND=milvus: a milvus-lite file path (default KB_INDEX_DIR/milvus.db; one process at a time) or a Milvus server URI (http://host:19530).")
     host: str = _setting("127.0.0.1", "KB_HOST", "Address the HTTP service binds to.")
     port: int = _setting(8000, "KB_PORT", "Port the HTTP service listens on.")
     model: str = _setting("all-MiniLM-L6-v2", "KB_MODEL", "Embedding model: all-MiniLM-L6-v2 (English; default) or multilingual-e5-small (reads Indonesian; see README). Changing it needs `kb index --full`.")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install KB Search with its test extras, unless that install is up to date.
+# Create .venv (if missing) and install KB Search with its test and milvus extras (the Milvus index backend's
+# contract tests run for real), unless that install is up to date.
 # torch is installed first, pinned to the CPU wheel that lies on this machine's disk, in the same step as
 # everything else: a bare `torch` requirement would pull a multi-GB CUDA build.
 # A stamp in .venv (hash of pyproject.toml, this script and the venv's Python version) records the last
@@ -23,6 +24,6 @@ rm -f "$STAMP"
 .venv/bin/python -m pip install --quiet "$TORCH"
 # setuptools warns on every editable install about same-named folders in the working directory (the
 # packages here *are* those folders): not a problem, so that banner is silenced.
-PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install --quiet -e ".[test]"
+PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install --quiet -e ".[test,milvus]"
 echo "$stamp" > "$STAMP"
 echo "installed into $(pwd)/.venv"

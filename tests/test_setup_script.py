@@ -50,7 +50,7 @@ def install_kb(checkout: Path) -> None:
 def test_installs_once_then_skips_pip_until_pyproject_changes(checkout):
     result, calls = setup(checkout)
     assert result.returncode == 0, result.stderr
-    assert len(calls) == 3 and "torch==2.13.0" in calls[1] and '-e .[test]' in calls[2]
+    assert len(calls) == 3 and "torch==2.13.0" in calls[1] and '-e .[test,milvus]' in calls[2]
     install_kb(checkout)
     result, calls = setup(checkout)
     assert result.returncode == 0 and calls == []  # the stamp matches: pip is not run again

@@ -11,21 +11,32 @@ from kb.index.records import ArticleRecord, PassageRecord, PhraseHits, PhraseQue
 if TYPE_CHECKING:
     from kb.settings import Settings
 
-BACKENDS = ("faiss",)
+BACKENDS = ("faiss", "milvus")
 
 __all__ = ["BACKENDS", "ArticleRecord", "IndexBackend", "IndexReader", "PassageRecord", "PhraseHits", "PhraseQuery",
            "Selection", "TermQuery", "backend_for", "open_backend"]
 
 
-def open_backend(index_dir: Path, kind: str = "faiss") -> IndexBackend:
-    """The backend of `kind` for the index at `index_dir` (engines are imported only when asked for)."""
+def open_backend(index_dir: Path, kind: str = "faiss", milvus_uri: str | None = None) -> IndexBackend:
+    """The backend of `kind` for the index at `index_dir` (engines are imported only when asked for); Milvus at
+    `milvus_uri`, by default a milvus-lite file in `index_dir`."""
     if kind == "faiss":
         from kb.index.faiss_sqlite import FaissSqliteBackend
 
         return FaissSqliteBackend(index_dir)
+    if kind == "milvus":
+        try:
+            from kb.index.milvus import MilvusBackend
+        except ImportError as exc:
+            raise BadRequest(f"KB_INDEX_BACKEND=milvus needs the milvus extra (pip install 'kb-search[milvus]'): "
+                             f"{exc}") from None
+        return MilvusBackend(index_dir, milvus_uri)
     raise BadRequest(f"unknown index backend {kind!r}: one of {', '.join(BACKENDS)}")
 
 
 def backend_for(settings: Settings, index_dir: Path | None = None) -> IndexBackend:
-    """The backend the settings name (KB_INDEX_BACKEND), for their index (or `index_dir`: an evaluation's)."""
-    return open_backend(index_dir or settings.index_dir, settings.index_backend)
+    """The backend the settings name (KB_INDEX_BACKEND), for their index (or `index_dir`: an evaluation's, which on
+    Milvus is a milvus-lite file of its own in that folder, not KB_MILVUS_URI)."""
+    own = index_dir is None or Path(index_dir) == Path(settings.index_dir)
+    return open_backend(index_dir or settings.index_dir, settings.index_backend,
+                        settings.milvus_uri or None if own else None)

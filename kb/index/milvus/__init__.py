@@ -1,0 +1,269 @@
+"""The Milvus index backend: a version is a collection (kb_<name>, plus kb_<name>__data), CURRENT is an alias."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import re
+import secrets
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from kb.errors import Conflict, IndexDamaged, IndexMismatch, IndexNotFound
+from kb.index.milvus import analysis
+from kb.index.milvus.collections import (ALIAS, DATA_SUFFIX, PREFIX, REGISTRY, TEXT_MAX, blob_rows, blob_schema,
+                                         client_for, literal, passage_schema, read_blobs)
+from kb.index.milvus.reader import MilvusReader
+from kb.index.records import ArticleRecord, PassageRecord
+
+FORMAT_VERSION = 1
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,150}")  # a Milvus collection name once PREFIX is put before it
+BATCH = 500  # rows per insert
+LITE_FILE = "milvus.db"
+
+
+def lite_uri(index_dir: Path) -> str:
+    """The milvus-lite file of an index folder (KB_MILVUS_URI unset, or an evaluation's own index)."""
+    return str(Path(index_dir) / LITE_FILE)
+
+
+class MilvusBackend:
+    """The versions on one Milvus (kb.index.IndexBackend): milvus-lite when `uri` is a file path, a Milvus server
+    or cluster for http(s)://host:port. A build writes two new collections, records the version's manifest in the
+    registry collection and then moves the alias: never an update to a collection in service (Milvus' BM25
+    statistics are per segment, so an upsert would score differently from a version written whole). Build lock and
+    leases are files in `index_dir` (one builder; readers on this machine)."""
+
+    kind = "milvus"
+
+    def __init__(self, index_dir: Path, uri: str | None = None):
+        self.index_dir = Path(index_dir)
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        self.uri = uri or lite_uri(self.index_dir)
+        self.client = client_for(self.uri)
+        if not self.client.has_collection(REGISTRY):
+            schema, params = blob_schema(self.client)
+            self.client.create_collection(REGISTRY, schema=schema, index_params=params)
+        self.client.load_collection(REGISTRY)
+
+    def __repr__(self) -> str:
+        return f"MilvusBackend({self.uri!r})"
+
+    # ---- versions -------------------------------------------------------------------------------
+    def _registry(self) -> dict[str, dict]:
+        return {name: json.loads(text) for name, text in read_blobs(self.client, REGISTRY, 'kind == "manifest"').items()}
+
+    def current(self) -> str | None:
+        if ALIAS not in self.client.list_aliases().get("aliases", []):
+            return None
+        collection = self.client.describe_alias(ALIAS)["collection_name"]
+        name = collection[len(PREFIX):]
+        if not collection.startswith(PREFIX) or name not in self._registry():
+            raise IndexDamaged(f"the alias {ALIAS} on {self.uri} names {collection!r}, which is no complete index "
+                               "version: rebuild with `kb index --full`")
+        return name
+
+    def list(self) -> list[str]:
+        return sorted(self._registry())
+
+    def manifest(self, name: str) -> dict:
+        found = read_blobs(self.client, REGISTRY, f'kind == "manifest" and owner == {literal(name)}')
+        if name not in found:
+            raise OSError(f"no index version {name!r} on {self.uri}")
+        return json.loads(found[name])
+
+    def open(self, name: str | None = None, model_id: str | None = None, check: bool = True) -> MilvusReader:
+        name = name or self.current()
+        if name is None:
+            raise IndexNotFound(f"no index on {self.uri}: run `kb index` first")
+        try:
+            manifest = self.manifest(name)
+        except OSError as exc:
+            raise IndexNotFound(str(exc)) from None
+        return self._open(name, manifest, model_id, check)
+
+    def _open(self, name: str, manifest: dict, model_id: str | None, check: bool) -> MilvusReader:
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise IndexMismatch(f"index version {name} has format version {manifest.get('format_version')}, this "
+                                f"build reads {FORMAT_VERSION}: rebuild it with `kb index --full`")
+        if model_id is not None and manifest.get("model") != model_id:
+            raise IndexMismatch(f"index version {name} was built with model {manifest.get('model')!r}, the service "
+                                f"uses {model_id!r}: rebuild it with `kb index --full`")
+        collection = PREFIX + name
+        for each in (collection, collection + DATA_SUFFIX):
+            if not self.client.has_collection(each):
+                raise IndexDamaged(f"index version {name} lacks its collection {each} on {self.uri}: rebuild it "
+                                   "with `kb index --full`")
+            self.client.load_collection(each)
+        if check:
+            stats = self.client.query(collection, filter="", output_fields=["count(*)"])
+            if int(stats[0]["count(*)"]) != int(manifest["counts"]["passages"]):
+                raise IndexDamaged(f"index version {name} holds {stats[0]['count(*)']} passages, its manifest says "
+                                   f"{manifest['counts']['passages']}")
+        return MilvusReader(self.client, name, collection, manifest, self._take_lease(name))
+
+    def switch(self, name: str) -> None:
+        if name not in self._registry():
+            raise IndexNotFound(f"no index version {name!r} on {self.uri}")
+        if ALIAS in self.client.list_aliases().get("aliases", []):
+            self.client.alter_alias(PREFIX + name, ALIAS)
+        else:
+            self.client.create_alias(PREFIX + name, ALIAS)
+
+    def new_name(self) -> str:
+        return "v" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "_" + secrets.token_hex(3)
+
+    # ---- writing --------------------------------------------------------------------------------
+    def write(self, name: str, articles: Sequence[ArticleRecord], passages: Sequence[PassageRecord],
+              vectors: np.ndarray, manifest: dict, *, base: MilvusReader | None = None,
+              remove: set[str] = frozenset()) -> None:
+        if not NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a Milvus index version name (a letter, then letters, digits, _)")
+        if len(passages) != len(vectors):
+            raise ValueError(f"{len(passages)} passages but {len(vectors)} vectors")
+        if base is not None:
+            if not isinstance(base, MilvusReader):
+                raise TypeError(f"a Milvus version is patched from another of its kind, not {type(base).__name__}")
+            articles, passages, vectors = patched(base, set(remove), articles, passages, vectors)
+        dim = int(manifest["dim"])
+        collection = PREFIX + name
+        titles = {a.id: a.title for a in articles}
+        by_id = {a.id: a for a in articles}
+        schema, params = passage_schema(self.client, dim)
+        self.client.create_collection(collection, schema=schema, index_params=params)
+        rows = []
+        for key, (p, vector) in enumerate(zip(passages, np.asarray(vectors, dtype=np.float32))):
+            rows.append(passage_row(key, p, by_id[p.article_id], vector))
+            if len(rows) == BATCH:
+                self.client.insert(collection, rows)
+                rows = []
+        if rows:
+            self.client.insert(collection, rows)
+        self.client.flush(collection)
+        texts = [f"{titles[p.article_id]} {' '.join(p.heading_path)} {p.text}" for p in passages]
+        blobs: list[dict] = []
+        for a in articles:
+            record = {k: v for k, v in asdict(a).items() if k != "body"}
+            blobs += blob_rows("article", a.id, json.dumps(record, ensure_ascii=False, default=str), len(blobs))
+            blobs += blob_rows("body", a.id, a.body or "", len(blobs))
+        blobs += blob_rows("terms", "", json.dumps(analysis.count_terms(texts), ensure_ascii=False), len(blobs))
+        schema, params = blob_schema(self.client)
+        self.client.create_collection(collection + DATA_SUFFIX, schema=schema, index_params=params)
+        for start in range(0, len(blobs), BATCH):
+            self.client.insert(collection + DATA_SUFFIX, blobs[start:start + BATCH])
+        self.client.flush(collection + DATA_SUFFIX)
+        full = {**manifest, "backend": self.kind, "format_version": FORMAT_VERSION, "build_id": name,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "counts": {"articles": len(articles), "passages": len(passages)}}
+        self._open(name, full, manifest.get("model"), check=True).close()  # never switch to a version that does not open
+        self._register(name, full)
+        self.switch(name)
+
+    def _register(self, name: str, manifest: dict) -> None:
+        """Record a complete version (its manifest) in the registry: from now on it is listed and can be opened."""
+        existing = self.client.query(REGISTRY, filter="seq >= 0", output_fields=["seq"], limit=16_384)
+        first = max((int(r["seq"]) for r in existing), default=-1) + 1
+        self.client.insert(REGISTRY, blob_rows("manifest", name, json.dumps(manifest, default=str), first))
+        self.client.flush(REGISTRY)
+
+    def prune(self, keep: int) -> list[str]:
+        current = self.current()
+        versions = [v for v in self.list() if v != current]
+        doomed = versions[: max(0, len(versions) - max(keep - 1, 0))]
+        removed = []
+        for name in doomed:
+            if self._in_use(name):
+                continue
+            self.client.delete(REGISTRY, filter=f'kind == "manifest" and owner == {literal(name)}')
+            self.client.flush(REGISTRY)
+            self._drop(name)
+            removed.append(name)
+        return removed
+
+    def _drop(self, name: str) -> None:
+        for each in (PREFIX + name, PREFIX + name + DATA_SUFFIX):
+            if self.client.has_collection(each):
+                self.client.drop_collection(each)
+        (self.index_dir / ".leases" / name).unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        with open(self.index_dir / ".lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise Conflict(f"another build is already running for {self.uri}") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def remove_leftovers(self) -> list[str]:
+        """Drop the collections of versions a killed build left unregistered."""
+        complete = set(self._registry())
+        removed = []
+        for collection in self.client.list_collections():
+            if not collection.startswith(PREFIX) or collection == REGISTRY or collection.endswith(DATA_SUFFIX):
+                continue
+            name = collection[len(PREFIX):]
+            if name not in complete:
+                self._drop(name)
+                removed.append(name)
+        for collection in self.client.list_collections():  # a data collection whose passages were never written
+            if collection.startswith(PREFIX) and collection.endswith(DATA_SUFFIX):
+                name = collection[len(PREFIX):-len(DATA_SUFFIX)]
+                if name not in complete:
+                    self.client.drop_collection(collection)
+                    removed.append(name)
+        return sorted(set(removed))
+
+    # ---- leases ---------------------------------------------------------------------------------
+    def _take_lease(self, name: str):
+        folder = self.index_dir / ".leases"
+        folder.mkdir(exist_ok=True)
+        handle = open(folder / name, "a+b")
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        return handle
+
+    def _in_use(self, name: str) -> bool:
+        try:
+            with open(self.index_dir / ".leases" / name, "rb") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                return False
+        except BlockingIOError:
+            return True
+        except FileNotFoundError:
+            return False
+
+
+def passage_row(key: int, p: PassageRecord, article: ArticleRecord, vector: np.ndarray) -> dict:
+    """A passage as a row of its version's collection."""
+    record = json.dumps({"heading_path": list(p.heading_path), "anchor": p.anchor, "text": p.text,
+                         "text_hash": p.text_hash}, ensure_ascii=False)
+    columns = (article.title, " ".join(p.heading_path), p.text)
+    row = {"key": key, "passage_id": p.passage_id, "article_id": p.article_id, "product": article.product.lower(),
+           "language": article.language.lower(), "audience": article.audience.lower(), "record": record,
+           "phrases": analysis.phrase_field(columns), "vec": vector.tolist()}
+    for field, text in zip(("title", "headings", "body"), columns):
+        row[f"{field}_text"] = analysis.analyse(text)
+    for field in ("record", "phrases", "title_text", "headings_text", "body_text"):
+        if len(row[field].encode("utf-8")) > TEXT_MAX:
+            raise ValueError(f"passage {p.passage_id} is too long for a Milvus text field ({field}: "
+                             f"{len(row[field].encode('utf-8'))} bytes, at most {TEXT_MAX})")
+    return row
+
+
+def patched(base: MilvusReader, remove: set[str], articles: Sequence[ArticleRecord],
+            passages: Sequence[PassageRecord], vectors: np.ndarray):
+    """`base` minus the articles `remove`, plus the new records: the whole content of the next version."""
+    kept_articles = [a for a in base.articles(body=True) if a.id not in remove]
+    owners = base.passage_articles()
+    kept = [k for k, aid in enumerate(owners) if aid not in remove]
+    found = base.passages(kept)
+    all_vectors = np.vstack([base.vectors(kept), np.asarray(vectors, dtype=np.float32).reshape(-1, base.dim)])
+    return kept_articles + list(articles), [found[k] for k in kept] + list(passages), all_vectors

@@ -1,0 +1,246 @@
+"""MilvusReader: one opened index version on Milvus (its passage and data collections) read through kb.index."""
+from __future__ import annotations
+
+import json
+import threading
+import weakref
+from typing import Sequence
+
+import numpy as np
+
+from kb.errors import IndexNotFound
+from kb.index.milvus import analysis
+from kb.index.milvus.collections import (DATA_SUFFIX, LEXICAL_FIELDS, PAGE, TOPK_MAX, literal, read_blobs,
+                                         rows_in_order, selection_filter)
+from kb.index.records import ArticleRecord, PassageRecord, PhraseHits, PhraseQuery, Selection, TermQuery
+
+SELECTIONS_KEPT = 32
+
+
+def article_record(data: dict, body: str | None) -> ArticleRecord:
+    return ArticleRecord(**{**data, "tags": tuple(data["tags"]), "includes": tuple(data["includes"]), "body": body})
+
+
+class MilvusReader:
+    """One version (kb.index.IndexReader): passages, vectors and BM25 fields in collection kb_<name>, articles and
+    term counts as JSON in kb_<name>__data. A version is never changed once written, so what is read whole (the
+    article listing, the article of each key, the vectors) is read once and kept."""
+
+    sealed = False  # Milvus keeps the data; there are no files of ours to check again
+
+    def __init__(self, client, name: str, collection: str, manifest: dict, lease):
+        self.client, self.name, self.collection, self.manifest = client, name, collection, manifest
+        self.data = collection + DATA_SUFFIX
+        self._lease = lease
+        self._guard = threading.Lock()
+        self._users, self._retired, self._closed = 0, False, False
+        self._owners: list[str] | None = None
+        self._listing: dict[str, ArticleRecord] | None = None
+        self._matrix: np.ndarray | None = None
+        self._df: dict[str, int] | None = None
+        self._selected: dict[Selection, frozenset[int]] = {}
+        if lease is not None:
+            weakref.finalize(self, lease.close)
+
+    def __enter__(self) -> MilvusReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def build_id(self) -> str:
+        return self.name
+
+    @property
+    def size(self) -> int:
+        return int(self.manifest["counts"]["passages"])
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ---- users --------------------------------------------------------------------------------
+    def verify(self) -> bool:
+        return False
+
+    def acquire(self) -> bool:
+        with self._guard:
+            if self._closed:
+                return False
+            self._users += 1
+            return True
+
+    def release(self) -> None:
+        with self._guard:
+            self._users -= 1
+            shut = self._retired and self._users <= 0
+        if shut:
+            self.close()
+
+    def retire(self) -> None:
+        with self._guard:
+            self._retired = True
+            shut = self._users <= 0
+        if shut:
+            self.close()
+
+    def close(self) -> None:
+        """Give up the lease (prune may then drop the collections). Idempotent; the shared client stays open."""
+        with self._guard:
+            if self._closed:
+                return
+            self._closed = True
+        if self._lease is not None:
+            self._lease.close()
+
+    def _check(self) -> None:
+        if self._closed:
+            raise IndexNotFound(f"index version {self.name} was replaced and closed; ask again")
+
+    # ---- records ------------------------------------------------------------------------------
+    def _articles(self) -> dict[str, ArticleRecord]:
+        if self._listing is None:
+            self._check()
+            found = read_blobs(self.client, self.data, 'kind == "article"')
+            self._listing = {aid: article_record(json.loads(text), None) for aid, text in found.items()}
+        return self._listing
+
+    def _bodies(self, ids: list[str]) -> dict[str, str]:
+        bodies = {}
+        for start in range(0, len(ids), 200):
+            part = ids[start:start + 200]
+            bodies.update(read_blobs(self.client, self.data,
+                                     f'kind == "body" and owner in [{", ".join(literal(a) for a in part)}]'))
+        return bodies
+
+    def articles(self, ids: Sequence[str] | None = None, body: bool = False) -> list[ArticleRecord]:
+        listing = self._articles()
+        chosen = list(listing) if ids is None else [a for a in dict.fromkeys(ids) if a in listing]
+        if not body:
+            return [listing[a] for a in chosen]
+        bodies = self._bodies(chosen)
+        return [article_record_with_body(listing[a], bodies.get(a, "")) for a in chosen]
+
+    def article(self, article_id: str) -> ArticleRecord | None:
+        found = self.articles([article_id], body=True)
+        return found[0] if found else None
+
+    def passages(self, keys: Sequence[int]) -> dict[int, PassageRecord]:
+        self._check()
+        keys = sorted({int(k) for k in keys if 0 <= int(k) < self.size})
+        found = {}
+        for start in range(0, len(keys), PAGE):
+            part = keys[start:start + PAGE]
+            for row in self.client.query(self.collection, filter=f"key in [{', '.join(map(str, part))}]",
+                                         output_fields=["key", "passage_id", "article_id", "record"], limit=len(part)):
+                rec = json.loads(row["record"])
+                found[int(row["key"])] = PassageRecord(row["passage_id"], row["article_id"],
+                                                       tuple(rec["heading_path"]), rec["anchor"], rec["text"],
+                                                       rec["text_hash"])
+        return found
+
+    def passage_articles(self) -> list[str]:
+        if self._owners is None:
+            self._check()
+            self._owners = [r["article_id"] for r in rows_in_order(self.client, self.collection, "key", "",
+                                                                   ["article_id"])]
+        return self._owners
+
+    def vectors(self, keys=None) -> np.ndarray:
+        if self._matrix is None:
+            self._check()
+            matrix = np.zeros((self.size, self.dim), dtype=np.float32)
+            for row in rows_in_order(self.client, self.collection, "key", "", ["vec"]):
+                matrix[int(row["key"])] = row["vec"]
+            matrix.setflags(write=False)
+            self._matrix = matrix
+        return self._matrix if keys is None else self._matrix[keys]
+
+    def term_df(self) -> dict[str, int]:
+        if self._df is None:
+            self._check()
+            self._df = json.loads(read_blobs(self.client, self.data, 'kind == "terms"').get("", "{}"))
+        return dict(self._df)
+
+    # ---- search -------------------------------------------------------------------------------
+    def _members(self, selection: Selection | None) -> frozenset[int] | None:
+        """The keys a selection admits, or None when it admits everything."""
+        if selection is None or selection.empty:
+            return None
+        found = self._selected.get(selection)
+        if found is None:
+            ok = {a.id for a in self._articles().values() if selection.admits(a)}
+            found = frozenset(k for k, aid in enumerate(self.passage_articles()) if aid in ok)
+            with self._guard:
+                if len(self._selected) >= SELECTIONS_KEPT:
+                    self._selected.pop(next(iter(self._selected)))
+                self._selected[selection] = found
+        return found
+
+    def dense_search(self, vector: np.ndarray, limit: int, selection: Selection | None = None) -> dict[int, float]:
+        self._check()
+        expr = selection_filter(selection)
+        limit = min(int(limit), self.size, TOPK_MAX)
+        if expr is None or limit <= 0:
+            return {}
+        hits = self.client.search(self.collection, data=[np.asarray(vector, dtype=np.float32).ravel().tolist()],
+                                  anns_field="vec", limit=limit, filter=expr, output_fields=["key"],
+                                  search_params={"metric_type": "IP"})[0]
+        return {int(h["entity"]["key"]): float(h["distance"]) for h in hits}
+
+    def lexical_search(self, query: TermQuery, limit: int, selection: Selection | None = None) -> dict[int, float]:
+        """BM25 per field (title, headings, body), summed with the query's field weights. milvus-lite returns
+        minus the score as the distance, a Milvus server the score: BM25 scores are positive, so abs() is both."""
+        self._check()
+        words = list(dict.fromkeys(t for term in query.terms for t in analysis.tokens(term)))
+        expr = selection_filter(selection)
+        limit = min(int(limit), self.size)
+        if not words or expr is None or limit <= 0:
+            return {}
+        fetch = min(self.size, TOPK_MAX, max(limit * 5, 500))
+        scores: dict[int, float] = {}
+        for name, weight in zip(LEXICAL_FIELDS, query.weights):
+            if weight <= 0:
+                continue
+            hits = self.client.search(self.collection, data=[" ".join(words)], anns_field=f"{name}_bm25",
+                                      limit=fetch, filter=expr, output_fields=["key"],
+                                      search_params={"metric_type": "BM25"})[0]
+            for h in hits:
+                key = int(h["entity"]["key"])
+                scores[key] = scores.get(key, 0.0) + weight * abs(float(h["distance"]))
+        best = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:limit]
+        return {k: s for k, s in best if s > 0}
+
+    def phrase_search(self, query: PhraseQuery, limit: int, selection: Selection | None = None) -> PhraseHits:
+        """Exact phrases from the phrase field: LIKE '% a b %' finds them (tokens never hold LIKE's wildcards);
+        NEAR is checked on the candidates' tokens."""
+        self._check()
+        phrases = [[t for word in phrase for t in analysis.tokens(word)] for phrase in query.phrases]
+        limit = min(int(limit), self.size)
+        if not phrases or any(not p for p in phrases) or limit <= 0:
+            return PhraseHits([], 0)
+        expr = " and ".join(f'phrases like "% {" ".join(p)} %"' for p in phrases)
+        if query.near is None:
+            rows = self.client.query(self.collection, filter=expr, output_fields=["key"], limit=limit)
+            keys = sorted(int(r["key"]) for r in rows)[:limit]
+        else:
+            rows = self.client.query(self.collection, filter=expr, output_fields=["key", "phrases"],
+                                     limit=min(self.size, TOPK_MAX))
+            keys = sorted(int(r["key"]) for r in rows
+                          if analysis.near([c.split() for c in r["phrases"].split(" | ")], phrases, query.near))[:limit]
+        found = len(keys)
+        members = self._members(selection)
+        if members is not None:
+            keys = [k for k in keys if k in members]
+        return PhraseHits(keys, found)
+
+
+def article_record_with_body(article: ArticleRecord, body: str) -> ArticleRecord:
+    from dataclasses import replace
+
+    return replace(article, body=body)
