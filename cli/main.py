@@ -181,7 +181,8 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     if args.index_dir is None:  # never build an evaluation corpus into the index the service answers from
         digest = hashlib.sha256(str(settings.content_dir.resolve()).encode()).hexdigest()[:8]
         eval_dir = settings.index_dir.parent / "eval" / f"{settings.content_dir.resolve().name}-{digest}"
-        settings = dataclasses.replace(settings, index_dir=eval_dir)
+        # On Milvus, a milvus-lite file in that folder: never collections beside the service's on KB_MILVUS_URI.
+        settings = dataclasses.replace(settings, index_dir=eval_dir, milvus_uri="")
     encoder = make_embedder(settings)
     print(build_index(settings, encoder, progress=False).summary(), file=sys.stderr)
     searcher = open_searcher(settings, encoder)
