@@ -23,7 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 CODE = Path(os.environ.get("REPORTS_BENCH_CODE") or REPO)  # the code the reports are timed with (--baseline: older)
 sys.path[:0] = [str(CODE)]
 
-from kb.event_schema import SCHEMA  # noqa: E402
+from kb import event_schema  # noqa: E402
+
+SCHEMA = getattr(event_schema, "SQLITE", event_schema.SCHEMA)  # the SQLite script (older code: SCHEMA)
 
 DIM = 384
 PRODUCTS = ["Outlook", "Teams", "OneDrive", "SharePoint", "Exchange", "Excel", "Word", "Windows", "Intune",
@@ -225,14 +227,17 @@ def main() -> None:
     if not args.serve:  # as the writer leaves the log: the days before the last day of answers ("today") rolled up
         # at midnight, today's events written since (the reports read them, and the days their actions touch)
         from kb import event_rollups
+        from kb.database import Connection
 
         conn.executescript(SCHEMA)
         t0 = time.perf_counter()
         midnight = conn.execute("SELECT min(id) - 1 FROM events WHERE day >= ?", (today,)).fetchone()[0]
-        _, days = event_rollups.pending(conn, dt.date.fromisoformat(today))
+        db = Connection(sqlite3.connect(args.db, isolation_level=None), "sqlite")
+        _, days = event_rollups.pending(db, dt.date.fromisoformat(today))
         for day in days:
-            event_rollups.roll_up(conn, day, midnight)
-        event_rollups.set_watermark(conn, midnight)
+            event_rollups.roll_up(db, day, midnight)
+        event_rollups.set_watermark(db, midnight)
+        db.close()
         rollup_seconds = round(time.perf_counter() - t0, 1)
         print(f"rolled up {len(days)} closed days before {today} in {rollup_seconds} s")
     conn.close()

@@ -13,8 +13,9 @@ REPORTS = ("summary", "queries", "gaps", "articles")
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="search analytics: volume, top queries, content gaps, article performance",
-                       description="Reports over the analytics event log (KB_ANALYTICS_DB) against the index in "
-                                   "service (titles, owners, nearest articles). Dates are UTC days, inclusive; "
+                       description="Reports over the analytics event log (KB_ANALYTICS_DB, or KB_DATABASE_URL) "
+                                   "against the index in service (titles, owners, nearest articles). Dates are UTC "
+                                   "days, inclusive; "
                                    "default: the last 30 days.")
     p.add_argument("--index-dir", dest="index_dir", help="index folder (KB_INDEX_DIR, default ./var/index)")
     p.add_argument("--since", help="first day, YYYY-MM-DD (default: 29 days before --until)")
@@ -59,13 +60,15 @@ def load_catalog(settings: Settings):
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from kb.database import side_database
     from search.report_csv import to_csv
     from search.reports import Reports, parse_filters
 
     filters = parse_filters(args.since, args.until, args.language, args.product)
     if args.limit is not None and args.limit < 1:
         raise BadRequest(f"--limit must be at least 1, got {args.limit}")
-    reports = Reports(settings.analytics_db, load_catalog(settings), settings.stale_days, settings.model)
+    database = side_database(settings, "analytics")
+    reports = Reports(database, load_catalog(settings), settings.stale_days, settings.model)
     names = [args.report] if args.report else ["summary"] if args.csv else list(REPORTS)
     results = {}
     for name in names:
@@ -81,7 +84,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(f"{filters.since} to {filters.until} ({filters.days} days, UTC)"
               + (f", language {filters.language}" if filters.language else "")
-              + (f", product {filters.product}" if filters.product else "") + f"; log {settings.analytics_db}")
+              + (f", product {filters.product}" if filters.product else "") + f"; log {database.where}")
         for name in names:
             print()
             TEXT[name](results[name])

@@ -1,5 +1,8 @@
-"""The analytics event log's tables (KB_ANALYTICS_DB): what the service records and the reports read."""
+"""The analytics event log's tables (KB_ANALYTICS_DB, or KB_DATABASE_URL): what the service records and the reports
+read."""
 from __future__ import annotations
+
+from kb.migrations import Schema
 
 # Kinds of events. search / suggest are answers the service gave; the others are what agents did with them.
 ANSWER_KINDS = ("search", "suggest")
@@ -10,7 +13,10 @@ KINDS = ANSWER_KINDS + ACTION_KINDS
 SOURCE_PREFIXES = ("page", "widget", "api:", "webhook:", "cli")
 SCHEMA_VERSION = 1
 
-SCHEMA = """
+# Event ids are given by the writer (one more than the largest, in its write transaction: SQLite's write lock, and on
+# PostgreSQL an advisory lock every writer takes), so ids grow in the order events are committed on both engines:
+# the rollups' watermark (kb/event_rollups.py) counts on it.
+SQLITE = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
@@ -126,3 +132,111 @@ CREATE TABLE IF NOT EXISTS rollup_actions (    -- article performance: actions p
 );
 CREATE INDEX IF NOT EXISTS rollup_actions_day ON rollup_actions(day);
 """
+
+# The same tables on PostgreSQL: BIGINT ids, BYTEA for BLOB, DOUBLE PRECISION for REAL (SQLite's REAL is 8 bytes),
+# text compared byte by byte (COLLATE "C", as SQLite's BINARY: ISO dates and keys order and group the same). No
+# foreign key from results to events: SQLite does not enforce it either (retention deletes both itself).
+POSTGRES = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT COLLATE "C" PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id BIGINT PRIMARY KEY,
+    at TEXT COLLATE "C" NOT NULL,
+    day TEXT COLLATE "C" NOT NULL,
+    kind TEXT COLLATE "C" NOT NULL,
+    source TEXT COLLATE "C" NOT NULL,
+    answer_id TEXT COLLATE "C",
+    language TEXT COLLATE "C",
+    product TEXT COLLATE "C",
+    query TEXT COLLATE "C",
+    query_key TEXT COLLATE "C",
+    topic_vector BYTEA,
+    confidence DOUBLE PRECISION,
+    confident INTEGER,
+    latency_ms DOUBLE PRECISION,
+    result_count INTEGER,
+    article_id TEXT COLLATE "C",
+    position INTEGER,
+    helpful INTEGER
+);
+CREATE INDEX IF NOT EXISTS events_day_kind ON events(day, kind);
+CREATE INDEX IF NOT EXISTS events_answer ON events(answer_id);
+CREATE INDEX IF NOT EXISTS events_article ON events(article_id, kind);
+CREATE INDEX IF NOT EXISTS events_report ON events(day, kind, language, source, product, confident, latency_ms,
+                                                   result_count, answer_id, query_key, article_id, helpful);
+CREATE TABLE IF NOT EXISTS results (
+    event_id BIGINT NOT NULL,
+    position INTEGER NOT NULL,
+    article_id TEXT COLLATE "C" NOT NULL,
+    score DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (event_id, position)
+);
+CREATE INDEX IF NOT EXISTS results_article ON results(article_id);
+CREATE TABLE IF NOT EXISTS rollup_days (
+    day TEXT COLLATE "C" PRIMARY KEY,
+    last_id BIGINT NOT NULL,
+    regular INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rollup_answers (
+    day TEXT COLLATE "C" NOT NULL,
+    kind TEXT COLLATE "C" NOT NULL,
+    source TEXT COLLATE "C",
+    language TEXT COLLATE "C",
+    answers INTEGER NOT NULL,
+    confident INTEGER NOT NULL,
+    rated INTEGER NOT NULL,
+    no_results INTEGER NOT NULL,
+    used INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rollup_answers_day ON rollup_answers(day);
+CREATE TABLE IF NOT EXISTS rollup_latency (
+    day TEXT COLLATE "C" NOT NULL,
+    kind TEXT COLLATE "C" NOT NULL,
+    language TEXT COLLATE "C",
+    latencies BYTEA NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rollup_latency_day ON rollup_latency(day);
+CREATE TABLE IF NOT EXISTS rollup_queries (
+    query_key TEXT COLLATE "C",
+    day TEXT COLLATE "C" NOT NULL,
+    language TEXT COLLATE "C",
+    first_article TEXT COLLATE "C",
+    answers INTEGER NOT NULL,
+    rated INTEGER NOT NULL,
+    not_confident INTEGER NOT NULL,
+    last_id BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rollup_queries_key ON rollup_queries(query_key, day, language, first_article, answers,
+                                                                 rated, not_confident, last_id);
+CREATE INDEX IF NOT EXISTS rollup_queries_day ON rollup_queries(day);
+CREATE TABLE IF NOT EXISTS rollup_gaps (
+    gap_key TEXT COLLATE "C" NOT NULL,
+    day TEXT COLLATE "C" NOT NULL,
+    language TEXT COLLATE "C",
+    events INTEGER NOT NULL,
+    not_confident INTEGER NOT NULL,
+    not_helpful INTEGER NOT NULL,
+    last_id BIGINT NOT NULL,
+    query TEXT COLLATE "C",
+    topic_vector BYTEA
+);
+CREATE INDEX IF NOT EXISTS rollup_gaps_day ON rollup_gaps(day);
+CREATE TABLE IF NOT EXISTS rollup_shown (
+    day TEXT COLLATE "C" NOT NULL,
+    article_id TEXT COLLATE "C" NOT NULL,
+    shown INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rollup_shown_day ON rollup_shown(day);
+CREATE TABLE IF NOT EXISTS rollup_actions (
+    day TEXT COLLATE "C" NOT NULL,
+    article_id TEXT COLLATE "C" NOT NULL,
+    kind TEXT COLLATE "C" NOT NULL,
+    helpful INTEGER,
+    product TEXT COLLATE "C",
+    actions INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rollup_actions_day ON rollup_actions(day);
+"""
+
+# Version 1 is the schema from before versions (kb/migrations.py): files written before are adopted as they are.
+MARK_VERSION = "INSERT INTO meta (key, value) VALUES ('schema_version', '1') ON CONFLICT (key) DO NOTHING"
+SCHEMA = Schema("analytics", ({"sqlite": f"{SQLITE};\n{MARK_VERSION}", "postgres": f"{POSTGRES};\n{MARK_VERSION}"},))

@@ -1,27 +1,25 @@
-"""EventLog: searches, suggestions and what agents did with them, queued and written to SQLite by one thread."""
+"""EventLog: searches, suggestions and what agents did with them, queued and written by one thread (SQLite or
+PostgreSQL, kb/database.py)."""
 from __future__ import annotations
 
 import hashlib
 import logging
 import queue
 import secrets
-import sqlite3
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
 from kb import event_rollups
-from kb.database import side_database
+from kb.database import KeptConnection, side_database
 from kb.errors import BadRequest, StoreUnavailable
-from kb.event_schema import ANSWER_KINDS, SCHEMA, SCHEMA_VERSION
+from kb.event_schema import ANSWER_KINDS, SCHEMA
 from kb.feedback import ANSWER_ID, delete_feedback_before
 from kb.redaction import redact
 from kb.side_store import SideStoreHealth
-from kb.sqlite_setup import prepare_wal, reopen_after
 
 log = logging.getLogger("kb.events")
 
@@ -35,9 +33,10 @@ REFUSE_SECONDS = 5.0         # after a failed write, POST /api/events answers 50
 MAX_TEXT = 1000              # characters of redacted query kept per event
 MAX_FIELD = 200              # source, language, product
 MAX_ID = 1000                # article ids
-INSERT = ("INSERT INTO events (at, day, kind, source, answer_id, language, product, query, query_key, topic_vector, "
-          "confidence, confident, latency_ms, result_count, article_id, position, helpful) "
-          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+INSERT = ("INSERT INTO events (id, at, day, kind, source, answer_id, language, product, query, query_key, "
+          "topic_vector, confidence, confident, latency_ms, result_count, article_id, position, helpful) "
+          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+WRITE_LOCK = 0x6B625F657674  # "kb_evt": PostgreSQL advisory lock of event ids (the writers of every replica)
 
 
 def new_answer_id() -> str:
@@ -67,21 +66,26 @@ def _clip(value: Any, limit: int) -> str | None:
 
 
 class EventLog:
-    """The analytics event log (KB_ANALYTICS_DB): a bounded queue filled by requests, emptied by one writer thread.
+    """The analytics event log (KB_ANALYTICS_DB, or KB_DATABASE_URL shared by every replica): a bounded queue filled
+    by requests, emptied by one writer thread.
 
     `record_answer` and `record_action` only put a tuple on the queue: they never wait and never raise (a full queue
     drops the event and counts it). The writer takes up to BATCH events per transaction, redacts query text
     (kb/redaction.py; no text at all with KB_ANALYTICS_STORE_TEXT=false, the query key and topic vector are still
     computed), embeds the redacted queries in batches for their topic vectors, and once a day deletes events and
-    feedback (KB_FEEDBACK_DB) older than KB_ANALYTICS_RETENTION_DAYS. A file it cannot write (read-only, full disk)
-    never stops the service: its events are counted in `errors`, `health` logs the first failure and the recovery
-    once each (kb/side_store.py), and `unavailable()` gives POST /api/events its 503 meanwhile.
+    feedback older than KB_ANALYTICS_RETENTION_DAYS. A database it cannot write (a read-only or full disk, a server
+    out of reach or read-only) never stops the service: its events are counted in `errors`, `health` logs the first
+    failure and the recovery once each (kb/side_store.py), and `unavailable()` gives POST /api/events its 503
+    meanwhile.
     """
 
     def __init__(self, settings, encoder=None):
         if settings.analytics_retention_days < 1:
             raise BadRequest(f"KB_ANALYTICS_RETENTION_DAYS must be at least 1, got {settings.analytics_retention_days}")
-        self.path = Path(settings.analytics_db)
+        self.database = side_database(settings, "analytics")  # KB_ANALYTICS_DB, or KB_DATABASE_URL
+        self.database.timeout = 30.0
+        self.path = self.database.where
+        self._kept = KeptConnection(self.database, SCHEMA)
         self.feedback = side_database(settings, "feedback")  # KB_FEEDBACK_DB, or KB_DATABASE_URL
         self.store_text = bool(settings.analytics_store_text)
         self.retention_days = int(settings.analytics_retention_days)
@@ -94,14 +98,13 @@ class EventLog:
         self._stop = threading.Event()
         self._hurry = threading.Event()  # flush() or close() is waiting: write without lingering
         self._thread: threading.Thread | None = None
-        self._conn: sqlite3.Connection | None = None
         self._next_purge = 0.0       # time.monotonic() of the next retention run; 0: at start
         self._purging = True         # the first retention run has not finished yet
         self._next_rollup = 0.0      # time.monotonic() of the next look for days to roll up; 0: at start
         self._rollup_days: list[str] = []  # closed days still to roll up in this round, and its newest event id
         self._rollup_target = 0
         self._said: set[str] = set()
-        self.health = SideStoreHealth("analytics", self.path, "KB_ANALYTICS_DB", log,
+        self.health = SideStoreHealth("analytics", self.database.where, self.database.setting, log,
                                       "search and suggest events are counted as errors, POST /api/events answers 503")
 
     # ---- request side: never blocks, never raises ----------------------------------------------------------
@@ -168,19 +171,20 @@ class EventLog:
             self._hurry.clear()
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued (within `timeout`), then stop the writer."""
+        """Write what is queued (within `timeout`), then stop the writer and close the connection."""
         self._stop.set()
         self._hurry.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        self._kept.close()
 
     # ---- writer thread ----------------------------------------------------------------------------------
     def _run(self) -> None:
         try:
             try:
-                self._connection()  # the file and its tables exist from the start, for the reports
-            except (sqlite3.Error, OSError) as exc:
+                self._kept.write(lambda db: None)  # the file and its tables exist from the start, for the reports
+            except self.database.errors as exc:
                 self.health.failed(exc)
             while True:
                 if time.monotonic() >= self._next_purge:
@@ -201,9 +205,7 @@ class EventLog:
                         self._pending -= len(batch)
                         self._cond.notify_all()
         finally:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            self._kept.close()
 
     def _collect(self, batch: list[tuple]) -> None:
         """Add queued events to `batch` for up to LINGER seconds (one transaction, one model call for many events
@@ -237,18 +239,21 @@ class EventLog:
     def _roll_up(self) -> None:
         """Roll up one closed day (kb/event_rollups.py), so that the writer goes back to the queue between two days;
         every ROLLUP_EVERY seconds look for the days to roll up, then move the watermark once they are done."""
-        conn = self._conn
-        if conn is None:  # the file cannot be opened (health says so): rolled up once a write opens it again
+        if self.health.failing:  # the database cannot be written (health says so): rolled up once a write works
             self._rollup_days, self._next_rollup = [], time.monotonic() + 1
             return
         try:
             if not self._rollup_days:
                 self._next_rollup = time.monotonic() + ROLLUP_EVERY
-                self._rollup_target, self._rollup_days = event_rollups.pending(conn, datetime.now(timezone.utc).date())
+                today = datetime.now(timezone.utc).date()
+                self._rollup_target, self._rollup_days = self._kept.write(lambda db: event_rollups.pending(db, today))
             if self._rollup_days:
-                event_rollups.roll_up(conn, self._rollup_days.pop(0), self._rollup_target)
-            if not self._rollup_days and self._rollup_target != event_rollups.watermark(conn):
-                event_rollups.set_watermark(conn, self._rollup_target)
+                day, target = self._rollup_days.pop(0), self._rollup_target
+                self._kept.write(lambda db: event_rollups.roll_up(db, day, target))
+            if not self._rollup_days:
+                target = self._rollup_target
+                self._kept.write(lambda db: target == event_rollups.watermark(db)
+                                 or event_rollups.set_watermark(db, target))
         except Exception as exc:  # noqa: BLE001 - reports read the events of days without rollups: nothing is lost
             self._rollup_days = []
             self._say("rollup", "analytics rollups could not be written (tried again in 10 minutes): %s", exc)
@@ -258,22 +263,23 @@ class EventLog:
         {"events", "feedback"}."""
         cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=self.retention_days)
         deleted = {"events": 0, "feedback": 0}
-        failures = []  # one file that cannot be written does not keep the other's retention from running
-        if self.path.is_file():
+        failures = []  # one database that cannot be written does not keep the other's retention from running
+        at = stamp(cutoff.timestamp())[0]
+
+        def delete(db) -> int:
+            with db.transaction(write=True):
+                event_rollups.lock(db, event_rollups.ROLLUP_LOCK)
+                db.execute("DELETE FROM results WHERE event_id IN (SELECT id FROM events WHERE at < ?)", (at,))
+                events = db.execute("DELETE FROM events WHERE at < ?", (at,)).rowcount
+                event_rollups.delete_through(db, at[:10])  # its last day is rolled up again if kept
+                return events
+
+        if self.database.exists():
             try:
-                conn = sqlite3.connect(self.path, timeout=30)
-                try:
-                    with conn:
-                        conn.executescript(SCHEMA)
-                        at = stamp(cutoff.timestamp())[0]
-                        conn.execute("DELETE FROM results WHERE event_id IN (SELECT id FROM events WHERE at < ?)",
-                                     (at,))
-                        deleted["events"] = conn.execute("DELETE FROM events WHERE at < ?", (at,)).rowcount
-                        event_rollups.delete_through(conn, at[:10])  # its last day is rolled up again if kept
-                finally:
-                    conn.close()
-            except (sqlite3.Error, OSError) as exc:
-                failures.append(f"events in {self.path} (KB_ANALYTICS_DB): {type(exc).__name__}: {exc}")
+                deleted["events"] = self._kept.write(delete)
+            except self.database.errors as exc:
+                failures.append(f"events in {self.database.where} ({self.database.setting}): "
+                                f"{type(exc).__name__}: {exc}")
         if self.feedback.exists():
             try:
                 deleted["feedback"] = delete_feedback_before(self.feedback, cutoff)
@@ -287,20 +293,6 @@ class EventLog:
             raise StoreUnavailable("could not delete old " + "; nor old ".join(failures), store="analytics")
         return deleted
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=30)
-            try:
-                prepare_wal(conn, SCHEMA, 30)
-                conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                conn.commit()
-            except Exception:
-                conn.close()
-                raise
-            self._conn = conn
-        return self._conn
-
     def _write(self, batch: list[tuple]) -> None:
         rows: list[tuple[tuple, list[tuple], str | None]] = []
         for event in batch:
@@ -310,18 +302,22 @@ class EventLog:
                 self._count_error("event")
             time.sleep(0)  # let request threads have the interpreter between two redactions
         topics = self._topics([text for _, _, text in rows])
+
+        def insert(db) -> None:
+            """One transaction; ids one more than the largest, taken under the write lock, so that ids grow in the
+            order events are committed whichever replica writes them (kb/event_schema.py)."""
+            with db.transaction(write=True):
+                event_rollups.lock(db, WRITE_LOCK)
+                first = (db.execute("SELECT max(id) FROM events").fetchone()[0] or 0) + 1
+                db.executemany(INSERT, [(first + k, *values[:9], topic, *values[10:])
+                                        for k, ((values, _, _), topic) in enumerate(zip(rows, topics))])
+                db.executemany("INSERT INTO results VALUES (?, ?, ?, ?)",
+                               [(first + k, *result) for k, (_, results, _) in enumerate(rows) for result in results])
+
         try:
-            conn = self._connection()
-            with conn:
-                for (values, results, _), topic in zip(rows, topics):
-                    event_id = conn.execute(INSERT, values[:9] + (topic,) + values[10:]).lastrowid
-                    if results:
-                        conn.executemany("INSERT INTO results VALUES (?, ?, ?, ?)",
-                                         [(event_id, *result) for result in results])
-        except (sqlite3.Error, OSError) as exc:
-            if self._conn is not None and reopen_after(exc):  # after SQLITE_FULL the connection is sound: kept
-                self._conn.close()
-                self._conn = None
+            if rows:
+                self._kept.write(insert)
+        except self.database.errors as exc:  # a connection that cannot recover is reopened (kb/database.py)
             with self._cond:
                 self._errors += len(rows)
             self.health.failed(exc)

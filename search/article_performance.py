@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 from collections import Counter, defaultdict
 
 import numpy as np
 
-from search.reports import ANSWERS, Days, ReportFilters, Reports, answer_filter, share, utc_today
+from kb.database import Connection
+from search.reports import (ANSWERS, Days, ReportFilters, Reports, answer_filter, indexed_by, same_text,
+                            share, utc_today)
 
 ACTIONS = {"open": "opened", "copy": "copied", "insert": "inserted", "link": "linked"}
 COUNTS = ("shown", "opened", "copied", "inserted", "linked", "helpful", "not_helpful")
@@ -20,7 +21,7 @@ TOP_ARTICLES = 100
 ANSWER_LOOKBACK_DAYS = 7     # an action in the range may act on an answer given up to a week before it
 
 
-def shown_counts(conn: sqlite3.Connection, filters: ReportFilters, days: Days = Days()) -> dict[str, int]:
+def shown_counts(conn: Connection, filters: ReportFilters, days: Days = Days()) -> dict[str, int]:
     """Per article, how many searches and suggestions in the filters listed it (rows of `results`).
 
     Without a language filter, the answers of a date range are found as a range of event ids (the log writes
@@ -30,7 +31,7 @@ def shown_counts(conn: sqlite3.Connection, filters: ReportFilters, days: Days = 
     read from events when the others come from rollups (rollup_shown).
     """
     where, params = answer_filter(filters)
-    product_only = " AND r.article_id IN temp.product_articles" if filters.product else ""
+    product_only = " AND r.article_id IN (SELECT article_id FROM product_articles)" if filters.product else ""
     if filters.language:
         rows = conn.execute(f"SELECT r.article_id, count(*) FROM events e JOIN results r ON r.event_id = e.id "
                             f"WHERE {where}{product_only} GROUP BY r.article_id", params)
@@ -42,7 +43,7 @@ def shown_counts(conn: sqlite3.Connection, filters: ReportFilters, days: Days = 
             f"WHERE {where} GROUP BY r.article_id", params).fetchall()))
         if filters.product:  # kept here, not in SQL: there SQLite would take the product's 270,000 results over 90
             # days first and look up each one's wide event row (0.8 s) instead of the few days' answers' results
-            kept = {a for (a,) in conn.execute("SELECT article_id FROM temp.product_articles")}
+            kept = {a for (a,) in conn.execute("SELECT article_id FROM product_articles")}
             counts = Counter({a: n for a, n in counts.items() if a in kept})
         rolled, rolled_params = days.rollup_filter(filters, "r")
         counts.update(dict(conn.execute(f"SELECT r.article_id, sum(r.shown) FROM rollup_shown r WHERE {rolled}"
@@ -53,12 +54,13 @@ def shown_counts(conn: sqlite3.Connection, filters: ReportFilters, days: Days = 
     lo, hi = conn.execute(f"SELECT min(id), max(id) FROM events e WHERE {where}", params).fetchone()
     if lo is None:
         return {}
-    counts = dict(conn.execute(f"SELECT article_id, count(*) FROM results r INDEXED BY results_article WHERE "
-                               f"event_id BETWEEN ? AND ?{product_only} GROUP BY article_id", (lo, hi)))
+    counts = dict(conn.execute(f"SELECT article_id, count(*) FROM results r {indexed_by(conn, 'results_article')} "
+                               f"WHERE event_id BETWEEN ? AND ?{product_only} GROUP BY article_id", (lo, hi)))
     # answers dated before or after the range: two scans of the (day, kind) index, which holds the id too; the
     # table itself, scanned over the id range, is the wide rows (0.35 s against 0.05 s over 90 days of 1,000,000)
-    outside = " UNION ALL ".join(f"SELECT id FROM events INDEXED BY events_day_kind WHERE kind IN {ANSWERS} AND "
-                                 f"day {op} ? AND id BETWEEN ? AND ?" for op in ("<", ">"))
+    by_day = indexed_by(conn, "events_day_kind")
+    outside = " UNION ALL ".join(f"SELECT id FROM events {by_day} WHERE kind IN {ANSWERS} AND day {op} ? AND "
+                                 "id BETWEEN ? AND ?" for op in ("<", ">"))
     strays = conn.execute(f"SELECT r.article_id, count(*) FROM results r WHERE r.event_id IN ({outside})"
                           f"{product_only} GROUP BY r.article_id",
                           (filters.since.isoformat(), lo, hi, filters.until.isoformat(), lo, hi)).fetchall()
@@ -67,7 +69,7 @@ def shown_counts(conn: sqlite3.Connection, filters: ReportFilters, days: Days = 
     return {a: n for a, n in counts.items() if n > 0}
 
 
-def action_counts(conn: sqlite3.Connection, filters: ReportFilters, days: Days = Days()
+def action_counts(conn: Connection, filters: ReportFilters, days: Days = Days()
                   ) -> dict[str, dict[str, int]]:
     """Per article: opened, copied, inserted, linked, helpful, not_helpful within the filters (those of rolled-up
     days from rollup_actions, without a language filter)."""
@@ -75,12 +77,12 @@ def action_counts(conn: sqlite3.Connection, filters: ReportFilters, days: Days =
     sql = [day_sql, "a.kind IN ('open', 'copy', 'insert', 'link', 'feedback')", "a.article_id IS NOT NULL"]
     if filters.language:  # an action's language is its query's: its own column (the writer leaves it empty), else
         # its answer's, among the answers of that language from a week before the range on (one covering-index scan)
-        sql.append(f"(a.language = ? COLLATE NOCASE OR (a.language IS NULL AND a.answer_id IN (SELECT x.answer_id "
-                   f"FROM events x WHERE x.day BETWEEN ? AND ? AND x.kind IN {ANSWERS} AND x.language = ? "
-                   "COLLATE NOCASE AND x.answer_id IS NOT NULL)))")
+        sql.append(f"({same_text('a.language')} OR (a.language IS NULL AND a.answer_id IN (SELECT x.answer_id "
+                   f"FROM events x WHERE x.day BETWEEN ? AND ? AND x.kind IN {ANSWERS} AND {same_text('x.language')} "
+                   "AND x.answer_id IS NOT NULL)))")
         params += [filters.language, (filters.since - dt.timedelta(days=ANSWER_LOOKBACK_DAYS)).isoformat(),
                    filters.until.isoformat(), filters.language]
-    product_sql = "(a.article_id IN temp.product_articles OR a.product = ? COLLATE NOCASE)"
+    product_sql = f"(a.article_id IN (SELECT article_id FROM product_articles) OR {same_text('a.product')})"
     if filters.product:
         sql.append(product_sql)
         params.append(filters.product)

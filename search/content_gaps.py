@@ -26,29 +26,35 @@ def gap_rows(reports: Reports, filters: ReportFilters) -> dict:
             return out
         days = reports.days(conn, filters, usable=not filters.product)  # rollups keep no answer's product
         where, params = answer_filter(filters, days=days)
-        conn.execute("CREATE TEMP TABLE not_helpful (answer_id TEXT PRIMARY KEY) WITHOUT ROWID")
-        conn.execute("INSERT OR IGNORE INTO not_helpful SELECT answer_id FROM events WHERE day >= ? AND "
-                     "kind = 'feedback' AND helpful = 0 AND answer_id IS NOT NULL", (filters.since.isoformat(),))
         # counted from the covering index alone; then one row per distinct query is read for its text and vector
-        conn.execute(
-            "CREATE TEMP TABLE gaps AS SELECT COALESCE(query_key, 'event:' || id) AS k, count(*) AS n, "
-            "total(day >= ?) AS late, total(confident = 0 OR result_count = 0) AS bad, "
-            f"total(answer_id IN temp.not_helpful) AS unhelpful, max(id) AS last FROM events e WHERE {where} AND "
-            "(confident = 0 OR result_count = 0 OR answer_id IN temp.not_helpful) GROUP BY k",
-            [filters.middle.isoformat()] + params)
+        # (common table expressions, not temporary tables: a read-only PostgreSQL, a failover, can run them)
+        unhelpful = "answer_id IN (SELECT answer_id FROM not_helpful)"
         rows = [list(row) for row in conn.execute(
-            "SELECT g.k, g.n, g.late, g.bad, g.unhelpful, e.query, e.topic_vector, g.last FROM temp.gaps g "
-            "JOIN events e ON e.id = g.last")]
+            "WITH not_helpful AS (SELECT answer_id FROM events WHERE day >= ? AND kind = 'feedback' AND helpful = 0 "
+            "AND answer_id IS NOT NULL), "
+            "gaps AS (SELECT COALESCE(query_key, 'event:' || id) AS k, count(*) AS n, "
+            "count(*) FILTER (WHERE day >= ?) AS late, "
+            "count(*) FILTER (WHERE confident = 0 OR result_count = 0) AS bad, "
+            f"count(*) FILTER (WHERE {unhelpful}) AS unhelpful, max(id) AS last FROM events e WHERE {where} AND "
+            f"(confident = 0 OR result_count = 0 OR {unhelpful}) GROUP BY COALESCE(query_key, 'event:' || id)) "
+            "SELECT g.k, g.n, g.late, g.bad, g.unhelpful, e.query, e.topic_vector, g.last FROM gaps g "
+            "JOIN events e ON e.id = g.last", [filters.since.isoformat(), filters.middle.isoformat()] + params)]
         if days.rolled:
             rows = merged_gaps(conn, filters, days, rows)
         rows.sort(key=lambda row: row[0])  # one order whichever days came from rollups (topic sampling uses it)
         missing = {row[0]: row for row in rows if row[6] is None and row[1] > 1}
-        if missing:  # the latest event of a query has no vector (not computed): take one of its others
+        if missing:  # the latest event of a query has no vector (not computed): take one of its others (the
+            # greatest text and vector, compared as bytes: PostgreSQL has no max() of BYTEA)
             where, params = answer_filter(filters)  # every day of the range
             marks = ", ".join("?" * len(missing))
+            found: dict[str, list] = {}
             for key, text, blob in conn.execute(
-                    f"SELECT query_key, max(query), max(topic_vector) FROM events e WHERE {where} AND query_key IN "
-                    f"({marks}) GROUP BY query_key", params + list(missing)):
+                    f"SELECT query_key, query, topic_vector FROM events e WHERE {where} AND query_key IN ({marks}) "
+                    "AND (query IS NOT NULL OR topic_vector IS NOT NULL)", params + list(missing)):
+                best = found.setdefault(key, [None, None])
+                best[0] = text if best[0] is None or (text is not None and text > best[0]) else best[0]
+                best[1] = bytes(blob) if blob is not None and (best[1] is None or bytes(blob) > best[1]) else best[1]
+            for key, (text, blob) in found.items():
                 missing[key][5], missing[key][6] = missing[key][5] or text, blob
     blobs = [row[6] for row in rows]
     lengths = np.fromiter((len(b) if b else 0 for b in blobs), dtype=np.int64, count=len(rows))

@@ -1,12 +1,12 @@
 """The summary report: volume over time, by source and language, latency, confidence, and self-service."""
 from __future__ import annotations
 
-import sqlite3
 from collections import defaultdict
 from typing import Mapping
 
 import numpy as np
 
+from kb.database import Connection
 from search.reports import (Days, ReportFilters, Reports, answer_filter, percentile, period_of, periods, share,
                             used_sql)
 
@@ -27,8 +27,9 @@ def summary_report(reports: Reports, filters: ReportFilters) -> dict:
             days = reports.days(conn, filters, usable=not filters.product)  # rollups keep no answer's product
             where, params = answer_filter(filters, days=days)
             rows = conn.execute(
-                "SELECT day, kind, source, language, count(*), total(confident = 1), count(confident), "
-                f"total(result_count = 0) FROM events e WHERE {where} GROUP BY day, kind, source, language",
+                "SELECT day, kind, source, language, count(*), count(*) FILTER (WHERE confident = 1), "
+                "count(confident), count(*) FILTER (WHERE result_count = 0) "
+                f"FROM events e WHERE {where} GROUP BY day, kind, source, language",
                 params).fetchall()
             if days.rolled:
                 rolled, rolled_params = days.rollup_filter(filters)
@@ -73,12 +74,12 @@ def summary_report(reports: Reports, filters: ReportFilters) -> dict:
         "self_service": service, "notes": notes,
     }
 
-def self_service(conn: sqlite3.Connection, filters: ReportFilters, days: Days = Days()) -> dict:
+def self_service(conn: Connection, filters: ReportFilters, days: Days = Days()) -> dict:
     """The share of suggestions whose answer an agent used, per week, source and language."""
     where, params = answer_filter(filters, days=days)
     used, used_params = used_sql(filters.since)
     rows = conn.execute(
-        f"SELECT day, source, language, count(*), total({used}) FROM events e "
+        f"SELECT day, source, language, count(*), count(*) FILTER (WHERE {used}) FROM events e "
         f"WHERE {where} AND e.kind = 'suggest' GROUP BY day, source, language", used_params + params).fetchall()
     if days.rolled:  # `used` of a rolled-up day: by actions on it or later (none is dated before its answer)
         rolled, rolled_params = days.rollup_filter(filters)

@@ -10,6 +10,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from kb.database import Connection, Database, as_database
 from kb.errors import BadRequest, KBError
 
 ANSWERS = "('search', 'suggest')"
@@ -128,38 +129,60 @@ class Catalog:
         return [a for a, meta in self.articles.items() if str(meta.get("product") or "").lower() == product.lower()]
 
 
-class EventLog:
-    """Read-only access to the event log's SQLite file (kb/event_schema.py); never creates or writes it."""
+def has_table(conn: Connection, name: str) -> bool:
+    sql = ("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?" if conn.engine == "sqlite"
+           else "SELECT count(*) FROM pg_tables WHERE tablename = ? AND schemaname = current_schema()")
+    return conn.execute(sql, (name,)).fetchone()[0] > 0
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
+
+def indexed_by(conn: Connection, index: str) -> str:
+    """SQLite's INDEXED BY hint where the reports name the index its planner should take (PostgreSQL plans alone)."""
+    return f"INDEXED BY {index}" if conn.engine == "sqlite" else ""
+
+
+class EventLog:
+    """Read-only access to the event log (kb/event_schema.py): a SQLite file, or its tables in KB_DATABASE_URL; never
+    creates or writes them."""
+
+    def __init__(self, where: Database | Path):
+        self.database = as_database(where, "KB_ANALYTICS_DB", 10.0)
+        self.path = self.database.where
+
+    def _open(self) -> Connection:
+        if self.database.engine == "sqlite":  # read-only; rows as plain tuples
+            return Connection(sqlite3.connect(self.database.path.resolve().as_uri() + "?mode=ro", uri=True,
+                                              timeout=10, check_same_thread=False, isolation_level=None), "sqlite")
+        return self.database.connect()
 
     @contextmanager
     def connect(self, filters: ReportFilters | None = None, catalog: Catalog | None = None
-                ) -> Iterator[sqlite3.Connection | None]:
-        """A read-only connection (None when there is no log yet); for a product filter it holds the product's
-        articles (temp.product_articles) and the answers whose first result is one of them (temp.product_answers)."""
-        if not self.path.is_file():
+                ) -> Iterator[Connection | None]:
+        """A connection in one snapshot (None when there is no log yet); for a product filter it holds the product's
+        articles (product_articles) and the answers whose first result is one of them (product_answers), temporary
+        tables of this connection."""
+        if not self.database.exists():
             yield None
             return
-        conn = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=10,
-                               check_same_thread=False)
+        conn = self._open()
         try:
-            if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'").fetchone():
+            if not has_table(conn, "events"):
                 yield None
                 return
-            conn.execute("PRAGMA temp_store = MEMORY")
-            conn.execute("PRAGMA cache_size = -65536")
-            conn.execute("BEGIN")  # one snapshot for all of a report's statements (rollups move while it reads)
-            if filters is not None and filters.product:
-                conn.execute("CREATE TEMP TABLE product_articles (article_id TEXT PRIMARY KEY) WITHOUT ROWID")
-                conn.executemany("INSERT OR IGNORE INTO product_articles VALUES (?)",
-                                 [(a,) for a in (catalog or Catalog()).product_articles(filters.product)])
-                # answers whose first result is one of the product's articles: one pass over results_article
-                conn.execute("CREATE TEMP TABLE product_answers (id INTEGER PRIMARY KEY)")
-                conn.execute("INSERT OR IGNORE INTO product_answers SELECT event_id FROM results INDEXED BY "
-                             "results_article WHERE article_id IN temp.product_articles AND position = 1")
-            yield conn
+            if conn.engine == "sqlite":
+                conn.execute("PRAGMA temp_store = MEMORY")
+                conn.execute("PRAGMA cache_size = -65536")
+            # one snapshot for all of a report's statements (rollups move while it reads)
+            with conn.transaction(snapshot=True):
+                if filters is not None and filters.product:
+                    conn.execute("CREATE TEMP TABLE product_articles (article_id TEXT PRIMARY KEY)")
+                    articles = set((catalog or Catalog()).product_articles(filters.product))
+                    conn.executemany("INSERT INTO product_articles VALUES (?)", [(a,) for a in sorted(articles)])
+                    # answers whose first result is one of the product's articles: one pass over results_article
+                    conn.execute("CREATE TEMP TABLE product_answers (id BIGINT PRIMARY KEY)")
+                    conn.execute(f"INSERT INTO product_answers SELECT DISTINCT event_id FROM results "
+                                 f"{indexed_by(conn, 'results_article')} WHERE article_id IN "
+                                 "(SELECT article_id FROM product_articles) AND position = 1")
+                yield conn
         finally:
             conn.close()
 
@@ -189,16 +212,22 @@ class Days:
         sql = "(" + " OR ".join(f"{alias}.day BETWEEN ? AND ?" for _ in spans) + ")"
         params = [day for span in spans for day in span]
         if filters.language:
-            sql += f" AND {alias}.language = ? COLLATE NOCASE"
+            sql += f" AND {same_text(alias + '.language')}"
             params.append(filters.language)
         return sql, params
 
 
-def rollup_days(conn: sqlite3.Connection, filters: ReportFilters) -> Days:
+def same_text(column: str) -> str:
+    """SQL condition: `column` equals the parameter, ignoring the case of ASCII letters (SQLite's NOCASE; both
+    engines read lower() so)."""
+    return f"lower({column}) = lower(?)"
+
+
+def rollup_days(conn: Connection, filters: ReportFilters) -> Days:
     """Which days of the range the rollups answer exactly: rolled-up regular days untouched after the watermark."""
     from kb.event_rollups import touched_days, watermark
 
-    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rollup_days'").fetchone():
+    if not has_table(conn, "rollup_days"):
         return Days()
     mark = watermark(conn)
     if mark is None:
@@ -220,10 +249,11 @@ def answer_filter(filters: ReportFilters, alias: str = "e", days: Days | None = 
     day_sql, params = (days or Days()).raw_filter(filters, e)
     sql = [day_sql, f"{e}.kind IN {ANSWERS}"]
     if filters.language:
-        sql.append(f"{e}.language = ? COLLATE NOCASE")
+        sql.append(same_text(f"{e}.language"))
         params.append(filters.language)
     if filters.product:
-        sql.append(f"({e}.product = ? COLLATE NOCASE OR ({e}.product IS NULL AND {e}.id IN temp.product_answers))")
+        sql.append(f"({same_text(e + '.product')} OR ({e}.product IS NULL AND {e}.id IN "
+                   "(SELECT id FROM product_answers)))")
         params.append(filters.product)
     return " AND ".join(sql), params
 
@@ -259,36 +289,37 @@ class Note(str):
 
 
 class EventLogUnreadable(KBError):
-    """The event log file exists but SQLite cannot read it (damaged, not a database, unreadable)."""
+    """The event log exists but cannot be read (a damaged or unreadable file; a PostgreSQL server out of reach)."""
 
     status = 503
     code = "event_log_unreadable"
 
 
 @contextmanager
-def readable(path: Path) -> Iterator[None]:
+def readable(database: Database) -> Iterator[None]:
     try:
         yield
-    except sqlite3.DatabaseError as exc:
-        raise EventLogUnreadable(f"the analytics event log {path} cannot be read: {exc}") from None
+    except database.errors as exc:
+        raise EventLogUnreadable(f"the analytics event log {database.where} ({database.setting}) cannot be read: "
+                                 f"{exc}") from None
 
 
 class Reports:
     """The reports of one event log against the index in service; `today` fixes what "stale" is measured from."""
 
-    def __init__(self, log_path: Path, catalog: Catalog | None = None, stale_days: int = 180,
+    def __init__(self, log: Database | Path, catalog: Catalog | None = None, stale_days: int = 180,
                  model: str = "all-MiniLM-L6-v2", today: dt.date | None = None, rollups: bool = True):
-        self.log = EventLog(log_path)
+        self.log = EventLog(log)
         self.catalog = catalog or Catalog()
         self.stale_days, self.model, self.today = stale_days, model, today
         self.rollups = rollups  # False: every report from the events alone (what the rollups are checked against)
 
-    def days(self, conn: sqlite3.Connection, filters: ReportFilters, usable: bool = True) -> Days:
+    def days(self, conn: Connection, filters: ReportFilters, usable: bool = True) -> Days:
         """How a report splits its range between rollups and events; all events when rollups are off or `usable`
         is False (a filter the rollups do not keep)."""
         return rollup_days(conn, filters) if self.rollups and usable else Days()
 
-    def notes(self, conn: sqlite3.Connection | None) -> list[str]:
+    def notes(self, conn: Connection | None) -> list[str]:
         if conn is None:
             return [Note("no_events", path=self.log.path)]
         return []
@@ -297,23 +328,23 @@ class Reports:
     def summary(self, filters: ReportFilters) -> dict:
         from search.report_summary import summary_report
 
-        with readable(self.log.path):
+        with readable(self.log.database):
             return summary_report(self, filters)
 
     def queries(self, filters: ReportFilters, limit: int = 50) -> dict:
         from search.top_queries import queries_report
 
-        with readable(self.log.path):
+        with readable(self.log.database):
             return queries_report(self, filters, limit)
 
     def gaps(self, filters: ReportFilters, limit: int = 30) -> dict:
         from search.content_gaps import gap_report
 
-        with readable(self.log.path):
+        with readable(self.log.database):
             return gap_report(self, filters, limit)
 
     def articles(self, filters: ReportFilters, limit: int | None = 100) -> dict:
         from search.article_performance import article_report
 
-        with readable(self.log.path):
+        with readable(self.log.database):
             return article_report(self, filters, limit)

@@ -7,7 +7,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from search.reports import Note, ReportFilters, Reports, answer_filter, share
+from search.reports import Note, ReportFilters, Reports, answer_filter, indexed_by, share
 
 TOP_QUERIES = 50
 
@@ -44,7 +44,8 @@ def queries_report(reports: Reports, filters: ReportFilters, limit: int = TOP_QU
                 rolled, rolled_params = days.rollup_filter(filters)
                 rows = conn.execute(
                     "SELECT query_key, sum(answers), sum(rated), sum(not_confident) FROM rollup_queries e "
-                    f"INDEXED BY rollup_queries_key WHERE {rolled} GROUP BY query_key", rolled_params).fetchall()
+                    f"{indexed_by(conn, 'rollup_queries_key')} WHERE {rolled} GROUP BY query_key",
+                    rolled_params).fetchall()
                 total = sum(n for _, n, _, _ in rows)
                 asked = Counter({key: n for key, n, _, _ in rows if key is not None})
                 rated = Counter({key: n for key, _, n, _ in rows if key is not None and n})

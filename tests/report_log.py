@@ -1,15 +1,17 @@
-"""A small analytics event log with known answers, written straight into the tables of kb/event_schema.py."""
+"""A small analytics event log with known answers, written straight into the tables of kb/event_schema.py (a SQLite
+file, or a PostgreSQL database: the `side_db` fixture's)."""
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import sqlite3
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from kb.database import Database, as_database
 from kb.event_schema import SCHEMA
+from kb.migrations import migrate
 
 A = "Outlook/outlook-password-prompt"
 B = "Teams/teams-microphone-not-working"
@@ -44,29 +46,34 @@ def key(text: str) -> str:
 
 
 class LogWriter:
-    """Rows as the event log writes them (ids in the order given), for tests."""
+    """Rows as the event log writes them (ids in the order given), for tests: one open transaction, committed by
+    `commit()` and `close()`."""
 
-    def __init__(self, path: Path, start: dt.date = START, vector: Callable[[str], np.ndarray] | None = None,
-                 store_text: bool = True):
-        self.conn = sqlite3.connect(path)
-        self.conn.executescript(SCHEMA)
+    def __init__(self, where: Database | Path, start: dt.date = START,
+                 vector: Callable[[str], np.ndarray] | None = None, store_text: bool = True):
+        self.database = as_database(where, "KB_ANALYTICS_DB", 10.0)
+        self.conn = self.database.connect()
+        migrate(self.conn, SCHEMA, 10.0)
+        self.conn.execute("BEGIN")
         self.start, self.store_text = start, store_text
         self.vector = vector or (lambda text: SYNTHETIC[text])
 
     def day(self, offset: int) -> str:
         return (self.start + dt.timedelta(days=offset)).isoformat()
 
-    def _insert(self, offset: int, values: dict) -> int:
+    def insert(self, offset: int, values: dict, at: str = "10:00:00.000") -> int:
+        """One events row on day `offset` (at `at`, UTC) with the next id."""
         day = self.day(offset)
-        columns = {"at": f"{day}T10:00:00.000Z", "day": day, **values}
-        cursor = self.conn.execute(f"INSERT INTO events ({', '.join(columns)}) VALUES "
-                                   f"({', '.join('?' * len(columns))})", list(columns.values()))
-        return cursor.lastrowid
+        event_id = (self.conn.execute("SELECT max(id) FROM events").fetchone()[0] or 0) + 1
+        columns = {"id": event_id, "at": f"{day}T{at}Z", "day": day, **values}
+        self.conn.execute(f"INSERT INTO events ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                          list(columns.values()))
+        return event_id
 
     def answer(self, name: str, offset: int, kind: str, source: str, language: str | None, query: str,
                confident: int | None, latency: float, results: list[str], product: str | None = None,
                vector: bool = True) -> str:
-        event_id = self._insert(offset, {
+        event_id = self.insert(offset, {
             "kind": kind, "source": source, "answer_id": name, "language": language, "product": product,
             "query": query if self.store_text else None, "query_key": key(query),
             "topic_vector": quantise(self.vector(query)) if vector else None,
@@ -78,22 +85,26 @@ class LogWriter:
 
     def action(self, offset: int, kind: str, article: str, answer: str | None, position: int = 1,
                helpful: int | None = None, source: str = "page", product: str | None = None) -> None:
-        self._insert(offset, {"kind": kind, "source": source, "answer_id": answer, "article_id": article,
+        self.insert(offset, {"kind": kind, "source": source, "answer_id": answer, "article_id": article,
                               "position": position, "helpful": helpful, "product": product})
 
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+        self.conn.execute("BEGIN")
+
     def close(self) -> None:
-        self.conn.commit()
+        self.conn.execute("COMMIT")
         self.conn.close()
 
 
-def write_known_log(path: Path, start: dt.date = START, vector: Callable[[str], np.ndarray] | None = None,
+def write_known_log(where: Database | Path, start: dt.date = START, vector: Callable[[str], np.ndarray] | None = None,
                     store_text: bool = True) -> Path:
     """The log tests/test_reports.py states its expected numbers for (days are offsets from `start`).
 
     In the 14 days start..start+13: 10 answers (5 searches, 5 suggestions), 10 actions; one answer dated the day
     before `start` is written between in-range answers (ids out of time order), two fall after the range.
     """
-    log = LogWriter(path, start, vector, store_text)
+    log = LogWriter(where, start, vector, store_text)
     log.answer("a1", 0, "search", "page", "en", "outlook password", 1, 10, [A, B])
     log.answer("a2", 0, "search", "page", "en", "outlook password", 1, 20, [A, C])
     log.answer("a3", 1, "search", "api:crm", "en", "teams camera", 0, 30, [B, D], product="Teams")
@@ -118,4 +129,4 @@ def write_known_log(path: Path, start: dt.date = START, vector: Callable[[str], 
     log.action(13, "feedback", C, "a8", 1, helpful=1, source="widget")
     log.action(14, "open", A, "a9", 1)  # after the range
     log.close()
-    return path
+    return where

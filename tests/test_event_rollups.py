@@ -1,7 +1,7 @@
-"""Daily rollups (kb/event_rollups.py): reports from rollups plus today's events equal reports from the events alone."""
+"""Daily rollups (kb/event_rollups.py): reports from rollups plus today's events equal reports from the events alone,
+on SQLite and on a real PostgreSQL (the `side_db` fixture)."""
 import datetime as dt
 import json
-import sqlite3
 import time
 
 import numpy as np
@@ -28,6 +28,22 @@ def day(offset: int) -> str:
     return (START + dt.timedelta(days=offset)).isoformat()
 
 
+def settings_for(db, tmp_path, **extra):
+    """Settings whose event log is `db` (its SQLite file, or KB_DATABASE_URL)."""
+    where = {"analytics_db": db.path} if db.engine == "sqlite" else {"database_url": db.target}
+    return load_settings({}, feedback_db=tmp_path / "feedback.sqlite", **where, **extra)
+
+
+def run_sql(db, sql, params=()):
+    """One statement on a connection of its own (behind the writer's back); its rows, or its row count."""
+    conn = db.connect()
+    try:
+        cursor = conn.execute(sql, params)
+        return [tuple(row) for row in cursor] if cursor.description else cursor.rowcount
+    finally:
+        conn.close()
+
+
 def write_log(path, store_text: bool, seed: int = 3) -> LogWriter:
     """About 200 answers and their actions over the ten days, in time order, and one action dated before its
     answer (offset 4: a clock set back)."""
@@ -50,7 +66,7 @@ def write_log(path, store_text: bool, seed: int = 3) -> LogWriter:
                            helpful=int(rng.integers(2)) if kind_ == "feedback" else None,
                            product=["Teams", "Outlook", None][int(rng.integers(3))])
     log.action(3, "insert", A, "r85")  # r85 is an answer of offset 4
-    log.conn.commit()
+    log.commit()
     return log
 
 
@@ -80,14 +96,17 @@ def rolled(path, since=0, until=9) -> tuple[str, ...]:
         return rollup_days(conn, parse_filters(day(since), day(until), today=TODAY)).rolled
 
 
-def update(path) -> int:
-    with sqlite3.connect(path) as conn:
+def update(db) -> int:
+    conn = db.connect()
+    try:
         return event_rollups.update(conn, TODAY)
+    finally:
+        conn.close()
 
 
 @pytest.mark.parametrize("store_text", [True, False])
-def test_reports_from_rollups_equal_reports_from_events(tmp_path, store_text):
-    path = tmp_path / "events.sqlite"
+def test_reports_from_rollups_equal_reports_from_events(side_db, store_text):
+    path = side_db("analytics")
     log = write_log(path, store_text)
     assert update(path) == 9  # the closed days; today stays raw
     # every closed day but offset 4 (an action dated before its answer) is answered from rollups
@@ -102,7 +121,7 @@ def test_reports_from_rollups_equal_reports_from_events(tmp_path, store_text):
     log.action(9, "insert", C, f"r{offset5}")
     log.action(9, "feedback", A, f"r{offset6}", helpful=0)
     log.action(7, "open", B, f"r{offset6}")
-    log.conn.commit()
+    log.commit()
     touched = {day(2), day(5), day(6), day(7)}
     assert set(rolled(path)) == {day(o) for o in range(9) if o != 4} - touched  # read from events until rolled again
     assert_same_reports(path)
@@ -113,62 +132,64 @@ def test_reports_from_rollups_equal_reports_from_events(tmp_path, store_text):
     log.close()
 
 
-def test_reports_read_the_rollups_of_closed_days(tmp_path):
-    path = tmp_path / "events.sqlite"
+def test_reports_read_the_rollups_of_closed_days(side_db):
+    path = side_db("analytics")
     write_log(path, True).close()
     update(path)
     full = parse_filters(day(0), day(9), today=TODAY)
     before = Reports(path, catalog(), today=TODAY).summary(full)["totals"]["answers"]
-    with sqlite3.connect(path) as conn:  # behind the rollups' back (nothing does this but the test)
-        gone = conn.execute("DELETE FROM events WHERE day = ? AND kind IN ('search', 'suggest')", (day(1),)).rowcount
+    # behind the rollups' back (nothing does this but the test)
+    gone = run_sql(path, "DELETE FROM events WHERE day = ? AND kind IN ('search', 'suggest')", (day(1),))
     assert gone > 0
     assert Reports(path, catalog(), today=TODAY).summary(full)["totals"]["answers"] == before
     assert Reports(path, catalog(), today=TODAY, rollups=False).summary(full)["totals"]["answers"] == before - gone
 
 
-def test_retention_deletes_rollups_with_the_events_and_the_cut_day_is_rolled_up_again(tmp_path):
-    path = tmp_path / "analytics.sqlite"
+def test_retention_deletes_rollups_with_the_events_and_the_cut_day_is_rolled_up_again(side_db, tmp_path):
+    path = side_db("analytics")
     log = write_log(path, True)
-    log.conn.execute("INSERT INTO events (at, day, kind, source, answer_id, query_key, confident, latency_ms, "
-                     "result_count) VALUES (?, ?, 'search', 'page', 'evening', 'k', 1, 12, 0)",
-                     (f"{day(3)}T20:00:00.000Z", day(3)))
+    log.insert(3, {"kind": "search", "source": "page", "answer_id": "evening", "query_key": "k", "confident": 1,
+                   "latency_ms": 12, "result_count": 0}, at="20:00:00.000")
     log.close()
     update(path)
-    settings = load_settings({}, analytics_db=path, feedback_db=tmp_path / "feedback.sqlite",
-                             analytics_retention_days=5)
+    settings = settings_for(path, tmp_path, analytics_retention_days=5)
     # the cutoff falls in offset 3 at noon: its 10:00 events go, its 20:00 answer stays
-    EventLog(settings).purge(now=dt.datetime.fromisoformat(f"{day(8)}T12:00:00+00:00"))
-    with sqlite3.connect(path) as conn:
-        for table in event_rollups.TABLES + ("rollup_days",):
-            assert conn.execute(f"SELECT count(*) FROM {table} WHERE day <= ?", (day(3),)).fetchone() == (0,)
-        assert conn.execute("SELECT count(*) FROM events WHERE day = ?", (day(3),)).fetchone() == (1,)
+    retention = EventLog(settings)
+    retention.purge(now=dt.datetime.fromisoformat(f"{day(8)}T12:00:00+00:00"))
+    retention.close()
+    for table in event_rollups.TABLES + ("rollup_days",):
+        assert run_sql(path, f"SELECT count(*) FROM {table} WHERE day <= ?", (day(3),)) == [(0,)]
+    assert run_sql(path, "SELECT count(*) FROM events WHERE day = ?", (day(3),)) == [(1,)]
     assert_same_reports(path)
     assert update(path) == 1 and day(3) in rolled(path)
     assert_same_reports(path)
 
 
-def test_the_writer_rolls_up_closed_days_it_finds(tmp_path):
+def test_the_writer_rolls_up_closed_days_it_finds(side_db, tmp_path):
     today = dt.datetime.now(dt.timezone.utc).date()
-    path = tmp_path / "analytics.sqlite"
+    path = side_db("analytics")
     log = LogWriter(path, today - dt.timedelta(days=2))
     log.answer("w1", 0, "search", "page", "en", "vpn drops", 0, 10, [C])
     log.answer("w2", 1, "suggest", "widget", "id", "teams camera", 1, 20, [B])
     log.action(1, "insert", B, "w2")
     log.close()
-    settings = load_settings({}, analytics_db=path, feedback_db=tmp_path / "feedback.sqlite")
+    settings = settings_for(path, tmp_path)
     writer = EventLog(settings)
     writer.start()
     try:
         assert writer.record_answer("search", "page", "w3", "outlook password", [(A, 0.9)], "en", None, 0.8, True, 9)
         assert writer.flush(10)
         deadline = time.monotonic() + 10
-        with sqlite3.connect(path) as conn:
+        conn = path.connect()
+        try:
             while time.monotonic() < deadline and event_rollups.watermark(conn) is None:
                 time.sleep(0.05)
             assert event_rollups.watermark(conn) in (3, 4)  # past the closed days' events (4: the answer w3 too)
             assert [r[0] for r in conn.execute("SELECT day FROM rollup_days ORDER BY day")] == [
                 (today - dt.timedelta(days=d)).isoformat() for d in (2, 1)]
-            assert conn.execute("SELECT sum(answers), sum(used) FROM rollup_answers").fetchone() == (2, 1)
+            assert tuple(conn.execute("SELECT sum(answers), sum(used) FROM rollup_answers").fetchone()) == (2, 1)
+        finally:
+            conn.close()
     finally:
         writer.close()
     filters = parse_filters((today - dt.timedelta(days=2)).isoformat(), today.isoformat(), today=today)

@@ -1,9 +1,13 @@
-"""The analytics event log (kb/events.py) and its routes: writer, queue, retention, text, sources, POST /api/events."""
+"""The analytics event log (kb/events.py) and its routes: writer, queue, retention, text, sources, POST /api/events.
+The log's own cases run on SQLite and on a real PostgreSQL (the `side_db` fixture), and so do replicas sharing one."""
 import html
 import json
 import logging
 import re
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -14,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from indexer.build import build_index
+from kb.database import Database, as_database
 from kb.errors import BadRequest, StoreUnavailable
 import kb.events as events_module
 from kb.events import BATCH, EventLog, query_key, quantise, stamp
@@ -31,22 +36,31 @@ TICKET = {"subject": "Outlook password quuxwobble",
                   "Thanks,\nRina Wijaya"}
 
 
-def settings_for(tmp_path, **extra):
+def settings_for(tmp_path, db: Database | None = None, **extra):
+    """Settings with every side store in tmp_path, or in `db` when it is a PostgreSQL database (KB_DATABASE_URL)."""
     values = {"analytics_db": tmp_path / "analytics.sqlite", "feedback_db": tmp_path / "feedback.sqlite",
               "usage_db": tmp_path / "usage.sqlite", "auth_db": tmp_path / "auth.sqlite",
               "webhook_db": tmp_path / "webhooks.sqlite", "reload_poll_seconds": 0, **extra}
+    if db is not None and db.engine == "postgres":
+        values["database_url"] = db.target
+    elif db is not None:
+        values["analytics_db"] = db.path
     return load_settings({}, **values)
 
 
-def rows(path, sql="SELECT * FROM events ORDER BY id", args=()):
-    with sqlite3.connect(path) as db:
-        db.row_factory = sqlite3.Row
-        return [dict(r) for r in db.execute(sql, args)]
+def rows(where, sql="SELECT * FROM events ORDER BY id", args=()):
+    """Rows of the event log (a SQLite file or a Database) as dicts, read on a connection of their own."""
+    conn = as_database(where, "KB_ANALYTICS_DB", 10).connect()
+    try:
+        return [dict(r) for r in conn.execute(sql, args)]
+    finally:
+        conn.close()
 
 
 @pytest.fixture
-def log_(tmp_path):
-    log = EventLog(settings_for(tmp_path), TinyEncoder())
+def log_(tmp_path, side_db):
+    """An EventLog on each engine (the analytics tables in tmp_path/analytics.sqlite or a fresh PostgreSQL)."""
+    log = EventLog(settings_for(tmp_path, side_db("analytics")), TinyEncoder())
     yield log
     log.close()
 
@@ -61,7 +75,7 @@ def test_answer_and_action_are_written_redacted_with_key_topic_and_results(log_,
                               confident=True, latency_ms=12.3456)
     assert log_.record_action("open", "page", "Outlook/a", "0123456789abcdef", 1, "Outlook")
     assert log_.flush(10)
-    answer, action = rows(tmp_path / "analytics.sqlite")
+    answer, action = rows(log_.database)
     redacted = "Outlook fails for [email], call [phone], error 0x8004010F"
     assert answer["query"] == redacted and answer["query_key"] == query_key(redacted)
     assert (answer["kind"], answer["source"], answer["answer_id"], answer["language"]) == \
@@ -72,7 +86,7 @@ def test_answer_and_action_are_written_redacted_with_key_topic_and_results(log_,
     vector = np.frombuffer(answer["topic_vector"], dtype=np.int8)
     expected = TinyEncoder().encode_queries([redacted])[0]
     assert vector.shape == (64,) and np.allclose(vector / 127, expected, atol=1 / 127)
-    assert rows(tmp_path / "analytics.sqlite", "SELECT position, article_id, score FROM results ORDER BY position") \
+    assert rows(log_.database, "SELECT position, article_id, score FROM results ORDER BY position") \
         == [{"position": 1, "article_id": "Outlook/a", "score": 0.91}, {"position": 2, "article_id": "Outlook/b",
                                                                           "score": 0.5}]
     assert (action["kind"], action["article_id"], action["position"], action["product"], action["query"],
@@ -87,7 +101,8 @@ def test_writer_batches_up_to_500_events_a_transaction(log_, tmp_path):
     assert log_.flush(30)
     assert BATCH == 500 and log_.batches == 3
     assert log_.stats()["written"] == 1200
-    assert len(rows(tmp_path / "analytics.sqlite")) == 1200
+    assert len(rows(log_.database)) == 1200
+    assert [r["id"] for r in rows(log_.database)] == list(range(1, 1201))
 
 
 class StuckEncoder(TinyEncoder):
@@ -132,49 +147,61 @@ def test_recording_never_raises_and_a_malformed_event_is_counted(log_, tmp_path)
     log_.start()
     assert log_.flush(10)
     assert log_.stats() == {"queued": 0, "dropped": 0, "written": 1, "errors": 3}
-    assert [r["kind"] for r in rows(tmp_path / "analytics.sqlite")] == ["copy"]
+    assert [r["kind"] for r in rows(log_.database)] == ["copy"]
 
 
-def test_no_text_at_all_when_store_text_is_false(tmp_path):
-    log = EventLog(settings_for(tmp_path, analytics_store_text=False), TinyEncoder())
+def test_no_text_at_all_when_store_text_is_false(tmp_path, side_db):
+    db = side_db("analytics")
+    log = EventLog(settings_for(tmp_path, db, analytics_store_text=False), TinyEncoder())
     secret = "zebracorn mailbox quota for budi.santoso@example.com"
     log.record_answer("suggest", "widget", "0123456789abcdef", secret, [("Outlook/a", 0.7)])
     log.start()
     assert log.flush(10)
-    (row,) = rows(tmp_path / "analytics.sqlite")
+    (row,) = rows(db)
     assert row["query"] is None and row["query_key"] == query_key("zebracorn mailbox quota for [email]")
     assert row["topic_vector"] is not None  # topics are computed at write time, from the redacted text
-    raw = b"".join(p.read_bytes() for p in tmp_path.glob("analytics.sqlite*"))
-    assert any(p.name.endswith("-wal") for p in tmp_path.glob("analytics.sqlite*"))  # the WAL was read too
+    if db.engine == "sqlite":
+        raw = b"".join(p.read_bytes() for p in tmp_path.glob(f"{db.path.name}*"))
+        assert any(p.name.endswith("-wal") for p in tmp_path.glob(f"{db.path.name}*"))  # the WAL was read too
+    else:  # every text column of every table of the database, as PostgreSQL prints it
+        conn = db.connect()
+        tables = [t for (t,) in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        raw = "".join(str(tuple(r)) for t in tables for r in conn.execute(f"SELECT * FROM {t}")).encode()
+        conn.close()
     for word in ("zebracorn", "budi.santoso", "[email]", "mailbox quota"):
         assert word.encode() not in raw
     log.close()
 
 
-def test_retention_deletes_old_events_results_and_feedback_at_start(tmp_path):
-    settings = settings_for(tmp_path, analytics_retention_days=30)
+def test_retention_deletes_old_events_results_and_feedback_at_start(tmp_path, side_db):
+    db = side_db("analytics")
+    settings = settings_for(tmp_path, db, analytics_retention_days=30)
     old, recent = stamp(time.time() - 31 * 86400)[0], stamp(time.time() - 29 * 86400)[0]
     log = EventLog(settings, None)
-    log.start()  # creates the file; nothing old yet
+    log.start()  # creates the tables; nothing old yet
     assert log.flush(10)
     log.close()
-    with sqlite3.connect(settings.analytics_db) as db:
-        for n, at in enumerate((old, recent, old)):
-            db.execute("INSERT INTO events (id, at, day, kind, source) VALUES (?, ?, ?, 'search', 'page')",
-                       (n + 1, at, at[:10]))
-            db.execute("INSERT INTO results VALUES (?, 1, 'A/b', 0.5)", (n + 1,))
-    feedback = FeedbackStore(settings.feedback_db)
+    conn = db.connect()
+    for n, at in enumerate((old, recent, old)):
+        conn.execute("INSERT INTO events (id, at, day, kind, source) VALUES (?, ?, ?, 'search', 'page')",
+                     (n + 1, at, at[:10]))
+        conn.execute("INSERT INTO results VALUES (?, 1, 'A/b', 0.5)", (n + 1,))
+    feedback = FeedbackStore(side_db("feedback") if db.engine == "postgres" else settings.feedback_db)
     feedback.record("new words", "Outlook/a", True)
-    with sqlite3.connect(settings.feedback_db) as db:
-        db.execute("INSERT INTO feedback (created, query, article_id, helpful, source) VALUES (?, 'old', 'A/b', 1, "
-                   "'search')", ((datetime.now(timezone.utc) - timedelta(days=31)).isoformat(timespec="milliseconds"),))
+    feedback_conn = feedback.database.connect()
+    feedback_conn.execute("INSERT INTO feedback (created, query, article_id, helpful, source) VALUES (?, 'old', "
+                          "'A/b', 1, 'search')",
+                          ((datetime.now(timezone.utc) - timedelta(days=31)).isoformat(timespec="milliseconds"),))
+    feedback_conn.close()
+    conn.close()
     log = EventLog(settings, None)
     log.start()
     assert log.flush(10)  # waits for the start-up retention run
     log.close()
-    assert [r["id"] for r in rows(settings.analytics_db)] == [2]
-    assert [r["event_id"] for r in rows(settings.analytics_db, "SELECT event_id FROM results")] == [2]
+    assert [r["id"] for r in rows(db)] == [2]
+    assert [r["event_id"] for r in rows(db, "SELECT event_id FROM results")] == [2]
     assert [r["query"] for r in feedback.recent()] == ["new words"]
+    feedback.close()
 
 
 def test_retention_of_events_runs_when_the_feedback_file_cannot_be_written(tmp_path):
@@ -267,13 +294,112 @@ def test_post_events_is_a_503_while_the_log_cannot_write_and_searches_go_on(serv
     assert client.post("/api/events", json={"kind": "copy", "article_id": article, "source": "page"}).status_code == 202
 
 
-def test_close_writes_what_is_queued(tmp_path):
-    log = EventLog(settings_for(tmp_path), None)
+def test_close_writes_what_is_queued(tmp_path, side_db):
+    log = EventLog(settings_for(tmp_path, side_db("analytics")), None)
     for _ in range(5):
         log.record_action("link", "widget", "A/b")
     log.start()
     log.close()
-    assert len(rows(tmp_path / "analytics.sqlite")) == 5
+    assert len(rows(log.database)) == 5
+
+
+REPLICA = r"""
+import sys
+from kb.events import EventLog
+from kb.settings import load_settings
+from tests.conftest import TinyEncoder
+
+name, url, folder = sys.argv[1:4]
+log = EventLog(load_settings({}, database_url=url, analytics_db=f"{folder}/{name}.sqlite",
+                             feedback_db=f"{folder}/{name}-feedback.sqlite"), TinyEncoder())
+log.start()
+print("ready", flush=True)
+sys.stdin.readline()  # the go: both replicas write at once
+for n in range(300):
+    log.record_answer("search", f"api:{name}", f"{name}-{n}", f"outlook password {n % 7}", [("Outlook/a", 0.9)],
+                      "en", None, 0.9, True, 10.0 + n % 5)
+    log.record_action("open", "page", "Outlook/a", f"{name}-{n}", 1, "Outlook")
+assert log.flush(60)
+log.close()
+print(log.stats()["written"], flush=True)
+"""
+
+
+def test_replicas_write_one_postgres_and_any_report_sees_both(postgres_server, tmp_path):
+    """Two service processes (replicas) write their events into one PostgreSQL at the same moment: no id is taken
+    twice, ids grow in commit order, and a report from either side counts every event; no SQLite file appears."""
+    from search.reports import Reports, parse_filters
+    from tests.conftest import REPO, release_together, stop_process
+
+    url = postgres_server.create_database()
+    procs = [subprocess.Popen([sys.executable, "-c", REPLICA, name, url, str(tmp_path)], cwd=REPO,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name in ("one", "two")]
+    try:
+        release_together(procs)
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+            assert out.split() == ["600"]
+    finally:
+        for proc in procs:
+            stop_process(proc, signal.SIGKILL)
+    written = rows(Database.postgres(url), "SELECT id, source FROM events ORDER BY id")
+    assert [r["id"] for r in written] == list(range(1, 1201))
+    assert {r["source"] for r in written} == {"api:one", "api:two", "page"}
+    today = datetime.now(timezone.utc).date()
+    summary = Reports(Database.postgres(url)).summary(parse_filters(today.isoformat(), today.isoformat()))
+    assert summary["totals"]["searches"] == 600 and summary["latency_ms"]["search"]["count"] == 600
+    assert {s["source"]: s["searches"] for s in summary["sources"]} == {"api:one": 300, "api:two": 300}
+    queries = Reports(Database.postgres(url)).queries(parse_filters(today.isoformat(), today.isoformat()))
+    assert queries["answers"] == 600 and queries["distinct_queries"] == 7
+    assert list(tmp_path.glob("*.sqlite")) == []
+
+
+def test_a_read_only_or_unreachable_postgres_never_fails_a_request(postgres_server, tmp_path, caplog):
+    """A failover (the database turned read-only): recording never raises or waits, the writer counts its errors
+    and says so once, POST /api/events gets its 503 naming KB_DATABASE_URL, reports still read; written again once
+    the database is. A server out of reach: the same, and the reports are a 503."""
+    from search.reports import EventLogUnreadable, Reports, parse_filters
+    from tests.postgres import ReadOnly
+
+    url = postgres_server.create_database()
+    log = EventLog(settings_for(tmp_path, Database.postgres(url)), None)
+    with caplog.at_level(logging.INFO, logger="kb.events"):
+        log.start()
+        assert log.record_action("copy", "page", "A/b") and log.flush(10)
+        fault = ReadOnly(postgres_server, url)
+        for _ in range(3):
+            started = time.perf_counter()
+            assert log.record_action("copy", "page", "A/b")
+            assert time.perf_counter() - started < 0.05
+            assert log.flush(20)
+        assert log.health.failing and log.stats()["errors"] == 3
+        refusal = log.unavailable()
+        assert refusal.status == 503 and "KB_DATABASE_URL" in refusal.message
+        today = parse_filters(*[datetime.now(timezone.utc).date().isoformat()] * 2)
+        reports = Reports(Database.postgres(url))  # read on a read-only database: but for a product filter, whose
+        assert reports.articles(today)["articles"][0]["copied"] == 1  # temporary tables it cannot create
+        assert reports.summary(today)["totals"]["answers"] == 0 and reports.gaps(today)["gap_events"] == 0
+        with pytest.raises(EventLogUnreadable):
+            reports.articles(parse_filters(today.since.isoformat(), product="Outlook"))
+        fault.release()
+        assert log.record_action("copy", "page", "A/b") and log.flush(20)
+        assert not log.health.failing and log.stats()["written"] == 2
+    lines = [r.getMessage() for r in caplog.records if r.name == "kb.events"]
+    assert len(lines) == 2 and "analytics store cannot be written: KB_DATABASE_URL=" in lines[0], lines
+    assert "written again" in lines[1]
+    log.close()
+
+    gone = "postgresql://kb@/kb?host=/nonexistent/socket/dir"
+    log = EventLog(settings_for(tmp_path, Database.postgres(gone)), None)
+    log.start()
+    assert log.record_action("copy", "page", "A/b") and log.flush(20)
+    assert log.stats()["errors"] == 1 and log.unavailable().status == 503
+    log.close()
+    with pytest.raises(EventLogUnreadable) as info:
+        Reports(Database.postgres(gone)).summary(parse_filters())
+    assert info.value.status == 503 and "KB_DATABASE_URL" in info.value.message
 
 
 def test_quantise_is_int8_scaled_by_127():

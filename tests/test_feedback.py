@@ -488,7 +488,10 @@ def test_the_event_logs_retention_prunes_feedback_in_postgres_too(postgres_serve
     conn.close()
     settings = load_settings({"KB_DATABASE_URL": url}, analytics_db=tmp_path / "analytics.sqlite",
                              feedback_db=tmp_path / "feedback.sqlite", analytics_retention_days=30)
-    assert EventLog(settings, None).purge()["feedback"] == 1
+    retention = EventLog(settings, None)
+    assert retention.purge()["feedback"] == 1
+    retention.close()
     assert [r["query"] for r in store.recent()] == ["new words"]
     assert not (tmp_path / "feedback.sqlite").exists()  # the SQLite file is not the store any more
+    assert not (tmp_path / "analytics.sqlite").exists()  # nor is the events' (KB_DATABASE_URL holds them too)
     store.close()

@@ -2,6 +2,7 @@
 import csv
 import io
 import re
+from contextlib import contextmanager
 
 import pytest
 from fastapi.testclient import TestClient
@@ -38,18 +39,30 @@ def index_dir(tmp_path_factory):
     return root / "index"
 
 
+@contextmanager
 def client_for(tmp_path, index_dir, **extra):
     from tests.conftest import TinyEncoder
 
     settings = make_settings(tmp_path, **extra)
     settings = type(settings)(**{**settings.__dict__, "index_dir": index_dir})
-    return TestClient(create_app(settings, encoder=TinyEncoder()), follow_redirects=False)
+    with TestClient(create_app(settings, encoder=TinyEncoder()), follow_redirects=False) as client:
+        state = client.app.state.kb
+        yield client
+    state.feedback.close()  # the service leaves these to the end of the process (a PostgreSQL session each)
+    state.usage.close()
+
+
+def log_settings(db) -> dict:
+    """The settings that put the event log in `db`: its SQLite file, or KB_DATABASE_URL (every side store there)."""
+    return {"analytics_db": db.path} if db.engine == "sqlite" else {"database_url": db.target}
 
 
 @pytest.fixture
-def client(tmp_path, index_dir):
-    write_known_log(tmp_path / "events.sqlite")
-    with client_for(tmp_path, index_dir) as client:
+def client(tmp_path, index_dir, side_db):
+    """The service over the known log, on SQLite and on a real PostgreSQL; `client.log` is the log's database."""
+    db = write_known_log(side_db("analytics"))
+    with client_for(tmp_path, index_dir, **log_settings(db)) as client:
+        client.log = db
         yield client
 
 
@@ -70,7 +83,7 @@ def test_the_response_models_keep_every_key_of_the_reports(client):
     from search.reports import Catalog, Reports, parse_filters
 
     state = client.app.state.kb
-    reports = Reports(state.settings.analytics_db, Catalog.from_searcher(state.searcher))
+    reports = Reports(client.log, Catalog.from_searcher(state.searcher))
     filters = parse_filters(RANGE["since"], RANGE["until"])
     for name, report in (("summary", reports.summary(filters)), ("queries", reports.queries(filters)),
                          ("gaps", reports.gaps(filters)), ("articles", reports.articles(filters))):
@@ -201,7 +214,7 @@ def test_reports_are_cached_for_a_minute_per_filter_set(client, tmp_path):
     from tests.report_log import LogWriter
 
     first = client.get("/api/analytics/summary", params=RANGE).json()
-    log = LogWriter(tmp_path / "events.sqlite")  # one more search on 2 March
+    log = LogWriter(client.log)  # one more search on 2 March
     log.answer("late", 1, "search", "page", "en", "vpn drops", 0, 10, [A])
     log.close()
     assert client.get("/api/analytics/summary", params=RANGE).json() == first  # within the minute: as computed
@@ -221,9 +234,10 @@ def test_reports_are_cached_for_a_minute_per_filter_set(client, tmp_path):
 
 
 
-def test_reports_read_what_the_service_records(tmp_path, index_dir):
-    """End to end with the real event log writer (kb/events.py): answers and actions in, the same numbers out."""
-    with client_for(tmp_path, index_dir, analytics_db=tmp_path / "live.sqlite") as client:
+def test_reports_read_what_the_service_records(tmp_path, index_dir, side_db):
+    """End to end with the real event log writer (kb/events.py): answers and actions in, the same numbers out, on
+    SQLite and on a real PostgreSQL."""
+    with client_for(tmp_path, index_dir, **log_settings(side_db("analytics"))) as client:
         page = {"X-KB-Source": "page"}
         search = client.get("/api/search", params={"q": "outlook password prompt", "k": 3}, headers=page).json()
         client.get("/api/search", params={"q": "outlook password prompt", "k": 3}, headers=page)

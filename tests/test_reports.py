@@ -28,10 +28,11 @@ RANGE = ("2026-03-01", "2026-03-14")
 
 
 @pytest.fixture
-def reports(tmp_path):
+def reports(side_db):
+    """The known log's reports, on SQLite and on a real PostgreSQL (the same numbers are expected of both)."""
     ids = list(ARTICLE_VECTORS)
     catalog = Catalog(ARTICLES, ids, np.stack([unit(ARTICLE_VECTORS[a]) for a in ids]).astype(np.float32))
-    return Reports(write_known_log(tmp_path / "events.sqlite"), catalog, stale_days=180, today=TODAY)
+    return Reports(write_known_log(side_db("analytics")), catalog, stale_days=180, today=TODAY)
 
 
 def f(since=RANGE[0], until=RANGE[1], **extra):
@@ -134,8 +135,8 @@ def test_top_queries_with_counts_confidence_and_top_article(reports):
     assert {x["query"] for x in reports.queries(f(language="id"))["queries"]} == {"kamera teams", "sandi outlook"}
 
 
-def test_queries_without_stored_text_show_keys_and_say_why(tmp_path):
-    reports = Reports(write_known_log(tmp_path / "e.sqlite", store_text=False), today=TODAY)
+def test_queries_without_stored_text_show_keys_and_say_why(side_db):
+    reports = Reports(write_known_log(side_db("analytics"), store_text=False), today=TODAY)
     q = reports.queries(f())
     assert q["queries"][0]["query"] is None and len(q["queries"][0]["query_key"]) == 16
     assert q["queries"][0]["count"] == 3 and q["queries"][0]["top_article"]["title"] == A  # no index: the id
@@ -379,16 +380,16 @@ def test_article_filters(reports):
     assert reports.articles(f(), limit=2)["articles"][-1]["id"] == B and reports.articles(f())["total_articles"] == 4
 
 
-def test_article_counts_stay_exact_when_ids_are_far_out_of_time_order(tmp_path):
+def test_article_counts_stay_exact_when_ids_are_far_out_of_time_order(side_db):
     from tests.report_log import LogWriter
 
-    log = LogWriter(tmp_path / "order.sqlite")
+    log = LogWriter(side_db("analytics"))
     log.answer("o1", 5, "search", "page", "en", "vpn drops", 1, 10, [C, A])
     for n in range(30):  # a backfill of older answers written after it
         log.answer(f"old{n}", -20, "search", "page", "en", "vpn drops", 1, 10, [A])
     log.answer("o2", 6, "search", "page", "en", "vpn drops", 1, 10, [A])
     log.close()
-    r = Reports(tmp_path / "order.sqlite", today=TODAY).articles(f())
+    r = Reports(log.database, today=TODAY).articles(f())
     assert {a["id"]: a["shown"] for a in r["articles"]} == {A: 2, C: 1}
     assert r["articles"][0]["in_index"] is False and r["articles"][0]["title"] == A
 

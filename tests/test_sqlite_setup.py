@@ -8,7 +8,7 @@ from tests.conftest import REPO, release_together, stop_process
 
 OPEN = r"""
 import sqlite3, sys
-from kb.event_schema import SCHEMA
+from kb.event_schema import SQLITE as SCHEMA
 from kb.sqlite_setup import prepare_wal
 conn = sqlite3.connect(sys.argv[1], timeout=5, isolation_level=None)
 print("ready", flush=True)

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from kb.database import Database, side_database
 from kb.errors import BadRequest, KBError
 from search import charts
 from search.i18n import choose_language, normalise, translate
@@ -31,7 +32,8 @@ Format = Annotated[str, Query(description="json (default) or csv: text/csv with 
 CSV = {200: {"content": {"text/csv": {"schema": {"type": "string"}}},
              "description": "The report as JSON, or as CSV with format=csv."}}
 RESPONSES = {**CSV, **error_responses(400, 422, *API_ERRORS),
-             503: {"model": ErrorResponse, "description": "The event log (KB_ANALYTICS_DB) cannot be read."}}
+             503: {"model": ErrorResponse,
+                   "description": "The event log (KB_ANALYTICS_DB, or KB_DATABASE_URL) cannot be read."}}
 LIMITS = {"queries": (50, 500), "gaps": (30, 200), "articles": (100, 5000)}  # default, maximum
 PAGE_ROWS = {"queries": 20, "gaps": 15, "articles": 25}  # rows the page shows; its CSV links give the defaults
 CACHE_SECONDS = 60  # a report is computed at most once a minute per filter set (the page, then its CSV links)
@@ -64,12 +66,24 @@ class ReportCache:
         return report
 
 
+def log_database(request: Request) -> Database:
+    """The event log's database, one per app: a PostgreSQL server out of reach is then not tried again by every
+    report for a few seconds (kb/database.py), so the reports answer 503 at once."""
+    with _CREATE:
+        database = getattr(request.app.state, "analytics_database", None)
+        if database is None:
+            database = request.app.state.analytics_database = side_database(request.app.state.kb.settings,
+                                                                            "analytics")
+        return database
+
+
 def reports_for(request: Request) -> Reports:
-    """Reports over KB_ANALYTICS_DB against the index in service (without one: ids instead of titles, no nearness)."""
+    """Reports over the event log (KB_ANALYTICS_DB, or KB_DATABASE_URL) against the index in service (without one:
+    ids instead of titles, no nearness)."""
     state = request.app.state.kb
     settings = state.settings
     catalog = Catalog.from_searcher(state.searcher) if state.searcher is not None else Catalog()
-    return Reports(settings.analytics_db, catalog, settings.stale_days, settings.model)
+    return Reports(log_database(request), catalog, settings.stale_days, settings.model)
 
 
 def compute(request: Request, name: str, filters: ReportFilters, limit: int | None = None) -> dict:
