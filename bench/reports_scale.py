@@ -265,16 +265,17 @@ def main() -> None:
     for workers in (int(w) for w in args.page_workers.split(",")):
         jobs[f"page/{workers}"] = lambda f, w=workers: page(f, w)
 
-    def timed(label: str, name: str) -> float:
-        t0 = time.perf_counter()
+    def timed(label: str, name: str) -> tuple[float, float]:
+        """(wall seconds, CPU seconds of this process: every thread, SQLite's and numpy's work included)."""
+        t0, c0 = time.perf_counter(), time.process_time()
         jobs[name](cases[label])
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
     if args.serve:  # the --baseline child: one "case<TAB>job" a line in, its seconds out
         print("ready", flush=True)
         for line in sys.stdin:
             label, name = line.rstrip("\n").split("\t")
-            print(f"{timed(label, name):.6f}", flush=True)
+            print("%.6f %.6f" % timed(label, name), flush=True)
         return
     print(f"{args.db}: {events:,} events, {first} .. {last}, {os.path.getsize(args.db) / 1e6:,.0f} MB; "
           f"indexes on events: {', '.join(indexes)}")
@@ -289,15 +290,18 @@ def main() -> None:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert baseline.stdout.readline().strip() == "ready"
 
-    def ask_baseline(label: str, name: str) -> float:
+    def ask_baseline(label: str, name: str) -> tuple[float, float]:
         baseline.stdin.write(f"{label}\t{name}\n")
         baseline.stdin.flush()
-        return float(baseline.stdout.readline())
+        wall, cpu = baseline.stdout.readline().split()
+        return float(wall), float(cpu)
 
     figures: dict = {"events": events, "db_mb": round(os.path.getsize(args.db) / 1e6), "load_at_start": load,
                      "report_index": "events_report" in indexes, "rollup_build_seconds": rollup_seconds,
-                     "today": today, "seconds": {}, "baseline_seconds": {}, "baseline": str(args.baseline or "")}
-    print(f"{'filters':<34}" + "".join(f"{name:>10}" for name in jobs) + f"  (median of {args.repeat}, s)")
+                     "today": today, "seconds": {}, "baseline_seconds": {}, "cpu_seconds": {},
+                     "baseline_cpu_seconds": {}, "baseline": str(args.baseline or "")}
+    print(f"{'filters':<34}" + "".join(f"{name:>10}" for name in jobs) + f"  (median of {args.repeat}, s; CPU: "
+          "seconds of CPU the process used, all threads)")
     for label in cases:
         times: dict[str, list[float]] = {name: [] for name in jobs}
         before: dict[str, list[float]] = {name: [] for name in jobs}
@@ -307,13 +311,16 @@ def main() -> None:
                 if baseline is not None:
                     before[name].append(ask_baseline(label, name))
         rows = {"": times, " (before)": before} if baseline is not None else {"": times}
-        for suffix, series in rows.items():
-            row = {name: round(sorted(ts)[len(ts) // 2], 3) for name, ts in series.items()}
-            figures["baseline_seconds" if suffix else "seconds"][label] = row
-            print(f"{label + suffix:<34}" + "".join(f"{row[n]:>10.3f}" for n in jobs))
-        if baseline is not None:
-            after, older = figures["seconds"][label], figures["baseline_seconds"][label]
-            print(f"{label + ' (before / after)':<34}" + "".join(f"{older[n] / after[n]:>9.1f}x" for n in jobs))
+        for measure, column in (("seconds", 0), ("cpu_seconds", 1)):
+            for suffix, series in rows.items():
+                row = {name: round(sorted(t[column] for t in ts)[len(ts) // 2], 3) for name, ts in series.items()}
+                figures[("baseline_" if suffix else "") + measure][label] = row
+                print(f"{label + suffix + (', CPU' if column else ''):<34}" + "".join(f"{row[n]:>10.3f}"
+                                                                                     for n in jobs))
+            if baseline is not None:
+                after, older = figures[measure][label], figures["baseline_" + measure][label]
+                print(f"{label + ' before / after' + (', CPU' if column else ''):<34}"
+                      + "".join(f"{older[n] / after[n]:>9.1f}x" for n in jobs))
     figures["load_at_end"] = os.getloadavg()
     if baseline is not None:
         baseline.stdin.close()
