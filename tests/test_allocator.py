@@ -39,7 +39,9 @@ def kept_mb(mode: str) -> tuple[str, int]:
 
 
 def test_a_freed_large_block_goes_back_to_the_system():
-    assert kept_mb("set") == ("True", 0)
+    """0-1 MB kept (the page-rounded RSS of the small allocations around it), against 20 MB without the setting."""
+    applied, kept = kept_mb("set")
+    assert applied == "True" and kept <= 2
 
 
 def test_without_it_glibc_keeps_the_block():

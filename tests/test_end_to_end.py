@@ -150,6 +150,12 @@ def test_cli_eval_names_a_missing_dataset_file(tmp_path):
     assert run.returncode == 2 and "queries.jsonl" in run.stderr and "Traceback" not in run.stderr
 
 
+def default_sigint() -> None:
+    """In the child: Ctrl+C's default action, which a suite started in the background without job control (`cmd &`
+    in a script) passes down as "ignored", so that `kb watch` would never see the test's Ctrl+C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_kb_watch_process_publishes_edits_to_a_running_service(tmp_path):
     """`kb watch` in one process, `kb serve --no-watch` in another: a saved edit becomes searchable over HTTP."""
     content, index = tmp_path / "content", tmp_path / "index"
@@ -159,7 +165,8 @@ def test_kb_watch_process_publishes_edits_to_a_running_service(tmp_path):
     log_path = tmp_path / "watch.log"
     with open(log_path, "w") as log:
         watcher = subprocess.Popen([sys.executable, "-m", "cli.main", "watch", "--quiet", "--content", str(content),
-                                    "--index-dir", str(index)], env=env, cwd=REPO, stdout=log, stderr=log)
+                                    "--index-dir", str(index)], env=env, cwd=REPO, stdout=log, stderr=log,
+                                    preexec_fn=default_sigint)
     try:
         with running_server(index, tmp_path, env={"KB_RELOAD_POLL_SECONDS": "0.2"}) as (base, _):
             # `kb watch` prints "watching" before it adds its watches: wait for the watches themselves.
