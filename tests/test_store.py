@@ -9,6 +9,7 @@ from kb import integrity
 from kb.index.faiss_sqlite import delta, store
 from kb.errors import Conflict, IndexDamaged, IndexMismatch, IndexNotFound
 from kb.index import ArticleRecord, PassageRecord
+from kb.index.lock import build_lock
 
 MODEL = "test/tiny"
 
@@ -111,11 +112,11 @@ def test_prune_keeps_last_versions_and_current(tmp_path):
 
 
 def test_build_lock_is_exclusive(tmp_path):
-    with store.build_lock(tmp_path):
+    with build_lock(tmp_path):
         with pytest.raises(Conflict, match="already running"):
-            with store.build_lock(tmp_path):
+            with build_lock(tmp_path):
                 pass
-    with store.build_lock(tmp_path):
+    with build_lock(tmp_path):
         pass
 
 

@@ -9,6 +9,7 @@ import numpy as np
 from kb.errors import IndexNotFound
 from kb.index.faiss_sqlite import delta, store
 from kb.index.faiss_sqlite.version import IndexVersion
+from kb.index.lock import build_lock
 from kb.index.records import ArticleRecord, PassageRecord
 
 
@@ -59,7 +60,7 @@ class FaissSqliteBackend:
         return store.prune_versions(self.index_dir, keep)
 
     def lock(self):
-        return store.build_lock(self.index_dir)
+        return build_lock(self.index_dir)
 
     def remove_leftovers(self) -> list[str]:
         return store.remove_leftovers(self.index_dir)

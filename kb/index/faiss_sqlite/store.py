@@ -2,7 +2,6 @@
 open and check one, lease it while in use, prune old ones."""
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
@@ -12,13 +11,13 @@ import shutil
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import faiss
 import numpy as np
 
 from kb import integrity
-from kb.errors import Conflict, IndexDamaged, IndexMismatch, IndexNotFound
+from kb.errors import IndexDamaged, IndexMismatch, IndexNotFound
 from kb.index.faiss_sqlite.fts import count_terms
 from kb.index.faiss_sqlite.version import META, IndexVersion
 from kb.index.records import ArticleRecord, PassageRecord
@@ -102,21 +101,6 @@ def list_versions(index_dir: Path) -> list[str]:
         return []
     return sorted(p.name for p in index_dir.iterdir()
                   if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file())
-
-
-@contextlib.contextmanager
-def build_lock(index_dir: Path) -> Iterator[None]:
-    """Exclusive lock so that only one build writes into `index_dir` at a time."""
-    index_dir.mkdir(parents=True, exist_ok=True)
-    with open(index_dir / ".lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise Conflict(f"another build is already running in {index_dir}") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def fsync_path(path: Path) -> None:

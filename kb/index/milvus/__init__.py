@@ -9,11 +9,12 @@ import secrets
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from kb.errors import Conflict, IndexDamaged, IndexMismatch, IndexNotFound
+from kb.errors import IndexDamaged, IndexMismatch, IndexNotFound
+from kb.index.lock import build_lock
 from kb.index.milvus import analysis
 from kb.index.milvus.collections import (ALIAS, DATA_SUFFIX, PREFIX, REGISTRY, TEXT_MAX, blob_rows, blob_schema,
                                          client_for, literal, passage_schema, read_blobs)
@@ -190,17 +191,8 @@ class MilvusBackend:
                 self.client.drop_collection(each)
         (self.index_dir / ".leases" / name).unlink(missing_ok=True)
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        with open(self.index_dir / ".lock", "w") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise Conflict(f"another build is already running for {self.uri}") from None
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        return build_lock(self.index_dir, f"for {self.uri}")
 
     def remove_leftovers(self) -> list[str]:
         """Drop the collections of versions a killed build left unregistered."""
