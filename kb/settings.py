@@ -37,6 +37,8 @@ class Settings:
     candidates: int = _setting(100, "KB_CANDIDATES", "Passages taken from each retrieval arm before fusion.")
     lexical_weight: float = _setting(0.07, "KB_LEXICAL_WEIGHT", "Weight of the min-max normalised BM25 score added to the normalised dense score.")
     lexical_weight_id: float = _setting(0.3, "KB_LEXICAL_WEIGHT_ID", "Lexical weight for Indonesian queries: the model reads English only, so BM25 counts for more.")
+    lexical_budget: float = _setting(0.3, "KB_LEXICAL_BUDGET", "On a knowledge base of over KB_LEXICAL_BUDGET_ABOVE passages, the lexical query keeps its rarest words while their summed passage counts (the BM25 postings it reads) stay within this share of the passages (its 3 rarest always; words no passage has cost nothing). 0: no budget.")
+    lexical_budget_above: int = _setting(50_000, "KB_LEXICAL_BUDGET_ABOVE", "Passages above which KB_LEXICAL_BUDGET bounds the lexical query (0: always).")
     query_max_words: int = _setting(200, "KB_QUERY_MAX_WORDS", "Words of a ticket kept for the embedded query (subject first, then its most informative sentences, in their order; MiniLM reads the first 256 word pieces, about 160-200 words).")
     language_weight: float = _setting(0.2, "KB_LANGUAGE_WEIGHT", "On a knowledge base in several languages, how much a passage in an English-preferring agent's language (the page's UI language, else the query's or ticket's) adds to the fused score.")
     language_weight_id: float = _setting(0.0, "KB_LANGUAGE_WEIGHT_ID", "The same for agents preferring Indonesian (0: Indonesian agents read the English articles, which hold most answers; a preference cost Indonesian tickets with English answers 0.13 MRR@10).")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 from kb.index import IndexReader, PhraseHits, PhraseQuery, Selection, TermQuery
 
@@ -55,18 +56,52 @@ def prune_terms(terms: list[str], df: dict[str, int], total: int, max_share: flo
     return [t for t in terms if t in chosen]
 
 
+@dataclass(frozen=True)
+class TermBudget:
+    """How many postings a lexical query may read on a large knowledge base: above `above` passages, its known words'
+    summed passage counts stay within `share` x passages (KB_LEXICAL_BUDGET, KB_LEXICAL_BUDGET_ABOVE); share 0: none."""
+
+    share: float = 0.0
+    above: int = 0
+    min_terms: int = 3  # the rarest known words always kept, whatever they read, so that the query still matches
+
+    def applies(self, total: int) -> bool:
+        return self.share > 0 and total > self.above
+
+
+def spend_budget(terms: list[str], df: dict[str, int], total: int, budget: TermBudget | None) -> list[str]:
+    """`terms` (in their order) bounded by what BM25 reads: its known words from the rarest up while their summed
+    passage counts fit `budget.share` x `total` (at least `budget.min_terms` of them); words no passage has read no
+    posting list and are all kept (an Indonesian ticket's own words, typos), so they take nothing from the budget
+    of the rest (its English rendering, error codes, topic words). Unchanged where the budget does not apply.
+
+    A query's BM25 time grows with the postings it reads (sum of df, corpus-relative: replicating a corpus keeps
+    each word's share); df counts passages holding the word as written, which under-counts its Porter stem's list.
+    """
+    if budget is None or not budget.applies(total) or not df:
+        return terms
+    limit, spent, kept = budget.share * total, 0, set()
+    for n, term in enumerate(sorted((t for t in terms if df.get(t, 0) > 0), key=lambda t: df[t])):
+        if n >= max(budget.min_terms, 1) and spent + df[term] > limit:
+            break  # rarest first: every later word reads at least as much
+        kept.add(term)
+        spent += df[term]
+    return [t for t in terms if t in kept or df.get(t, 0) == 0]
+
+
 def term_query(text: str, weights: tuple[float, float, float] = (2.0, 1.5, 1.0), df: dict[str, int] | None = None,
-               total: int = 0) -> TermQuery:
-    """The BM25 query of `text`: its content words, common ones pruned (prune_terms)."""
-    return TermQuery(tuple(prune_terms(extract_terms(text), df or {}, total)), weights)
+               total: int = 0, budget: TermBudget | None = None) -> TermQuery:
+    """The BM25 query of `text`: its content words, common ones pruned (prune_terms), bounded by `budget`."""
+    return TermQuery(tuple(spend_budget(prune_terms(extract_terms(text), df or {}, total), df or {}, total, budget)),
+                     weights)
 
 
 def search_lexical(index: IndexReader, text: str, limit: int,
                    weights: tuple[float, float, float] = (2.0, 1.5, 1.0),
                    df: dict[str, int] | None = None, total: int = 0,
-                   selection: Selection | None = None) -> dict[int, float]:
+                   selection: Selection | None = None, budget: TermBudget | None = None) -> dict[int, float]:
     """Passage key -> BM25 score (higher is better) for the best `limit` passages."""
-    query = term_query(text, weights, df, total)
+    query = term_query(text, weights, df, total, budget)
     return index.lexical_search(query, limit, selection) if query.terms else {}
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from search.fusion import rank
-from search.lexical import search_lexical, weigh_codes
+from search.lexical import TermBudget, search_lexical, weigh_codes
 
 if TYPE_CHECKING:
     from kb.index import Selection
@@ -95,8 +95,9 @@ class LexicalSignal:
 
     def find(self, probe):
         searcher = probe.searcher
+        budget = TermBudget(searcher.settings.lexical_budget, searcher.settings.lexical_budget_above)
         return search_lexical(searcher.version, probe.query.lexical, probe.limit, df=searcher.term_df,
-                              total=len(searcher.row_article), selection=probe.selection)
+                              total=len(searcher.row_article), selection=probe.selection, budget=budget)
 
     def score(self, probe, rows):
         return {}  # passages BM25 did not return among its best score 0 (min-max normalised, they would anyway)

@@ -101,3 +101,50 @@ def test_small_knowledge_bases_keep_every_term():
     from search.lexical import prune_terms
     df = {"gmail": 300, "filter": 20}
     assert prune_terms(["gmail", "filter"], df, 700) == ["gmail", "filter"]
+
+
+# ---- the postings budget of large knowledge bases (KB_LEXICAL_BUDGET, KB_LEXICAL_BUDGET_ABOVE) ----
+BUDGET_DF = {"outlook": 2400, "mailbox": 1500, "profile": 900, "prompt": 300, "0x8004010f": 3, "password": 1200}
+TICKET = ["outlook", "kata", "mailbox", "0x8004010f", "profile", "prompt", "password"]  # "kata": no passage has it
+
+
+def test_budget_keeps_the_rarest_words_within_a_share_of_the_passages():
+    from search.lexical import TermBudget, spend_budget
+    budget = TermBudget(share=0.05, above=10_000)  # 0.05 x 24,000 passages = 1,200 postings
+    kept = spend_budget(TICKET, BUDGET_DF, 24_000, budget)
+    assert kept == ["kata", "0x8004010f", "profile", "prompt"]  # 3 + 300 + 900 = 1,203 > 1,200: the 3 rarest always
+    assert spend_budget(TICKET, BUDGET_DF, 24_000, TermBudget(share=0.11, above=10_000)) == \
+        ["kata", "0x8004010f", "profile", "prompt", "password"]  # 2,403 postings of 2,640; mailbox would make 3,903
+    assert sum(BUDGET_DF.get(t, 0) for t in spend_budget(TICKET, BUDGET_DF, 24_000, TermBudget(0.2, 0))) <= 0.2 * 24_000
+
+
+def test_budget_acts_only_above_its_size_and_is_the_same_rule_at_every_size():
+    from search.lexical import TermBudget, spend_budget
+    budget = TermBudget(share=0.05, above=30_000)
+    assert spend_budget(TICKET, BUDGET_DF, 24_000, budget) == TICKET  # below the size: every word, as without it
+    assert spend_budget(TICKET, BUDGET_DF, 24_000, None) == TICKET
+    assert spend_budget(TICKET, BUDGET_DF, 24_000, TermBudget(share=0.0, above=0)) == TICKET  # share 0: no budget
+    larger = {t: 16 * n for t, n in BUDGET_DF.items()}  # the same words' shares on a knowledge base 16 times larger
+    assert spend_budget(TICKET, larger, 16 * 24_000, budget) == spend_budget(TICKET, BUDGET_DF, 24_000,
+                                                                              TermBudget(share=0.05, above=0))
+
+
+def test_budget_never_empties_a_query_and_spends_nothing_on_unknown_words():
+    from search.lexical import TermBudget, spend_budget
+    tight = TermBudget(share=0.0001, above=0)
+    assert spend_budget(["outlook", "mailbox"], BUDGET_DF, 24_000, tight) == ["outlook", "mailbox"]
+    assert spend_budget(["outlook"], BUDGET_DF, 24_000, TermBudget(0.0001, 0, min_terms=0)) == ["outlook"]
+    own = [f"kata{n}" for n in range(40)]  # an Indonesian ticket's own words, then its English rendering
+    kept = spend_budget(own + ["outlook", "profile", "prompt", "0x8004010f"], BUDGET_DF, 24_000, tight)
+    assert kept == own + ["profile", "prompt", "0x8004010f"]  # the rendering's 3 rarest, the code among them
+
+
+def test_budget_reaches_the_index_query(db):
+    from search.lexical import TermBudget, term_query
+    df = {"outlook": 3, "password": 1, "prompt": 1, "keeps": 1}
+    text = "Outlook keeps prompting: password prompt"
+    assert term_query(text, df=df, total=4).terms == ("outlook", "keeps", "prompting", "password", "prompt")
+    assert term_query(text, df=df, total=4, budget=TermBudget(0.5, 0)).terms == \
+        ("keeps", "prompting", "password", "prompt")  # outlook (3 of 4 passages) spent the budget of 2
+    assert search_lexical(db, text, 10, df=df, total=4, budget=TermBudget(0.5, 0)) == \
+        search_lexical(db, "keeps prompting password prompt", 10)
