@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -21,11 +21,12 @@ from indexer.parse import discover, parse_article
 from kb.articles import Article, Passage, Problem
 from kb.errors import ContentError, IndexDamaged, IndexMismatch, KBError
 from kb.embedder import TextEncoder
-from kb.index import ArticleRecord, IndexBackend, IndexReader, PassageRecord, backend_for
+from kb.index import ArticleRecord, IndexBackend, IndexReader, IndexWriter, PassageRecord, backend_for
 from kb.settings import Settings
 
 log = logging.getLogger("kb.build")
 Progress = Callable[[str, int, int], None]
+BATCH_PASSAGES = 4096  # passages parsed, embedded and written per batch of a build: what its memory holds
 
 
 def _ignore_progress(stage: str, done: int, total: int) -> None:
@@ -169,17 +170,50 @@ def _build_locked(backend: IndexBackend, settings: Settings, encoder: TextEncode
     return report
 
 
+@dataclass
+class _Changed:
+    """A file to parse: new, or changed since the previous version (only its path is kept until its batch)."""
+
+    path: Path
+    rel: str
+    article_id: str
+    had_version: bool  # the previous version has this article (a file that no longer parses keeps it)
+
+
 def _build_from(backend: IndexBackend, settings: Settings, encoder: TextEncoder, previous: _Previous | None,
                 strict: bool, progress: bool, on_progress: Progress, report: BuildReport) -> None:
-    """Scan the content folder against the previous version, then write a new version if anything changed."""
-    content_root = settings.content_dir
+    """Scan the content folder against the previous version, then write a new version if anything changed.
+
+    A full build (no previous version) streams: parse, chunk, embed and write in batches, so memory holds one batch.
+    An incremental one parses its changed files first, as they decide whether a version is written at all.
+    """
     old_articles = previous.articles if previous else {}
-    files = discover(content_root)
+    files = discover(settings.content_dir)
+    kept, changed = _scan(settings.content_dir, files, old_articles, report, progress, on_progress)
+    if previous is None:
+        report.build_id = _write(backend, settings, encoder, None, kept, _parse(settings, changed, kept, report),
+                                 len(changed), strict, report, progress, on_progress)
+    else:
+        fresh = list(_parse(settings, changed, kept, report))
+        _check(settings, kept, len(fresh), strict, report)
+        report.deleted = len(set(old_articles) - kept - {a.article_id for a, _ in fresh})
+        if not fresh and not report.deleted:
+            report.reused, report.articles = len(kept), len(kept)
+            report.passages = sum(old_articles[a][2] for a in kept)
+            return
+        report.build_id = _write(backend, settings, encoder, previous, kept, iter(fresh), len(fresh), strict,
+                                 report, progress, on_progress)
+    backend.prune(settings.keep_versions)
+
+
+def _scan(content_root: Path, files: list[Path], old_articles: dict, report: BuildReport, progress: bool,
+          on_progress: Progress) -> tuple[set[str], list[_Changed]]:
+    """Ids carried over unchanged from the previous version (by hash), and the files to parse."""
     root_prefix = os.path.join(content_root, "")  # discover() joins onto the root exactly as given
-    kept: set[str] = set()  # ids of articles carried over unchanged from the previous version
-    fresh: list[tuple[Article, str]] = []
+    kept: set[str] = set()
+    changed: list[_Changed] = []
     seen_ids: dict[str, str] = {}
-    for n, path in enumerate(tqdm(files, desc="articles", unit="art", disable=not progress)):
+    for n, path in enumerate(tqdm(files, desc="files", unit="file", disable=not progress or not old_articles)):
         if n % 200 == 0:
             on_progress("scanning", n, len(files))
         rel = str(path)[len(root_prefix):] if str(path).startswith(root_prefix) else \
@@ -191,86 +225,121 @@ def _build_from(backend: IndexBackend, settings: Settings, encoder: TextEncoder,
             continue
         seen_ids[article_id.lower()] = rel
         old = old_articles.get(article_id)
-        source_hash = hash_source(path, content_root, old[0] if old else [])
-        if old is not None and old[1] == source_hash:
+        if old is not None and old[1] == hash_source(path, content_root, old[0]):
             kept.add(article_id)
             continue
-        article, problems = parse_article(path, content_root)
+        changed.append(_Changed(path, rel, article_id, old is not None))
+    on_progress("scanning", len(files), len(files))
+    return kept, changed
+
+
+def _parse(settings: Settings, changed: list[_Changed], kept: set[str],
+           report: BuildReport) -> Iterator[tuple[Article, str]]:
+    """Parse the changed files in order: publishable articles with their source hash; problems and drafts counted,
+    and an article that no longer parses added to `kept` (its previous version stays)."""
+    content_root = settings.content_dir
+    for item in changed:
+        article, problems = parse_article(item.path, content_root)
         report.problems.extend(problems)
         if article is None:
-            if old is not None:
-                report.problems.append(Problem(rel, 0, "kept the previously indexed version of this article",
+            if item.had_version:
+                report.problems.append(Problem(item.rel, 0, "kept the previously indexed version of this article",
                                                "warning"))
-                kept.add(article_id)
+                kept.add(item.article_id)
             continue
         if article.status == "draft":
             report.drafts += 1
             continue
-        fresh.append((article, hash_source(path, content_root, list(article.includes))))
+        yield article, hash_source(item.path, content_root, list(article.includes))
+
+
+def _check(settings: Settings, kept: set[str], fresh: int, strict: bool, report: BuildReport) -> None:
+    """Fail before anything is switched to: content errors under --strict, or nothing to publish."""
     if strict and report.errors:
         raise ContentError(f"{len(report.errors)} content errors (--strict): " +
                            "; ".join(str(p) for p in report.errors[:5]))
     if not kept and not fresh:
-        raise ContentError(f"no publishable articles found in {content_root}")
-    report.deleted = len(set(old_articles) - kept - {a.article_id for a, _ in fresh})
-    report.reused, report.parsed = len(kept), len(fresh)
-    if previous is not None and not fresh and not report.deleted:
-        report.articles = len(kept)
-        report.passages = sum(old_articles[a][2] for a in kept)
-        return
-    on_progress("scanning", len(files), len(files))
-    report.build_id = _write(backend, settings, encoder, previous, kept, fresh, report, progress, on_progress)
-    backend.prune(settings.keep_versions)
+        raise ContentError(f"no publishable articles found in {settings.content_dir}")
 
 
 def _write(backend: IndexBackend, settings: Settings, encoder: TextEncoder, previous: _Previous | None,
-           kept: set[str], fresh: list[tuple[Article, str]], report: BuildReport, progress: bool,
-           on_progress: Progress) -> str:
-    """Chunk and embed fresh articles and write the version: from scratch, or as a patch of the previous one."""
-    article_records = [ArticleRecord.of(article, source_hash) for article, source_hash in fresh]
-    new_passages = [passage for article, _ in fresh
-                    for passage in split_article(article, settings.passage_max_words, settings.passage_min_words)]
-    # The previous version knows the dimension: asking the encoder would load the model even when every
-    # passage text is already in the cache (deletions, front-matter-only edits).
-    dim = previous.version.manifest["dim"] if previous else encoder.dim
-    vectors = _embed(settings, encoder, dim, new_passages, report, progress, on_progress)
-    passage_records = [PassageRecord.of(p, hash_text(p.embed_text())) for p in new_passages]
-    hashes = {a.id: a.source_hash for a in article_records}
-    if previous is not None:
-        hashes.update((aid, previous.articles[aid][1]) for aid in kept)
-    content_hash = hashlib.sha256("".join(sorted(aid + h for aid, h in hashes.items())).encode()).hexdigest()
-    manifest = {"model": encoder.model_id, "dim": dim, "normalised": True,
-                "content_dir": str(settings.content_dir.resolve()), "content_hash": content_hash, "settings": settings_fingerprint(settings, encoder),
-                "library_versions": _library_versions()}
+           kept: set[str], fresh: Iterator[tuple[Article, str]], to_parse: int, strict: bool, report: BuildReport,
+           progress: bool, on_progress: Progress) -> str:
+    """Chunk, embed and write the fresh articles in batches of about BATCH_PASSAGES passages, then commit the
+    version: from scratch, or as a patch of the previous one. The version is opened at the first batch (or at the
+    end: a build that only deletes), so a build with nothing to publish never asks the encoder for its dimension;
+    a failed check discards it. Progress: ("embedding", articles done, articles to parse), then ("writing", ...)."""
     build_id = backend.new_name()
-    on_progress("writing", 0, len(passage_records))
-    backend.write(build_id, article_records, passage_records, vectors, manifest,
-                  base=previous.version if previous else None,
-                  remove=set(previous.articles) - kept if previous else set())
+    # The previous version knows the dimension: asking the encoder would load the model even when every passage
+    # text is already in the cache (deletions, front-matter-only edits).
+    dim = (lambda: previous.version.manifest["dim"]) if previous else (lambda: encoder.dim)
+    remove = set(previous.articles) - kept if previous else set()
+    hashes: list[str] = [aid + previous.articles[aid][1] for aid in kept] if previous else []
+    writer: IndexWriter | None = None
+    cache: EmbeddingCache | None = None
+    batch: list[tuple[ArticleRecord, list[Passage]]] = []
+    parsed = size = passages = 0
+    try:
+        with tqdm(total=to_parse, desc="articles", unit="art", disable=not progress) as bar:
+            on_progress("embedding", 0, to_parse)
+            for article, source_hash in fresh:
+                bar.update(1)
+                chunks = split_article(article, settings.passage_max_words, settings.passage_min_words)
+                batch.append((ArticleRecord.of(article, source_hash), chunks))
+                hashes.append(article.article_id + source_hash)
+                parsed += 1
+                size += len(chunks)
+                if size >= BATCH_PASSAGES:
+                    if strict and report.errors:  # the build will fail: stop embedding, go on finding errors
+                        batch, size = [], 0
+                        continue
+                    if writer is None:
+                        writer, cache = _open(backend, settings, encoder, build_id, dim(), previous, remove)
+                    passages += _flush(settings, encoder, cache, writer, batch, report)
+                    batch, size = [], 0
+                    on_progress("embedding", bar.n, to_parse)
+                    bar.set_postfix(passages=passages, refresh=False)
+            _check(settings, kept, parsed, strict, report)
+            if writer is None:
+                writer, cache = _open(backend, settings, encoder, build_id, dim(), previous, remove)
+            passages += _flush(settings, encoder, cache, writer, batch, report)
+            on_progress("embedding", to_parse, to_parse)
+        report.parsed, report.reused = parsed, len(kept)
+        manifest = {"model": encoder.model_id, "dim": writer.dim, "normalised": True,
+                    "content_dir": str(settings.content_dir.resolve()),
+                    "content_hash": hashlib.sha256("".join(sorted(hashes)).encode()).hexdigest(),
+                    "settings": settings_fingerprint(settings, encoder), "library_versions": _library_versions()}
+        on_progress("writing", 0, passages)
+        writer.commit(manifest)
+    finally:
+        if writer is not None and not writer.committed:
+            writer.abort()
+        if cache is not None:
+            cache.close()
     report.articles = len(hashes)
-    report.passages = len(passage_records) + (sum(previous.articles[a][2] for a in kept) if previous else 0)
+    report.passages = passages + (sum(previous.articles[a][2] for a in kept) if previous else 0)
     return build_id
 
 
-def _embed(settings: Settings, encoder: TextEncoder, dim: int, passages: list[Passage], report: BuildReport,
-           progress: bool, on_progress: Progress) -> np.ndarray:
-    """Vectors of `passages`, from the embedding cache where it has them."""
-    cache = EmbeddingCache(settings.index_dir, encoder.model_id, dim)
-    try:
-        with tqdm(total=len(passages), desc="passages", unit="psg", disable=not progress) as bar:
-            def advance(n: int) -> None:
-                bar.update(n)
-                on_progress("embedding", bar.n, len(passages))
+def _open(backend: IndexBackend, settings: Settings, encoder: TextEncoder, build_id: str, dim: int,
+          previous: _Previous | None, remove: set[str]) -> tuple[IndexWriter, EmbeddingCache]:
+    """The new version's writer (on the previous version when there is one) and the embedding cache."""
+    writer = backend.writer(build_id, dim, base=previous.version if previous else None, remove=remove)
+    return writer, EmbeddingCache(settings.index_dir, encoder.model_id, dim)
 
-            on_progress("embedding", 0, len(passages))
-            vectors, report.embedded = cache.embed(
-                [p.embed_text() for p in passages],
-                lambda texts: encoder.encode_passages(texts, batch_size=settings.batch_size),
-                progress=advance)
-            bar.update(len(passages) - bar.n)
-    finally:
-        cache.close()
-    return vectors if len(passages) else np.zeros((0, dim), np.float32)
+
+def _flush(settings: Settings, encoder: TextEncoder, cache: EmbeddingCache, writer: IndexWriter,
+           batch: list[tuple[ArticleRecord, list[Passage]]], report: BuildReport) -> int:
+    """Embed one batch's passages (the cache first) and add them to the version; returns how many."""
+    passages = [p for _, chunks in batch for p in chunks]
+    if not batch:
+        return 0
+    vectors, embedded = cache.embed([p.embed_text() for p in passages],
+                                    lambda texts: encoder.encode_passages(texts, batch_size=settings.batch_size))
+    report.embedded += embedded
+    writer.add([record for record, _ in batch], [PassageRecord.of(p, hash_text(p.embed_text())) for p in passages],
+               vectors if len(passages) else np.zeros((0, writer.dim), np.float32))
+    return len(passages)
 
 
 def _library_versions() -> dict:

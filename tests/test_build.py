@@ -199,12 +199,22 @@ KILLED_BUILD = textwrap.dedent("""
         store.fsync_path = pause
     elif point == "switch":
         store.switch_current = pause
+    elif point == "batch":  # a full build streams: stop after its second batch is in the temp folder
+        import indexer.build
+        indexer.build.BATCH_PASSAGES = 3
+        add, added = store.VersionWriter.add, []
+        def second_batch(self, *batch):
+            add(self, *batch)
+            added.append(1)
+            if len(added) == 2:
+                pause()
+        store.VersionWriter.add = second_batch
     settings = load_settings({{}}, content_dir={content!r}, index_dir={index!r})
     build_index(settings, TinyEncoder(), full=True, progress=False)
 """)
 
 
-@pytest.mark.parametrize("point", ["encode", "fsync", "switch"])
+@pytest.mark.parametrize("point", ["encode", "batch", "fsync", "switch"])
 def test_build_killed_midway_leaves_previous_version_serving(content_copy, tmp_path, tiny_encoder, point):
     settings = settings_for(content_copy, tmp_path)
     good = build_index(settings, tiny_encoder, progress=False).build_id
@@ -221,6 +231,8 @@ def test_build_killed_midway_leaves_previous_version_serving(content_copy, tmp_p
     finally:
         stop_process(proc, signal.SIGKILL)  # on any way out: never left running, and never hides the first failure
     assert store.current_id(settings.index_dir) == good
+    if point == "batch":  # killed with two batches written into its temp folder
+        assert [p.name for p in settings.index_dir.glob(".tmp-*/*")].count(store.META) == 1
     version = store.open_current(settings.index_dir, tiny_encoder.model_id)
     assert version.manifest["counts"]["articles"] == 8
     report = build_index(settings, tiny_encoder, progress=False)
@@ -357,3 +369,118 @@ def test_a_damaged_previous_version_is_rebuilt_in_full_not_patched(content_copy,
     assert report.build_id and report.parsed == report.articles == 8 and report.reused == 0
     assert any("meta.sqlite does not match its checksum" in r.getMessage() for r in caplog.records)
     assert store.open_current(settings.index_dir, tiny_encoder.model_id).build_id == report.build_id
+
+
+def one_shot(settings, encoder) -> str:
+    """A full build as it was before builds streamed: every article parsed, chunked and embedded in memory, then
+    one `write` of all of them (the reference a streamed build must equal)."""
+    import hashlib
+
+    from indexer.build import _library_versions, hash_source, settings_fingerprint
+    from indexer.cache import hash_text
+    from indexer.chunking import split_article
+    from indexer.parse import discover, parse_article
+    from kb.index import ArticleRecord, PassageRecord, backend_for
+
+    fresh = []
+    for path in discover(settings.content_dir):
+        article, _ = parse_article(path, settings.content_dir)
+        if article is not None and article.status != "draft":
+            fresh.append((article, hash_source(path, settings.content_dir, list(article.includes))))
+    passages = [p for a, _ in fresh for p in split_article(a, settings.passage_max_words, settings.passage_min_words)]
+    vectors = encoder.encode_passages([p.embed_text() for p in passages])
+    content_hash = hashlib.sha256("".join(sorted(a.article_id + h for a, h in fresh)).encode()).hexdigest()
+    manifest = {"model": encoder.model_id, "dim": encoder.dim, "normalised": True,
+                "content_dir": str(settings.content_dir.resolve()), "content_hash": content_hash,
+                "settings": settings_fingerprint(settings, encoder), "library_versions": _library_versions()}
+    backend = backend_for(settings)
+    name = backend.new_name()
+    backend.write(name, [ArticleRecord.of(a, h) for a, h in fresh],
+                  [PassageRecord.of(p, hash_text(p.embed_text())) for p in passages], vectors, manifest)
+    return name
+
+
+@pytest.mark.parametrize("batch", [1, 7, 10**6])
+def test_a_streamed_build_equals_the_one_shot_build(content_copy, tmp_path, tiny_encoder, monkeypatch, batch):
+    """Batches of 1 passage (one article each), of 7 (cut mid-way), or one batch: the same version, key for key."""
+    import indexer.build
+
+    monkeypatch.setattr(indexer.build, "BATCH_PASSAGES", batch)
+    streamed = settings_for(content_copy, tmp_path / "streamed")
+    report = build_index(streamed, tiny_encoder, full=True, progress=False)
+    reference = settings_for(content_copy, tmp_path / "reference")
+    one_shot(reference, tiny_encoder)
+    got, expected = snapshot(streamed, tiny_encoder.model_id), snapshot(reference, tiny_encoder.model_id)
+    assert got == expected and got["counts"] == {"articles": 8, "passages": report.passages}
+    keys = "SELECT row, passage_id FROM passages ORDER BY row"
+    streamed_version = store.open_current(streamed.index_dir, tiny_encoder.model_id)
+    reference_version = store.open_current(reference.index_dir, tiny_encoder.model_id)
+    assert streamed_version.db().execute(keys).fetchall() == reference_version.db().execute(keys).fetchall()
+    assert (streamed_version.path / store.VECTORS).read_bytes() == (reference_version.path / store.VECTORS).read_bytes()
+
+
+def test_a_streamed_build_holds_one_batch_of_passages(content_copy, tmp_path, tiny_encoder, monkeypatch):
+    """Passages reach the encoder and the version batch by batch (about BATCH_PASSAGES each), not all at once."""
+    import indexer.build
+    from kb.index.faiss_sqlite import FaissSqliteBackend
+
+    monkeypatch.setattr(indexer.build, "BATCH_PASSAGES", 5)
+    added: list[list[str]] = []  # the article id of each passage, per batch
+    original = store.VersionWriter.add
+
+    def add(self, articles, passages, vectors):
+        added.append([p.article_id for p in passages])
+        return original(self, articles, passages, vectors)
+
+    monkeypatch.setattr(store.VersionWriter, "add", add)
+    settings = settings_for(content_copy, tmp_path)
+    report = build_index(settings, tiny_encoder, progress=False)
+    assert isinstance(indexer.build.backend_for(settings), FaissSqliteBackend)
+    assert len(added) > 2 and sum(map(len, added)) == report.passages and tiny_encoder.calls == len(added)
+    for owners in added[:-1]:  # a batch closes with the article that brings it to 5 passages or more
+        assert len(owners) >= 5 and len([a for a in owners if a != owners[-1]]) < 5
+
+
+def test_strict_errors_found_after_batches_were_written_publish_nothing(content_copy, tmp_path, tiny_encoder,
+                                                                      monkeypatch):
+    import indexer.build
+
+    settings = settings_for(content_copy, tmp_path)
+    good = build_index(settings, tiny_encoder, progress=False).build_id
+    shutil.copy(FIXTURES / "broken" / "bad-yaml.md", content_copy / "zz-bad-yaml.md")  # parsed last
+    monkeypatch.setattr(indexer.build, "BATCH_PASSAGES", 3)
+    added: list[int] = []
+    original = store.VersionWriter.add
+    monkeypatch.setattr(store.VersionWriter, "add", lambda self, *batch: added.append(len(batch[1])) or
+                        original(self, *batch))
+    with pytest.raises(ContentError, match="1 content errors .--strict.: zz-bad-yaml.md"):
+        build_index(settings, tiny_encoder, full=True, strict=True, progress=False)
+    assert len(added) > 1  # batches before the broken file were written...
+    assert store.current_id(settings.index_dir) == good  # ...and nothing of them was switched to or left behind
+    assert store.list_versions(settings.index_dir) == [good] and not list(settings.index_dir.glob(".tmp-*"))
+
+
+def test_strict_stops_embedding_at_the_first_error_and_still_reports_all(content_copy, tmp_path, tiny_encoder,
+                                                                         monkeypatch):
+    import indexer.build
+
+    for name in ("bad-yaml.md", "latin1.md"):
+        shutil.copy(FIXTURES / "broken" / name, content_copy / f"0-{name}")  # sorted first: parsed first
+    monkeypatch.setattr(indexer.build, "BATCH_PASSAGES", 1)
+    settings = settings_for(content_copy, tmp_path)
+    with pytest.raises(ContentError, match="2 content errors"):
+        build_index(settings, tiny_encoder, strict=True, progress=False)
+    assert tiny_encoder.calls == 0 and store.current_id(settings.index_dir) is None
+    assert not list(settings.index_dir.glob(".tmp-*"))
+
+
+def test_a_full_build_with_nothing_to_publish_keeps_the_version_in_service(content_copy, tmp_path, tiny_encoder):
+    settings = settings_for(content_copy, tmp_path)
+    good = build_index(settings, tiny_encoder, progress=False).build_id
+    for page in content_copy.rglob("*.md"):
+        page.write_text("---\ntitle: Later\nstatus: draft\n---\n\nNot yet.\n")
+    encoder = CountingLoads(tiny_encoder)
+    with pytest.raises(ContentError, match="no publishable articles"):
+        build_index(settings, encoder, full=True, progress=False)
+    assert store.current_id(settings.index_dir) == good and not list(settings.index_dir.glob(".tmp-*"))
+    assert encoder.dim_reads == 0

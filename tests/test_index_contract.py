@@ -296,6 +296,71 @@ def test_a_version_written_on_a_base_equals_one_written_whole(backend, tmp_path)
         assert content(patched) == content(full)
 
 
+def content(reader, vector) -> dict:
+    """What a version holds and answers, by passage id: independent of the keys the backend gave."""
+    ids = {k: p.passage_id for k, p in reader.passages(range(reader.size)).items()}
+    return {"articles": sorted(reader.articles(body=True), key=lambda a: a.id),
+            "passages": sorted(reader.passages(range(reader.size)).values(), key=lambda p: p.passage_id),
+            "vectors": {ids[k]: reader.vectors([k])[0].round(5).tolist() for k in ids},
+            "owners": sorted((ids[k], reader.passage_articles()[k]) for k in ids),
+            "df": reader.term_df(), "size": reader.size, "counts": reader.manifest["counts"],
+            "bm25": {ids[k]: round(s, 6) for k, s in reader.lexical_search(TermQuery(("password", "error")),
+                                                                           10).items()},
+            "dense": [ids[k] for k in reader.dense_search(vector, 3)]}
+
+
+# ---- writing a version batch by batch ---------------------------------------------------------------------------
+def test_a_version_written_in_batches_equals_one_written_whole(backend, tmp_path):
+    """`writer`: batches cut anywhere (an article's passages in a later batch than the article) make the version
+    that one `write` makes."""
+    with backend.writer(backend.new_name(), DIM) as writer:
+        writer.add(ARTICLES[:1], PASSAGES[:1], VECTORS[:1])
+        writer.add(ARTICLES[1:3], PASSAGES[1:3], VECTORS[1:3])  # outlook/password's second passage comes late
+        writer.add([], [], VECTORS[:0])
+        writer.add(ARTICLES[3:], PASSAGES[3:], VECTORS[3:])
+        writer.commit({"model": MODEL, "dim": DIM, "content_hash": "c"})
+    whole = open_backend(tmp_path / "whole", getattr(backend, "kind", "faiss"))
+    whole.write(whole.new_name(), ARTICLES, PASSAGES, VECTORS, {"model": MODEL, "dim": DIM, "content_hash": "c"})
+    with backend.open(model_id=MODEL) as batches, whole.open(model_id=MODEL) as full:
+        assert content(batches, VECTORS[4]) == content(full, VECTORS[4])
+        assert batches.manifest["counts"] == {"articles": 4, "passages": 6}
+
+
+def test_a_writer_not_committed_leaves_no_version(backend):
+    first = backend.new_name()
+    backend.write(first, ARTICLES, PASSAGES, VECTORS, {"model": MODEL, "dim": DIM})
+    with pytest.raises(RuntimeError, match="stopped"):
+        with backend.writer(backend.new_name(), DIM) as writer:
+            writer.add(ARTICLES, PASSAGES, VECTORS)
+            raise RuntimeError("stopped")
+    writer = backend.writer(backend.new_name(), DIM)
+    writer.add(ARTICLES[:1], PASSAGES[:2], VECTORS[:2])
+    writer.abort()
+    assert backend.current() == first and backend.list() == [first] and backend.remove_leftovers() == []
+    with backend.open(model_id=MODEL) as reader:
+        assert reader.size == len(PASSAGES)
+
+
+def test_a_writer_on_a_base_takes_batches_too(backend, tmp_path):
+    backend.write(backend.new_name(), ARTICLES, PASSAGES, VECTORS, {"model": MODEL, "dim": DIM})
+    added = ArticleRecord("teams/new", "teams/new.md", "New password", product="Teams", body="x", source_hash="h9")
+    new_passages = [PassageRecord(f"teams/new#{i}", "teams/new", (), "", f"New password text {i}.", f"n{i}")
+                    for i in range(3)]
+    new_vectors = unit_vectors(3, seed=5)
+    with backend.open(model_id=MODEL) as base:
+        with backend.writer(backend.new_name(), DIM, base=base, remove={"outlook/ndr"}) as writer:
+            writer.add([added], new_passages[:1], new_vectors[:1])
+            writer.add([], new_passages[1:], new_vectors[1:])
+            writer.commit({"model": MODEL, "dim": DIM})
+    whole = open_backend(tmp_path / "whole", getattr(backend, "kind", "faiss"))
+    kept = [i for i, p in enumerate(PASSAGES) if p.article_id != "outlook/ndr"]
+    whole.write(whole.new_name(), [a for a in ARTICLES if a.id != "outlook/ndr"] + [added],
+                [PASSAGES[i] for i in kept] + new_passages, np.vstack([VECTORS[kept], new_vectors]),
+                {"model": MODEL, "dim": DIM})
+    with backend.open(model_id=MODEL) as patched, whole.open(model_id=MODEL) as full:
+        assert content(patched, new_vectors[0]) == content(full, new_vectors[0])
+
+
 # ---- the seam ---------------------------------------------------------------------------------------------------
 def test_only_the_backends_know_the_engines():
     """Product modules reach the index through kb.index only: no FAISS, no SQL of the index, no raw connection."""

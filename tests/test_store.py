@@ -266,3 +266,77 @@ def test_prune_spares_a_version_that_is_open(tmp_path):
     del held
     assert store.prune_versions(tmp_path, keep=1) == [ids[0]]
     assert store.list_versions(tmp_path) == [ids[2]]
+
+
+@pytest.mark.parametrize("n, dim", [(0, 4), (1, 4), (5, 384)])
+def test_a_streamed_vector_file_is_the_one_faiss_writes(tmp_path, n, dim):
+    """vectors.faiss written batch by batch (faiss' empty file, vectors appended, counts filled in) is byte for byte
+    the file faiss.write_index writes of the same vectors."""
+    import faiss
+
+    vectors = np.random.default_rng(n).normal(size=(n, dim)).astype(np.float32)
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
+    index = faiss.IndexFlatIP(dim)
+    index.add(vectors)
+    faiss.write_index(index, str(tmp_path / "whole.faiss"))
+    build_id = store.new_build_id()
+    articles = [ArticleRecord("a", "a.md", "A", body="b", source_hash="h")]
+    passages = [PassageRecord(f"a#{i}", "a", (), "", f"text {i}", "t") for i in range(n)]
+    with store.VersionWriter(tmp_path, build_id, dim) as writer:
+        writer.add(articles, passages[:2], vectors[:2])
+        writer.add([], passages[2:], vectors[2:])
+        writer.commit({"model": MODEL, "dim": dim})
+    assert (tmp_path / build_id / store.VECTORS).read_bytes() == (tmp_path / "whole.faiss").read_bytes()
+
+
+def version_content(version) -> dict:
+    db = version.db()
+    return {"articles": db.execute("SELECT * FROM articles ORDER BY id").fetchall(),
+            "passages": db.execute("SELECT * FROM passages ORDER BY row").fetchall(),
+            "term_df": db.execute("SELECT * FROM term_df ORDER BY term").fetchall(),
+            "fts": db.execute("SELECT rowid, round(bm25(passages_fts), 6) FROM passages_fts WHERE passages_fts MATCH "
+                              "'title OR text OR 3' ORDER BY rowid").fetchall(),
+            "vectors": version.vectors().tolist(), "counts": version.manifest["counts"]}
+
+
+def test_a_version_written_in_batches_equals_one_written_whole(tmp_path):
+    """Batches of any cut (passages whose article came in an earlier batch too): same rows, keys, words, vectors."""
+    n, dim = 9, 4
+    articles = [ArticleRecord(f"a{i}", f"a{i}.md", f"Title {i}", body=f"body {i}", source_hash="h") for i in range(3)]
+    passages = [PassageRecord(f"a{i // 3}#{i}", f"a{i // 3}", ("Head", str(i)), "", f"text {i} of {i // 3}", "t")
+                for i in range(n)]
+    vectors = np.eye(dim, dtype=np.float32)[np.arange(n) % dim]
+    store.write_version(tmp_path / "whole", "whole", articles, passages, vectors, {"model": MODEL, "dim": dim})
+    with store.VersionWriter(tmp_path / "batches", "batches", dim) as writer:
+        writer.add(articles[:1], passages[:2], vectors[:2])
+        writer.add(articles[1:], passages[2:4], vectors[2:4])  # a0's last passage after a1 and a2 arrived
+        writer.add([], passages[4:], vectors[4:])  # articles of earlier batches only
+        writer.commit({"model": MODEL, "dim": dim})
+    whole, batches = (store.open_current(tmp_path / name, MODEL) for name in ("whole", "batches"))
+    assert version_content(batches) == version_content(whole)
+    assert len(version_content(whole)["fts"]) == n
+
+
+def test_an_aborted_writer_leaves_nothing(tmp_path):
+    good = write(tmp_path)
+    with pytest.raises(RuntimeError, match="killed mid-build"):
+        with store.VersionWriter(tmp_path, store.new_build_id(), 4) as writer:
+            writer.add([ArticleRecord("a", "a.md", "A", body="b", source_hash="h")],
+                       [PassageRecord("a#", "a", (), "", "t", "h")], np.eye(4, dtype=np.float32)[:1])
+            assert writer.tmp.is_dir()
+            raise RuntimeError("killed mid-build")
+    assert not writer.tmp.exists() and store.current_id(tmp_path) == good and store.list_versions(tmp_path) == [good]
+    writer = store.VersionWriter(tmp_path, store.new_build_id(), 4)
+    writer.abort()
+    assert store.remove_leftovers(tmp_path) == [] and store.list_versions(tmp_path) == [good]
+
+
+def test_a_batch_of_another_dimension_or_length_is_refused(tmp_path):
+    with store.VersionWriter(tmp_path, store.new_build_id(), 4) as writer:
+        with pytest.raises(ValueError):
+            writer.add([], [PassageRecord("a#", "a", (), "", "t", "h")], np.zeros((2, 4), np.float32))
+        with pytest.raises(ValueError):
+            writer.add([], [PassageRecord("a#", "a", (), "", "t", "h")], np.zeros((1, 5), np.float32))
+        with pytest.raises(ValueError, match="dim 8 is not the writer's 4"):
+            writer.commit({"model": MODEL, "dim": 8})
+    assert store.current_id(tmp_path) is None and not list(tmp_path.glob(".tmp-*"))

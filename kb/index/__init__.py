@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kb.errors import BadRequest
-from kb.index.backend import IndexBackend, IndexReader
+from kb.index.backend import IndexBackend, IndexReader, IndexWriter
 from kb.index.records import ArticleRecord, PassageRecord, PhraseHits, PhraseQuery, Selection, TermQuery
 
 if TYPE_CHECKING:
@@ -13,8 +13,8 @@ if TYPE_CHECKING:
 
 BACKENDS = ("faiss", "milvus")
 
-__all__ = ["BACKENDS", "ArticleRecord", "IndexBackend", "IndexReader", "PassageRecord", "PhraseHits", "PhraseQuery",
-           "Selection", "TermQuery", "backend_for", "open_backend"]
+__all__ = ["BACKENDS", "ArticleRecord", "IndexBackend", "IndexReader", "IndexWriter", "PassageRecord", "PhraseHits",
+           "PhraseQuery", "Selection", "TermQuery", "backend_for", "open_backend"]
 
 
 def open_backend(index_dir: Path, kind: str = "faiss", milvus_uri: str | None = None) -> IndexBackend:

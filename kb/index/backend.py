@@ -62,6 +62,25 @@ class IndexReader(Protocol):
         """Passages (at most `limit`, in key order) containing the phrase(s) exactly."""
 
 
+class IndexWriter(Protocol):
+    """One version being written, batch by batch (from `IndexBackend.writer`): nothing of it is listed, opened or
+    in service until `commit`; `abort` (or leaving its `with` block without committing) discards it."""
+
+    dim: int  # of the vectors it takes
+    committed: bool
+
+    def add(self, articles: Sequence[ArticleRecord], passages: Sequence[PassageRecord], vectors: np.ndarray) -> None:
+        """Append a batch: passages get the next keys in order and row i of `vectors` belongs to passages[i]; each
+        passage's article is in this batch or an earlier one."""
+    def commit(self, manifest: dict) -> None:
+        """Finish the version with `manifest` (its "dim" the writer's), check it opens, and switch to it."""
+    def abort(self) -> None:
+        """Discard what was written (also when the process dies: `remove_leftovers` clears it)."""
+    def __enter__(self) -> IndexWriter: ...
+    def __exit__(self, *exc) -> None:
+        """Abort unless committed."""
+
+
 class IndexBackend(Protocol):
     """The versions of one index location (a folder, a collection prefix): written whole and switched to
     atomically, so that a reader never sees a half-written version and a killed build leaves the previous one."""
@@ -81,12 +100,15 @@ class IndexBackend(Protocol):
         """Put version `name` into service."""
     def new_name(self) -> str:
         """A fresh, sortable version name."""
+    def writer(self, name: str, dim: int, *, base: IndexReader | None = None,
+               remove: set[str] = frozenset()) -> IndexWriter:
+        """Start writing version `name` of vectors of `dim`: `base` (when given) minus the articles in `remove`,
+        plus the batches `add`ed (an article rewritten must be in `remove`); memory holds one batch, not the
+        version, when there is no base. Keys of the new version are the backend's to assign."""
     def write(self, name: str, articles: Sequence[ArticleRecord], passages: Sequence[PassageRecord],
               vectors: np.ndarray, manifest: dict, *, base: IndexReader | None = None,
               remove: set[str] = frozenset()) -> None:
-        """Write version `name` and switch to it: `base` (when given) minus the articles in `remove`, plus
-        `articles` / `passages` with their `vectors` (row i of `vectors` belongs to passages[i]); an article
-        rewritten must be in `remove`. Keys of the new version are the backend's to assign."""
+        """Write version `name` in one batch and switch to it (`writer`, one `add`, `commit`)."""
     def prune(self, keep: int) -> list[str]:
         """Delete the oldest versions beyond `keep`, never the current one nor one in use; returns their names."""
     def lock(self) -> AbstractContextManager:

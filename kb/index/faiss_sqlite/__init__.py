@@ -46,15 +46,22 @@ class FaissSqliteBackend:
     def new_name(self) -> str:
         return store.new_build_id()
 
+    def writer(self, name: str, dim: int, *, base: IndexVersion | None = None,
+               remove: set[str] = frozenset()) -> store.VersionWriter | delta.DeltaWriter:
+        if base is None:
+            return store.VersionWriter(self.index_dir, name, dim)
+        if isinstance(base, IndexVersion):
+            return delta.DeltaWriter(self.index_dir, name, base, set(remove), int(dim))
+        raise TypeError(f"a FAISS + SQLite version is patched from another of its kind, not {type(base).__name__}")
+
     def write(self, name: str, articles: Sequence[ArticleRecord], passages: Sequence[PassageRecord],
               vectors: np.ndarray, manifest: dict, *, base: IndexVersion | None = None,
               remove: set[str] = frozenset()) -> None:
-        if base is None:
-            store.write_version(self.index_dir, name, articles, passages, vectors, manifest)
-        elif isinstance(base, IndexVersion):
-            delta.write_delta_version(self.index_dir, name, base, set(remove), articles, passages, vectors, manifest)
-        else:
-            raise TypeError(f"a FAISS + SQLite version is patched from another of its kind, not {type(base).__name__}")
+        if len(passages) != len(vectors):
+            raise ValueError(f"{len(passages)} passages but {len(vectors)} vectors")
+        with self.writer(name, int(manifest["dim"]), base=base, remove=remove) as writer:
+            writer.add(articles, passages, vectors)
+            writer.commit(manifest)
 
     def prune(self, keep: int) -> list[str]:
         return store.prune_versions(self.index_dir, keep)

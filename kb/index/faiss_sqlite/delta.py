@@ -103,3 +103,42 @@ def write_delta_version(index_dir: Path, build_id: str, previous: IndexVersion, 
     for name in (VECTORS, META):
         fsync_path(tmp / name)
     return publish(index_dir, tmp, build_id, manifest, {"articles": n_articles, "passages": n_new})
+
+
+class DeltaWriter:
+    """A version patched from `base` (kb.index.IndexWriter): the batches are kept until `commit` writes the delta
+    version, which is as large as the change."""
+
+    def __init__(self, index_dir: Path, build_id: str, base: IndexVersion, remove: set[str], dim: int):
+        if dim != base.dim:
+            raise ValueError(f"vectors of dim {dim} cannot patch a version of dim {base.dim}")
+        self.index_dir, self.build_id, self.base, self.remove, self.dim = index_dir, build_id, base, set(remove), dim
+        self.articles: list[ArticleRecord] = []
+        self.passages: list[PassageRecord] = []
+        self.vectors: list[np.ndarray] = []
+        self.committed = False
+
+    def __enter__(self) -> DeltaWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self.committed:
+            self.abort()
+
+    def add(self, articles: Sequence[ArticleRecord], passages: Sequence[PassageRecord], vectors: np.ndarray) -> None:
+        if len(passages) != len(vectors):
+            raise ValueError(f"{len(passages)} passages but {len(vectors)} vectors")
+        self.articles += articles
+        self.passages += passages
+        self.vectors.append(np.asarray(vectors, dtype=np.float32).reshape(len(passages), self.dim))
+
+    def commit(self, manifest: dict) -> Path:
+        vectors = np.vstack(self.vectors) if self.vectors else np.zeros((0, self.dim), np.float32)
+        final = write_delta_version(self.index_dir, self.build_id, self.base, self.remove, self.articles,
+                                    self.passages, vectors, manifest)
+        self.committed = True
+        return final
+
+    def abort(self) -> None:
+        self.articles, self.passages, self.vectors = [], [], []
+        shutil.rmtree(self.index_dir / f"{TMP_PREFIX}{self.build_id}", ignore_errors=True)

@@ -2,6 +2,7 @@
 open and check one, lease it while in use, prune old ones."""
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -120,38 +121,112 @@ def scratch_connection(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def flat_header(empty: bytes, n: int, dim: int) -> bytes:
+    """The header of an IndexFlat file holding `n` vectors of `dim`, made from faiss' own file of an empty one
+    (`empty`): the vector count (int64 at byte 8) and the stored float count (int64, its last 8 bytes) filled in."""
+    if len(empty) < 24 or empty[8:16] != bytes(8) or empty[-8:] != bytes(8):
+        raise RuntimeError(f"unexpected layout of an empty faiss IndexFlat file ({len(empty)} bytes): this faiss "
+                           "version writes flat indexes differently")
+    return empty[:8] + np.int64(n).tobytes() + empty[16:-8] + np.int64(n * dim).tobytes()
+
+
+class VersionWriter:
+    """A version written batch by batch into its temp folder, so memory holds one batch: vectors appended to
+    vectors.faiss (faiss' own empty IndexFlatIP file, whose counts `commit` fills in), rows and FTS5 rows inserted
+    and committed per batch, word counts summed. `commit` publishes it; `abort` (or leaving the `with` block
+    without committing) deletes the temp folder, as `remove_leftovers` does after a killed build."""
+
+    def __init__(self, index_dir: Path, build_id: str, dim: int):
+        self.index_dir, self.build_id, self.dim = Path(index_dir), build_id, int(dim)
+        self.tmp = self.index_dir / f"{TMP_PREFIX}{build_id}"
+        self.size = 0  # passages (vectors) written so far: the next key
+        self.articles = 0
+        self.committed = False
+        self._term_df: dict[str, int] = {}
+        self._vectors = self._conn = None
+        self.tmp.mkdir(parents=True)
+        try:
+            faiss.write_index(faiss.IndexFlatIP(self.dim), str(self.tmp / VECTORS))
+            self._vectors = open(self.tmp / VECTORS, "r+b")
+            self._empty = self._vectors.read()
+            flat_header(self._empty, 0, self.dim)  # a layout it cannot fill in fails here, before any work
+            self._conn = scratch_connection(self.tmp / META)
+            self._conn.executescript(SCHEMA)
+        except BaseException:
+            self.abort()
+            raise
+
+    def __enter__(self) -> VersionWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self.committed:
+            self.abort()
+
+    def add(self, articles: Sequence[ArticleRecord], passages: Sequence[PassageRecord], vectors: np.ndarray) -> None:
+        """Append a batch: passage i of it gets key `size + i` and owns vectors[i]."""
+        if len(passages) != len(vectors):
+            raise ValueError(f"{len(passages)} passages but {len(vectors)} vectors")
+        matrix = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(passages), self.dim)
+        titles = {a.id: a.title for a in articles}
+        earlier = sorted({p.article_id for p in passages} - titles.keys())
+        for start in range(0, len(earlier), 500):  # articles of an earlier batch
+            ids = earlier[start:start + 500]
+            titles.update(self._conn.execute(f"SELECT id, title FROM articles WHERE id IN ({','.join('?' * len(ids))})",
+                                             ids))
+        fts_rows = [fts_row(self.size + i, titles[p.article_id], p) for i, p in enumerate(passages)]
+        self._conn.executemany(f"INSERT INTO articles VALUES ({','.join('?' * len(ARTICLE_COLUMNS))})",
+                               [article_row(a) for a in articles])
+        self._conn.executemany(f"INSERT INTO passages VALUES ({','.join('?' * len(PASSAGE_COLUMNS))})",
+                               [passage_row(self.size + i, p) for i, p in enumerate(passages)])
+        self._conn.executemany("INSERT INTO passages_fts(rowid, title, headings, body) VALUES (?, ?, ?, ?)", fts_rows)
+        self._conn.commit()
+        for term, n in count_terms(fts_rows).items():
+            self._term_df[term] = self._term_df.get(term, 0) + n
+        self._vectors.write(matrix.tobytes())
+        self.size += len(passages)
+        self.articles += len(articles)
+
+    def commit(self, manifest: dict) -> Path:
+        """Word counts and the flat index's counts written, files fsynced, then `publish`: the version's folder."""
+        if int(manifest["dim"]) != self.dim:
+            raise ValueError(f"the manifest's dim {manifest['dim']} is not the writer's {self.dim}")
+        self._conn.executemany("INSERT INTO term_df VALUES (?, ?)", self._term_df.items())
+        self._conn.commit()
+        self._conn.close()
+        self._conn = None
+        self._vectors.seek(0)
+        self._vectors.write(flat_header(self._empty, self.size, self.dim))
+        self._vectors.close()
+        self._vectors = None
+        for name in (VECTORS, META):
+            fsync_path(self.tmp / name)
+        final = publish(self.index_dir, self.tmp, self.build_id, manifest,
+                        {"articles": self.articles, "passages": self.size})
+        self.committed = True
+        return final
+
+    def abort(self) -> None:
+        for handle in (self._conn, self._vectors):
+            if handle is not None:
+                with contextlib.suppress(Exception):
+                    handle.close()
+        self._conn = self._vectors = None
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
 def write_version(index_dir: Path, build_id: str, articles: Sequence[ArticleRecord],
                   passages: Sequence[PassageRecord], vectors: np.ndarray, manifest: dict) -> Path:
-    """Write a complete version into a temp folder, rename it into place, then switch CURRENT to it.
+    """Write a complete version in one batch (a `VersionWriter`): temp folder, renamed into place, CURRENT switched.
 
     Passage i gets key (FAISS row) i and owns vectors[i]. Killed at any point, the previous version stays in
     service: CURRENT only ever names a folder whose manifest was written last.
     """
     if len(passages) != len(vectors):
         raise ValueError(f"{len(passages)} passages but {len(vectors)} vectors")
-    titles = {a.id: a.title for a in articles}
-    fts_rows = [fts_row(i, titles[p.article_id], p) for i, p in enumerate(passages)]
-    articles = [article_row(a) for a in articles]
-    passages = [passage_row(i, p) for i, p in enumerate(passages)]
-    tmp = index_dir / f"{TMP_PREFIX}{build_id}"
-    tmp.mkdir(parents=True)
-    index = faiss.IndexFlatIP(int(manifest["dim"]))
-    if len(vectors):
-        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    faiss.write_index(index, str(tmp / VECTORS))
-    conn = scratch_connection(tmp / META)
-    try:
-        conn.executescript(SCHEMA)
-        conn.executemany(f"INSERT INTO articles VALUES ({','.join('?' * len(ARTICLE_COLUMNS))})", articles)
-        conn.executemany(f"INSERT INTO passages VALUES ({','.join('?' * len(PASSAGE_COLUMNS))})", passages)
-        conn.executemany("INSERT INTO passages_fts(rowid, title, headings, body) VALUES (?, ?, ?, ?)", fts_rows)
-        conn.executemany("INSERT INTO term_df VALUES (?, ?)", count_terms(fts_rows).items())
-        conn.commit()
-    finally:
-        conn.close()
-    for name in (VECTORS, META):
-        fsync_path(tmp / name)
-    return publish(index_dir, tmp, build_id, manifest, {"articles": len(articles), "passages": len(passages)})
+    with VersionWriter(index_dir, build_id, int(manifest["dim"])) as writer:
+        writer.add(articles, passages, vectors)
+        return writer.commit(manifest)
 
 
 def publish(index_dir: Path, tmp: Path, build_id: str, manifest: dict, counts: dict) -> Path:

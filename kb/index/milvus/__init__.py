@@ -6,7 +6,7 @@ import fcntl
 import json
 import re
 import secrets
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
@@ -119,50 +119,22 @@ class MilvusBackend:
         return "v" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "_" + secrets.token_hex(3)
 
     # ---- writing --------------------------------------------------------------------------------
+    def writer(self, name: str, dim: int, *, base: MilvusReader | None = None,
+               remove: set[str] = frozenset()) -> MilvusWriter:
+        if not NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a Milvus index version name (a letter, then letters, digits, _)")
+        if base is not None and not isinstance(base, MilvusReader):
+            raise TypeError(f"a Milvus version is patched from another of its kind, not {type(base).__name__}")
+        return MilvusWriter(self, name, int(dim), base, set(remove))
+
     def write(self, name: str, articles: Sequence[ArticleRecord], passages: Sequence[PassageRecord],
               vectors: np.ndarray, manifest: dict, *, base: MilvusReader | None = None,
               remove: set[str] = frozenset()) -> None:
-        if not NAME.fullmatch(name):
-            raise ValueError(f"{name!r} is not a Milvus index version name (a letter, then letters, digits, _)")
         if len(passages) != len(vectors):
             raise ValueError(f"{len(passages)} passages but {len(vectors)} vectors")
-        if base is not None:
-            if not isinstance(base, MilvusReader):
-                raise TypeError(f"a Milvus version is patched from another of its kind, not {type(base).__name__}")
-            articles, passages, vectors = patched(base, set(remove), articles, passages, vectors)
-        dim = int(manifest["dim"])
-        collection = PREFIX + name
-        titles = {a.id: a.title for a in articles}
-        by_id = {a.id: a for a in articles}
-        schema, params = passage_schema(self.client, dim)
-        self.client.create_collection(collection, schema=schema, index_params=params)
-        rows = []
-        for key, (p, vector) in enumerate(zip(passages, np.asarray(vectors, dtype=np.float32))):
-            rows.append(passage_row(key, p, by_id[p.article_id], vector))
-            if len(rows) == BATCH:
-                self.client.insert(collection, rows)
-                rows = []
-        if rows:
-            self.client.insert(collection, rows)
-        self.client.flush(collection)
-        texts = [f"{titles[p.article_id]} {' '.join(p.heading_path)} {p.text}" for p in passages]
-        blobs: list[dict] = []
-        for a in articles:
-            record = {k: v for k, v in asdict(a).items() if k != "body"}
-            blobs += blob_rows("article", a.id, json.dumps(record, ensure_ascii=False, default=str), len(blobs))
-            blobs += blob_rows("body", a.id, a.body or "", len(blobs))
-        blobs += blob_rows("terms", "", json.dumps(analysis.count_terms(texts), ensure_ascii=False), len(blobs))
-        schema, params = blob_schema(self.client)
-        self.client.create_collection(collection + DATA_SUFFIX, schema=schema, index_params=params)
-        for start in range(0, len(blobs), BATCH):
-            self.client.insert(collection + DATA_SUFFIX, blobs[start:start + BATCH])
-        self.client.flush(collection + DATA_SUFFIX)
-        full = {**manifest, "backend": self.kind, "format_version": FORMAT_VERSION, "build_id": name,
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "counts": {"articles": len(articles), "passages": len(passages)}}
-        self._open(name, full, manifest.get("model"), check=True).close()  # never switch to a version that does not open
-        self._register(name, full)
-        self.switch(name)
+        with self.writer(name, int(manifest["dim"]), base=base, remove=remove) as writer:
+            writer.add(articles, passages, vectors)
+            writer.commit(manifest)
 
     def _register(self, name: str, manifest: dict) -> None:
         """Record a complete version (its manifest) in the registry: from now on it is listed and can be opened."""
@@ -231,6 +203,106 @@ class MilvusBackend:
             return True
         except FileNotFoundError:
             return False
+
+
+class MilvusWriter:
+    """One version being written (kb.index.IndexWriter): without a base, each batch's passages, articles and bodies
+    are inserted as they come and word counts summed, so memory holds one batch (plus title and filter fields of
+    each article); on a base, the batches are kept and `commit` writes the whole next version (a Milvus version is
+    never patched in place). Registered, and so visible, only by `commit`."""
+
+    def __init__(self, backend: MilvusBackend, name: str, dim: int, base: MilvusReader | None, remove: set[str]):
+        self.backend, self.client, self.name, self.dim = backend, backend.client, name, dim
+        self.base, self.remove = base, remove
+        self.collection = PREFIX + name
+        self.size = self.articles = self.seq = 0  # passages (next key), articles, blob rows written so far
+        self.committed = False
+        self._term_df: dict[str, int] = {}
+        self._owners: dict[str, ArticleRecord] = {}  # id -> the article without its body, for passage rows
+        self._pending: tuple[list, list, list] | None = ([], [], []) if base is not None else None
+        if base is None:
+            self._create()
+
+    def __enter__(self) -> MilvusWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self.committed:
+            with contextlib.suppress(Exception):  # never hide why the build failed; remove_leftovers drops the rest
+                self.abort()
+
+    def _create(self) -> None:
+        try:
+            schema, params = passage_schema(self.client, self.dim)
+            self.client.create_collection(self.collection, schema=schema, index_params=params)
+            schema, params = blob_schema(self.client)
+            self.client.create_collection(self.collection + DATA_SUFFIX, schema=schema, index_params=params)
+        except BaseException:
+            self.abort()
+            raise
+
+    def add(self, articles: Sequence[ArticleRecord], passages: Sequence[PassageRecord], vectors: np.ndarray) -> None:
+        if len(passages) != len(vectors):
+            raise ValueError(f"{len(passages)} passages but {len(vectors)} vectors")
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(passages), self.dim)
+        if self._pending is not None:
+            for kept, new in zip(self._pending, (articles, passages, [vectors])):
+                kept.extend(new)
+            return
+        self._insert(articles, passages, vectors)
+
+    def _insert(self, articles: Sequence[ArticleRecord], passages: Sequence[PassageRecord],
+                vectors: np.ndarray) -> None:
+        self._owners.update((a.id, replace(a, body=None, extra={})) for a in articles)
+        rows = [passage_row(self.size + i, p, self._owners[p.article_id], vector)
+                for i, (p, vector) in enumerate(zip(passages, vectors))]
+        for start in range(0, len(rows), BATCH):
+            self.client.insert(self.collection, rows[start:start + BATCH])
+        texts = [f"{self._owners[p.article_id].title} {' '.join(p.heading_path)} {p.text}" for p in passages]
+        for term, n in analysis.count_terms(texts).items():
+            self._term_df[term] = self._term_df.get(term, 0) + n
+        blobs: list[dict] = []
+        for a in articles:
+            record = {k: v for k, v in asdict(a).items() if k != "body"}
+            blobs += blob_rows("article", a.id, json.dumps(record, ensure_ascii=False, default=str),
+                               self.seq + len(blobs))
+            blobs += blob_rows("body", a.id, a.body or "", self.seq + len(blobs))
+        self._insert_blobs(blobs)
+        self.size += len(passages)
+        self.articles += len(articles)
+
+    def _insert_blobs(self, blobs: list[dict]) -> None:
+        for start in range(0, len(blobs), BATCH):
+            self.client.insert(self.collection + DATA_SUFFIX, blobs[start:start + BATCH])
+        self.seq += len(blobs)
+
+    def commit(self, manifest: dict) -> None:
+        if int(manifest["dim"]) != self.dim:
+            raise ValueError(f"the manifest's dim {manifest['dim']} is not the writer's {self.dim}")
+        if self._pending is not None:
+            articles, passages, vectors = patched(self.base, self.remove, *self._pending[:2],
+                                                  np.vstack(self._pending[2]) if self._pending[2]
+                                                  else np.zeros((0, self.dim), np.float32))
+            self._pending = None
+            self._create()
+            self._insert(articles, passages, vectors)
+        self._insert_blobs(blob_rows("terms", "", json.dumps(self._term_df, ensure_ascii=False), self.seq))
+        self.client.flush(self.collection)
+        self.client.flush(self.collection + DATA_SUFFIX)
+        full = {**manifest, "backend": self.backend.kind, "format_version": FORMAT_VERSION, "build_id": self.name,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "counts": {"articles": self.articles, "passages": self.size}}
+        # never switch to a version that does not open
+        self.backend._open(self.name, full, manifest.get("model"), check=True).close()
+        self.backend._register(self.name, full)
+        self.backend.switch(self.name)
+        self.committed = True
+
+    def abort(self) -> None:
+        """Drop what was written; a version already registered (commit failed while switching) is left listed."""
+        self._pending = None
+        if self.name not in self.backend._registry():
+            self.backend._drop(self.name)
 
 
 def passage_row(key: int, p: PassageRecord, article: ArticleRecord, vector: np.ndarray) -> dict:
