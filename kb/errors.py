@@ -62,6 +62,19 @@ class IndexDamaged(KBError):
     code = "index_damaged"
 
 
+class IndexUnavailable(KBError):
+    """The index engine (a Milvus server) does not answer: searches answer 503 with Retry-After, /healthz says
+    `unavailable`, and both recover by themselves when it answers again (kb/index/milvus/connection.py)."""
+
+    status = 503
+    code = "index_unavailable"
+    retry_after = 5
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
 class DiskFull(KBError):
     """No space left (or over quota) while a build writes into the index folder; the version in service stays."""
 

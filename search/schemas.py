@@ -281,10 +281,12 @@ class HealthResponse(BaseModel):
 
 
 class NoIndexResponse(BaseModel):
-    """503: no index version is loaded."""
+    """503: no index version is loaded (`no_index`), or the index engine does not answer (`unavailable`: a Milvus
+    server out of reach; `index_version` is the version that answers again when it is back)."""
 
-    status: Literal["no_index"]
+    status: Literal["no_index", "unavailable"]
     model: str
+    index_version: str | None = None
     error: ErrorDetail | None
     reload: ReloadStatus
     pid: int

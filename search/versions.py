@@ -10,7 +10,7 @@ from typing import Callable
 
 from indexer import failures
 from kb import integrity
-from kb.errors import IndexDamaged, IndexNotFound, KBError
+from kb.errors import IndexDamaged, IndexNotFound, IndexUnavailable, KBError
 from kb.index import IndexBackend, IndexReader
 from search.searcher import Searcher
 
@@ -32,6 +32,9 @@ class Versions:
 
     Requests `lease()` the searcher and release its version when they finish; a replaced version is retired and
     closes its files when its last request has released it.
+
+    An index engine out of reach (IndexUnavailable: a Milvus server that does not answer) fails no version: it is
+    kept in `unavailable` until a later look reaches the engine again, and the version in service stays.
     """
 
     def __init__(self, backend: IndexBackend, index_dir: Path, model_id: str,
@@ -44,6 +47,7 @@ class Versions:
         self.current: str | None = None  # what CURRENT named at the last look (None: no CURRENT, or unreadable)
         self.verified_at: str | None = None  # when the files in service last matched their checksums
         self.last_job_failure: dict | None = None  # the service's own last build, when it failed
+        self.unavailable: IndexUnavailable | None = None  # the index engine did not answer at the last look
         self._lock = threading.Lock()
         self._next_verify = time.monotonic() + verify_seconds
 
@@ -65,28 +69,40 @@ class Versions:
         """Swap in the version named by CURRENT if it is new and passes its checks; True when swapped."""
         with self._lock:
             try:
-                build_id = self.current = self.backend.current()
-            except IndexDamaged as exc:
-                self.current = None
-                if self.load_error is None or self.load_error.message != exc.message:
-                    log.error("%s", exc.message)
-                return self._fall_back(exc, below=None)
-            if build_id is None:
-                if self.searcher is None and not isinstance(self.load_error, IndexNotFound):
-                    # Said by start_background, which knows whether one is being built.
-                    self.load_error = IndexNotFound(f"no index in {self.index_dir}: run `kb index --index-dir "
-                                                    f"{self.index_dir}` first")
+                swapped = self._refresh()
+            except IndexUnavailable as exc:  # nothing learnt about any version: look again at the next poll
+                self.unavailable = exc
                 return False
-            if build_id == self.serving or build_id in self.failed:
-                return False
-            try:
-                searcher = self._open(build_id)
-            except KBError as exc:
-                self._refuse(build_id, exc)
-                return self._fall_back(exc, below=build_id) if isinstance(exc, IndexDamaged) else False
-            self._swap(searcher)
-            self.load_error = None
-            return True
+            self.unavailable = None
+            return swapped
+
+    def _refresh(self) -> bool:
+        """refresh() under the lock; IndexUnavailable goes up, before any version is refused for it."""
+        try:
+            build_id = self.current = self.backend.current()
+        except IndexDamaged as exc:
+            self.current = None
+            if self.load_error is None or self.load_error.message != exc.message:
+                log.error("%s", exc.message)
+            return self._fall_back(exc, below=None)
+        if build_id is None:
+            if self.searcher is None and not isinstance(self.load_error, IndexNotFound):
+                # Said by start_background, which knows whether one is being built.
+                self.load_error = IndexNotFound(f"no index in {self.index_dir}: run `kb index --index-dir "
+                                                f"{self.index_dir}` first")
+            return False
+        if build_id == self.serving or build_id in self.failed:
+            return False
+        try:
+            searcher = self._open(build_id)
+        except IndexUnavailable:
+            raise
+        except KBError as exc:
+            self._refuse(build_id, exc)
+            return self._fall_back(exc, below=build_id) if isinstance(exc, IndexDamaged) else False
+        self._swap(searcher)
+        self.load_error = None
+        return True
 
     def verify(self, force: bool = False) -> bool:
         """Read the files in service again against their checksums when it is time (every `verify_seconds`);
@@ -141,6 +157,8 @@ class Versions:
                 continue
             try:
                 searcher = self._open(candidate)
+            except IndexUnavailable:
+                raise
             except KBError as refused:
                 self.failed[candidate] = refused.message
                 log.error("index version %s not served either: %s", candidate, refused.message)

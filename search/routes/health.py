@@ -1,4 +1,5 @@
-"""GET /healthz: the index version in service, its counts, the model, versions refused or damaged, failed builds."""
+"""GET /healthz: the index version in service, its counts, the model, versions refused or damaged, failed builds, an
+index engine out of reach."""
 from __future__ import annotations
 
 import os
@@ -23,10 +24,12 @@ def without_details(reload: dict) -> dict:
 
 
 @router.get("/healthz", summary="Index version, counts, model and reload status", response_model=HealthResponse,
-            responses={503: {"model": NoIndexResponse, "description": "No index version is loaded."}})
+            responses={503: {"model": NoIndexResponse, "description": "No index version is loaded, or the index "
+                                                                      "engine does not answer."}})
 def healthz(request: Request):
     state = request.app.state.kb
-    error = state.load_error
+    unavailable = state.versions.unavailable  # the index engine (a Milvus server) did not answer at the last look
+    error = unavailable or state.load_error
     reload = {"watching": state.watcher is not None, "watch_refused": state.watch_refused,
               "build_running": state.jobs.running.id if state.jobs.running else None,
               "failed_versions": dict(state.failed),
@@ -35,10 +38,11 @@ def healthz(request: Request):
     if caller(request).kind == "anonymous":  # keys are required and none was sent: no server paths or messages
         reload = without_details(reload)
     searcher = state.searcher
-    if searcher is None:
-        return JSONResponse({"status": "no_index", "model": state.encoder.model_id, "error": reload["error"],
-                             "reload": reload, "pid": os.getpid(), "writeback": state.webhooks.status()},
-                            status_code=503)
+    if searcher is None or unavailable is not None:  # nothing to answer from, or an engine that does not answer
+        return JSONResponse({"status": "unavailable" if unavailable else "no_index", "model": state.encoder.model_id,
+                             "index_version": searcher.version.build_id if searcher is not None else None,
+                             "error": reload["error"], "reload": reload, "pid": os.getpid(),
+                             "writeback": state.webhooks.status()}, status_code=503)
     # A version that failed its checks (a newer one, or the damaged one in service: an intact one answers), or a
     # failed build: still answering, but say so.
     degraded = error is not None or reload["failed_build"] is not None

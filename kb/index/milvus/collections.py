@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Iterator
 
+from kb.index.milvus.connection import TIMEOUT, Connection
 from kb.index.records import Selection
 
 PREFIX = "kb_"  # every collection and alias of the index starts with it
@@ -22,14 +23,13 @@ _clients: dict[str, object] = {}
 _clients_guard = threading.Lock()
 
 
-def client_for(uri: str):
-    """One MilvusClient per URI and process (milvus-lite lets one process open a .db file, any number of threads)."""
+def client_for(uri: str, timeout: float = TIMEOUT):
+    """One connection per URI and process (milvus-lite lets one process open a .db file, any number of threads):
+    calls bounded by `timeout` seconds, Milvus out of reach raised as IndexUnavailable (kb/index/milvus/connection.py)."""
     with _clients_guard:
         client = _clients.get(uri)
         if client is None:
-            from pymilvus import MilvusClient
-
-            client = _clients[uri] = MilvusClient(uri)
+            client = _clients[uri] = Connection(uri, timeout)
         return client
 
 
