@@ -190,3 +190,19 @@ def test_a_replica_says_milvus_is_out_of_reach_and_recovers(tmp_path):
     back = re.findall(r"^WARNING kb.index: the index engine \(Milvus at .*\) answers again$", log, re.M)
     assert lost == ["no connection", "deadline_exceeded: Deadline Exceeded"] and len(back) == 2, log
     assert "failed_versions" not in log and "not put into service" not in log
+
+
+def test_a_replica_started_without_milvus_exits_saying_why(tmp_path):
+    """No Milvus on KB_MILVUS_URI when `kb serve` starts: it exits with status 2 and one line naming the index
+    engine (an orchestrator starts it again), within the connection timeout, without a traceback."""
+    from tests.conftest import free_port
+    from tests.test_index_contract import needs_engine
+
+    needs_engine("milvus")
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {"KB_INDEX_BACKEND": "milvus", "KB_MILVUS_URI": uri, **{f"KB_{name.upper()}_DB": str(tmp_path / name)
+                                                                  for name in ("feedback", "usage", "analytics")}}
+    run = kb("serve", "--index-dir", str(tmp_path / "index"), "--port", str(free_port()), "--no-watch", env=env)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert f"kb serve: error: the index engine (Milvus at {uri}) does not answer" in run.stderr
+    assert "Traceback" not in run.stdout + run.stderr

@@ -13,8 +13,8 @@ log = logging.getLogger("kb.index")
 
 TIMEOUT = 10.0  # seconds a call waits for Milvus' answer (build steps excepted)
 LOCAL = frozenset({"create_schema", "prepare_index_params"})  # made by the client alone: no timeout to pass
-UNBOUNDED = LOCAL | frozenset({"insert", "upsert", "delete", "flush", "create_collection", "drop_collection", "create_alias",
-                       "alter_alias", "create_index", "load_collection"})  # a build's steps take what they take
+UNBOUNDED = LOCAL | frozenset({"insert", "upsert", "delete", "flush", "create_collection", "drop_collection",
+                               "create_alias", "alter_alias", "create_index", "load_collection"})  # a build's steps
 NOT_LOADED = 101  # Milvus' code for a collection that is not loaded: a restarted milvus-lite loads none again
 FAIL_FAST_SECONDS = 1.0  # after a call found the engine out of reach, calls fail at once for this long
 
@@ -115,8 +115,7 @@ class Connection:
             return self._client
 
     def _unavailable(self, why: str) -> IndexUnavailable:
-        return IndexUnavailable(f"the index engine (Milvus at {shown(self.uri)}) does not answer ({why}); searches "
-                                "resume by themselves when it answers again")
+        return IndexUnavailable(f"the index engine (Milvus at {shown(self.uri)}) does not answer ({why})")
 
     def _lost(self, why: str) -> IndexUnavailable:
         with self._guard:
