@@ -1,0 +1,87 @@
+"""kb/index/milvus/connection.py: which failures mean Milvus is out of reach, URIs without credentials in messages,
+one bounded wait then failing fast, and recovery (with a real `milvus-lite server`: tests/milvus_server.py)."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from kb.errors import IndexUnavailable
+from tests.conftest import wait_until
+from tests.test_index_contract import needs_engine
+
+
+@pytest.fixture(autouse=True)
+def milvus_extra():
+    needs_engine("milvus")
+
+
+def test_out_of_reach_reads_the_whole_chain_of_causes():
+    import grpc
+    from pymilvus.client.types import Status
+    from pymilvus.exceptions import MilvusException
+
+    from kb.index.milvus.connection import out_of_reach
+
+    class Refused(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.UNAVAILABLE
+
+        def details(self):
+            return "failed to connect to all addresses\nmore"
+
+    class Invalid(Refused):
+        def code(self):
+            return grpc.StatusCode.INVALID_ARGUMENT
+
+    looped = MilvusException(code=Status.UNEXPECTED_ERROR, message="retry ran out")
+    looped.__cause__ = looped  # pymilvus raises `e from e`
+    looped.__context__ = Refused()
+    assert out_of_reach(looped) == "unavailable: failed to connect to all addresses"
+    assert out_of_reach(MilvusException(code=Status.CONNECT_FAILED, message="Fail connecting")) == "no connection"
+    assert out_of_reach(MilvusException(code=1100, message="cannot parse expression")) is None  # an answer: a bug
+    assert out_of_reach(Invalid()) is None
+    assert out_of_reach(ValueError("x")) is None
+
+
+def test_messages_show_no_credentials():
+    from kb.index.milvus.connection import shown
+
+    assert shown("https://root:s3cret@milvus.example:19530") == "https://milvus.example:19530"
+    assert shown("http://127.0.0.1:19530") == "http://127.0.0.1:19530"
+    assert shown("/srv/index/milvus.db") == "/srv/index/milvus.db"
+
+
+def test_one_bounded_wait_then_fail_fast_then_recover(tmp_path, caplog):
+    """Nothing listens: the first call raises IndexUnavailable, later calls within FAIL_FAST_SECONDS raise it
+    without calling Milvus; once a server listens there, a call after the window reaches it and the log says the
+    loss and the recovery once each."""
+    from kb.index.milvus import connection
+    from tests.milvus_server import MilvusLiteServer
+
+    server = MilvusLiteServer(tmp_path / "data", tmp_path / "milvus.log")
+    conn = connection.Connection(server.uri, timeout=5)
+    with caplog.at_level(logging.INFO, logger="kb.index"):
+        with pytest.raises(IndexUnavailable, match=r"the index engine \(Milvus at http://127\.0\.0\.1:\d+\) does "
+                                                   r"not answer"):
+            conn.list_collections()
+        tried = []
+        conn._connected = lambda: tried.append(1)  # a call that tried would show here
+        with pytest.raises(IndexUnavailable):
+            conn.list_collections()
+        assert tried == [] and conn.down is not None
+        del conn._connected
+        def reached() -> bool:
+            try:
+                return conn.list_collections() == []
+            except IndexUnavailable:
+                return False
+
+        try:
+            server.start()
+            wait_until(reached, 60, "the connection never reached the server", interval=connection.FAIL_FAST_SECONDS)
+        finally:
+            server.stop()
+    assert conn.down is None
+    said = [r.getMessage() for r in caplog.records if r.name == "kb.index"]
+    assert len([m for m in said if "does not answer" in m]) == 1 and len([m for m in said if "answers again" in m]) == 1
