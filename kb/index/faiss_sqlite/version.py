@@ -14,6 +14,7 @@ import numpy as np
 
 from kb import integrity
 from kb.errors import IndexNotFound
+from kb.index.faiss_sqlite.ann import Approximate
 from kb.index.faiss_sqlite.fts import match_expression, phrase_expression
 from kb.index.records import ArticleRecord, PassageRecord, PhraseHits, PhraseQuery, Selection, TermQuery
 
@@ -54,13 +55,15 @@ class IndexVersion:
     Its open files (a SQLite connection per thread that asked, the lease on the manifest) are released by
     `close()`; a service counts the users of a version (`acquire` / `release`) and `retire`s it when another
     version replaces it, so that it closes when its last request finishes, not when the garbage collector runs.
-    FAISS holds no file: the vectors are read into memory on open.
+    FAISS holds no file: the vectors are read into memory on open. A large version also carries an approximate
+    index (`ann`): dense searches take its candidates, scored again exactly from the vectors.
     """
 
     path: Path
     manifest: dict
     index: faiss.Index
     sealed: bool = False  # the manifest carries checksums (versions written before them do not)
+    ann: Approximate | None = None  # the approximate index of a large version (ann.py); searches use it when given
     _local: threading.local = field(default_factory=threading.local, repr=False)
     _lease: object = field(default=None, repr=False)  # shared flock on the manifest until closed
     _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -232,6 +235,10 @@ class IndexVersion:
         if self.index.ntotal == 0 or (selected is not None and len(selected.keys) == 0):
             return {}
         _one_thread()
+        admitted = self.index.ntotal if selected is None else len(selected.keys)
+        if self.ann is not None and self.ann.serves(admitted, self.index.ntotal):
+            return self.ann.search(vector, limit, self._matrix, None if selected is None else selected.selector,
+                                   admitted / self.index.ntotal)
         params = faiss.SearchParameters(sel=selected.selector) if selected is not None else None
         scores, rows = self.index.search(np.asarray(vector, dtype=np.float32).reshape(1, -1), limit, params=params)
         return {int(r): float(s) for r, s in zip(rows[0], scores[0]) if r >= 0}
