@@ -268,7 +268,8 @@ def _write(backend: IndexBackend, settings: Settings, encoder: TextEncoder, prev
     """Chunk, embed and write the fresh articles in batches of about BATCH_PASSAGES passages, then commit the
     version: from scratch, or as a patch of the previous one. The version is opened at the first batch (or at the
     end: a build that only deletes), so a build with nothing to publish never asks the encoder for its dimension;
-    a failed check discards it. Progress: ("embedding", articles done, articles to parse), then ("writing", ...)."""
+    a failed check discards it. Progress: a bar of passages written (a batch's new embeddings as they come), and
+    ("embedding", articles parsed, articles to parse) per batch, then ("writing", 0, passages) before the commit."""
     build_id = backend.new_name()
     # The previous version knows the dimension: asking the encoder would load the model even when every passage
     # text is already in the cache (deletions, front-matter-only edits).
@@ -280,10 +281,9 @@ def _write(backend: IndexBackend, settings: Settings, encoder: TextEncoder, prev
     batch: list[tuple[ArticleRecord, list[Passage]]] = []
     parsed = size = passages = 0
     try:
-        with tqdm(total=to_parse, desc="articles", unit="art", disable=not progress) as bar:
+        with tqdm(desc="passages", unit="psg", disable=not progress) as bar:
             on_progress("embedding", 0, to_parse)
             for article, source_hash in fresh:
-                bar.update(1)
                 chunks = split_article(article, settings.passage_max_words, settings.passage_min_words)
                 batch.append((ArticleRecord.of(article, source_hash), chunks))
                 hashes.append(article.article_id + source_hash)
@@ -295,14 +295,15 @@ def _write(backend: IndexBackend, settings: Settings, encoder: TextEncoder, prev
                         continue
                     if writer is None:
                         writer, cache = _open(backend, settings, encoder, build_id, dim(), previous, remove)
-                    passages += _flush(settings, encoder, cache, writer, batch, report)
+                    passages += _flush(settings, encoder, cache, writer, batch, report, bar.update)
                     batch, size = [], 0
-                    on_progress("embedding", bar.n, to_parse)
-                    bar.set_postfix(passages=passages, refresh=False)
+                    on_progress("embedding", parsed, to_parse)
+                    bar.set_postfix(articles=parsed, refresh=False)
             _check(settings, kept, parsed, strict, report)
             if writer is None:
                 writer, cache = _open(backend, settings, encoder, build_id, dim(), previous, remove)
-            passages += _flush(settings, encoder, cache, writer, batch, report)
+            passages += _flush(settings, encoder, cache, writer, batch, report, bar.update)
+            bar.set_postfix(articles=parsed, refresh=False)
             on_progress("embedding", to_parse, to_parse)
         report.parsed, report.reused = parsed, len(kept)
         manifest = {"model": encoder.model_id, "dim": writer.dim, "normalised": True,
@@ -329,16 +330,20 @@ def _open(backend: IndexBackend, settings: Settings, encoder: TextEncoder, build
 
 
 def _flush(settings: Settings, encoder: TextEncoder, cache: EmbeddingCache, writer: IndexWriter,
-           batch: list[tuple[ArticleRecord, list[Passage]]], report: BuildReport) -> int:
-    """Embed one batch's passages (the cache first) and add them to the version; returns how many."""
+           batch: list[tuple[ArticleRecord, list[Passage]]], report: BuildReport,
+           advance: Callable[[int], object]) -> int:
+    """Embed one batch's passages (the cache first) and add them to the version; returns how many. `advance(n)`:
+    n more passages embedded, or written from the cache."""
     passages = [p for _, chunks in batch for p in chunks]
     if not batch:
         return 0
     vectors, embedded = cache.embed([p.embed_text() for p in passages],
-                                    lambda texts: encoder.encode_passages(texts, batch_size=settings.batch_size))
+                                    lambda texts: encoder.encode_passages(texts, batch_size=settings.batch_size),
+                                    progress=advance)
     report.embedded += embedded
     writer.add([record for record, _ in batch], [PassageRecord.of(p, hash_text(p.embed_text())) for p in passages],
                vectors if len(passages) else np.zeros((0, writer.dim), np.float32))
+    advance(len(passages) - embedded)
     return len(passages)
 
 
