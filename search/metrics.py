@@ -72,6 +72,8 @@ SAMPLED: dict[str, tuple[str, str, tuple[str, ...], str]] = {
     "kb_index_passages": ("gauge", "Passages in the index version in service.", (), "liveall"),
     "kb_index_versions_refused": ("gauge", "Index versions (built by the service, kb index or kb watch) that failed "
                                   "their checks on open and were not put into service.", (), "livemax"),
+    "kb_index_unavailable": ("gauge", "1 while the index engine (a Milvus server) does not answer: searches and "
+                             "/healthz answer 503 until it does, then 0.", (), "livemax"),
     "kb_watch_events": ("counter", "Bursts of content changes the watcher reported.", (), ""),
     "kb_watch_changed_files": ("counter", "Content files in those bursts.", (), ""),
     "kb_analytics_queue_depth": ("gauge", "Analytics events waiting for the event log's writer.", (), "livesum"),
@@ -224,6 +226,8 @@ class ServiceMetrics:
 
     def _sample_index(self, state: Any) -> None:
         self.series("kb_index_versions_refused").set(len(getattr(state, "failed", ())))
+        self.series("kb_index_unavailable").set(1 if getattr(getattr(state, "versions", None), "unavailable", None)
+                                                else 0)
         searcher = getattr(state, "searcher", None)
         if searcher is None:
             return

@@ -20,6 +20,7 @@ import pytest
 from kb.index.milvus.connection import TIMEOUT
 from tests.conftest import FIXTURE_CONTENT, REPO, running_server, wait_until
 from tests.milvus_server import milvus_lite_server
+from tests.test_metrics import parse, value
 
 pytestmark = pytest.mark.model
 
@@ -140,8 +141,13 @@ def health(client: httpx.Client) -> tuple[int, str]:
     return response.status_code, response.json()["status"]
 
 
+def engine_gauge(client: httpx.Client) -> float | None:
+    return value(parse(client.get("/metrics").text), "kb_index_unavailable")
+
+
 def check_out_of_reach(client: httpx.Client, version: str) -> None:
-    """Searches, suggestions and the search page answer 503 within a bounded time; /healthz says `unavailable`."""
+    """Searches, suggestions and the search page answer 503 within a bounded time; /healthz says `unavailable`,
+    /metrics' kb_index_unavailable is 1."""
     for _ in range(3):
         started = time.monotonic()
         assert unavailable(client.get("/api/search", params={"q": "onedrive sync pending"}))
@@ -154,11 +160,12 @@ def check_out_of_reach(client: httpx.Client, version: str) -> None:
                lambda: f"/healthz says {client.get('/healthz').text}")
     body = client.get("/healthz").json()
     assert body["error"]["code"] == "index_unavailable" and body["index_version"] == version
+    assert engine_gauge(client) == 1.0
 
 
 def check_recovered(client: httpx.Client, version: str) -> None:
     wait_until(lambda: health(client) == (200, "ok"), 120, lambda: f"/healthz says {client.get('/healthz').text}")
-    assert serving(client) == version
+    assert serving(client) == version and engine_gauge(client) == 0.0
     wait_until(lambda: client.get("/api/search", params={"q": "onedrive sync pending"}).status_code == 200, 60,
                "searches never answered 200 again")
     assert top(client, "onedrive sync pending") == "OneDrive/onedrive-sync-stuck"
