@@ -524,8 +524,8 @@ def main(argv: list[str] | None = None) -> int:
                 if copies > 1 and not replicated(source, copies, content):
                     made.append(source)
                     replicate(content, copies, source)
-                if index_dir.exists():
-                    shutil.rmtree(index_dir)
+                if index_dir.exists():  # never rebuilt in place: other processes may be reading it
+                    raise RuntimeError(f"{index_dir} exists: pass --reuse to measure it, or remove it to rebuild it")
                 made.append(index_dir)
                 if not (cache_source and copy_cache(cache_source, index_dir)):
                     print(f"  {copies}x: no embedding cache to start from: every passage is embedded")
@@ -553,6 +553,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     finally:
         if not args.keep:
             for folder in made:
