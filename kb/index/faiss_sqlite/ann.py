@@ -120,7 +120,7 @@ class _Owned(np.ndarray):
 
 
 def flat_matrix(path: Path) -> np.ndarray:
-    """The vectors of a flat index file, memory-mapped (no copy)."""
+    """The vectors of a flat index file: a view of the floats faiss read (asked to map them), no second copy."""
     index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
     flat = faiss.downcast_index(index)
     n, dim = index.ntotal, index.d
