@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Mapping
@@ -50,9 +50,17 @@ class Glossary:
             i += 1
         return " ".join(out)
 
+    @cached_property
+    def _phrase_starts(self) -> tuple[frozenset[str], frozenset[str]]:
+        """First words of the phrases (two words or more) of the glossary and of the dictionary: at any other word
+        only one-word entries can match."""
+        return tuple(frozenset(key[0] for key in table if len(key) > 1) for table in (self.entries, self.fallback))
+
     def _match(self, words: list[tuple[str, str]], i: int) -> tuple[int, str]:
-        for table, longest in ((self.entries, self.longest), (self.fallback, FALLBACK_LONGEST)):
-            for size in range(min(longest, len(words) - i), 0, -1):
+        first = words[i][1]
+        for table, longest, starts in ((self.entries, self.longest, self._phrase_starts[0]),
+                                       (self.fallback, FALLBACK_LONGEST, self._phrase_starts[1])):
+            for size in range(min(longest, len(words) - i) if first in starts else 1, 0, -1):
                 key = tuple(w for _, w in words[i:i + size])
                 if size == 1 and table is self.fallback and key[0] in self.english:
                     continue  # an English word (or an Indonesian loanword spelt the same): kept

@@ -191,10 +191,12 @@ class Searcher:
                     break
         return chosen
 
-    def passages(self, scores: dict[int, float], query: Query, limit: int, per_article: int = 2) -> list[dict]:
-        """The best passages, at most `per_article` from one article, with marked sentences."""
+    def passages(self, scores: dict[int, float], query: Query, limit: int, per_article: int = 2,
+                 found: dict[int, PassageRecord] | None = None) -> list[dict]:
+        """The best passages, at most `per_article` from one article, with marked sentences (`found`: passages
+        already fetched, by key)."""
         chosen = self.pick(scores, limit, per_article)
-        found = self.fetch(chosen)
+        found = found if found is not None and all(r in found for r in chosen) else self.fetch(chosen)
         out = []
         for row in chosen:
             p = found[row]
@@ -207,9 +209,10 @@ class Searcher:
                         "score": round(scores[row], 4)})
         return out
 
-    def sections(self, scores: dict[int, float], rows: list[int]) -> list[dict]:
-        """The matched sections of one article (no snippets: clients link to them)."""
-        found = self.fetch(rows)
+    def sections(self, scores: dict[int, float], rows: list[int],
+                 found: dict[int, PassageRecord] | None = None) -> list[dict]:
+        """The matched sections of one article (no snippets: clients link to them; `found` as in passages)."""
+        found = found if found is not None and all(r in found for r in rows) else self.fetch(rows)
         return [{"heading_path": list(found[r].heading_path), "anchor": found[r].anchor,
                  "url": self.url(found[r].article_id, found[r].anchor), "score": round(scores[r], 4)}
                 for r in rows]
@@ -233,10 +236,11 @@ class Searcher:
         ticket = TicketQuery(text=q, lexical=q, codes=tuple(extract_codes(q)), language=detect_language(q))
         query = make_query(ticket, q, self.glossary, self.embed, normalise_language(prefer) if prefer else None)
         scores, dense, code_hits = self.retrieve(query, filters, mode)
-        results = []
-        for article_id, score, rows in self.group_articles(scores, k):
+        results, grouped = [], self.group_articles(scores, k)
+        found = self.fetch([r for _, _, rows in grouped for r in rows[:3]])  # one read for every article's passages
+        for article_id, score, rows in grouped:
             article = self.articles[article_id]
-            passages = self.passages({r: scores[r] for r in rows[:3]}, query, 3, per_article=3)
+            passages = self.passages({r: scores[r] for r in rows[:3]}, query, 3, per_article=3, found=found)
             results.append({"id": article_id, "title": article["title"], "summary": article["summary"],
                             "product": article["product"], "language": article["language"],
                             "url": self.url(article_id), "score": round(score, 4), "passages": passages})
@@ -252,15 +256,17 @@ class Searcher:
                              max_words=self.settings.query_max_words)
         query = make_query(ticket, text, self.glossary, self.embed, normalise_language(prefer) if prefer else None)
         scores, dense, code_hits = self.retrieve(query, filters)
-        articles = []
-        for article_id, score, rows in self.group_articles(scores, k):
+        articles, grouped = [], self.group_articles(scores, k)
+        sections = [r for _, _, rows in grouped for r in rows[:3]]
+        found = self.fetch(list(dict.fromkeys([*self.pick(scores, k, 2), *sections])))  # answers and sections: one read
+        for article_id, score, rows in grouped:
             article = self.articles[article_id]
             articles.append({"id": article_id, "title": article["title"], "summary": article["summary"],
                              "url": self.url(article_id), "score": round(score, 4),
-                             "sections": self.sections(scores, rows[:3])})
+                             "sections": self.sections(scores, rows[:3], found)})
         return {"query": {"text": query.dense, "codes": list(ticket.codes), "language": ticket.language},
                 **self.assess(dense, query, code_hits),
-                "answers": self.passages(scores, query, k), "articles": articles}
+                "answers": self.passages(scores, query, k, found=found), "articles": articles}
 
     def article(self, article_id: str, public_only: bool = False) -> dict:
         """One article; an internal one is not found for callers who may see public articles only."""

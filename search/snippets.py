@@ -4,6 +4,7 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from search.boilerplate import boilerplate_flags
 from search.lexical import TOKEN, extract_terms
@@ -38,12 +39,27 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+@lru_cache(maxsize=65536)
 def _stem(token: str) -> str:
-    """Very light suffix folding so "syncing" meets "sync" when marking sentences."""
+    """Very light suffix folding so "syncing" meets "sync" when marking sentences (memoised: a passage's words
+    repeat across requests)."""
     for suffix in ("ing", "ed", "es", "s"):
         if len(token) > len(suffix) + 3 and token.endswith(suffix):
             return token[: -len(suffix)]
     return token
+
+
+@lru_cache(maxsize=256)
+def query_stems(query: str) -> frozenset[str]:
+    """The folded content words of a query, as mark_sentences matches them (memoised: one request marks up to 30
+    passages with the same query)."""
+    return frozenset(_stem(t) for t in extract_terms(query, limit=200))
+
+
+@lru_cache(maxsize=256)
+def code_phrases(codes: tuple[str, ...]) -> tuple[str, ...]:
+    """Each code as its lower-case tokens joined by single spaces ("550 5.1.1" -> "550 5 1 1")."""
+    return tuple(" ".join(TOKEN.findall(c.lower())) for c in codes)
 
 
 def mark_sentences(text: str, query: str, codes: tuple[str, ...] = (), limit: int = 2) -> Snippet:
@@ -54,16 +70,21 @@ def mark_sentences(text: str, query: str, codes: tuple[str, ...] = (), limit: in
     an exact code counts 3. Boilerplate (KB numbers, registry warnings, disclaimers: search.boilerplate) is
     never marked, so a query about the registry marks the steps rather than the warning above them.
     """
-    terms = {_stem(t) for t in extract_terms(query, limit=200)}
-    code_tokens = [" ".join(TOKEN.findall(c.lower())) for c in codes]
+    terms, code_tokens = query_stems(query), code_phrases(tuple(codes))
     sentences = split_sentences(text)
     spans = [span for span, boiler in zip(sentences, boilerplate_flags(text, sentences)) if not boiler]
-    words = [{_stem(t) for t in TOKEN.findall(text[s:e].lower())} & terms for s, e in spans]
-    spread = {t: sum(1 for w in words if t in w) for t in terms}
+    tokens = [TOKEN.findall(text[s:e].lower()) for s, e in spans]
+    words = [set(map(_stem, found)) & terms for found in tokens]
+    spread: dict[str, int] = {}  # sentences holding each matched term
+    for matched in words:
+        for t in matched:
+            spread[t] = spread.get(t, 0) + 1
     scored = []
-    for (start, end), matched in zip(spans, words):
-        flat = " ".join(TOKEN.findall(text[start:end].lower()))
-        score = sum(1.0 / spread[t] for t in matched) + 3.0 * sum(1 for c in code_tokens if c and f" {c} " in f" {flat} ")
+    for (start, end), found, matched in zip(spans, tokens, words):
+        score = sum(1.0 / spread[t] for t in matched)
+        if code_tokens:
+            flat = f" {' '.join(found)} "
+            score += 3.0 * sum(1 for c in code_tokens if c and f" {c} " in flat)
         if score > 0:
             scored.append((score, start, end))
     best = sorted(scored, key=lambda s: (-s[0], s[1]))[:limit]

@@ -170,9 +170,11 @@ def split_sentences(text: str, max_len: int = 40) -> list[str]:
     return sentences
 
 
-def score_sentence(sentence: str, index: int) -> float:
-    """Informativeness: codes, error words, products and early position score; pleasantries are -inf."""
-    code, info, product = (bool(f(sentence)) for f in (extract_codes, _INFO.search, _PRODUCT.search))
+def score_sentence(sentence: str, index: int, codes: Sequence[str] | None = None) -> float:
+    """Informativeness: codes, error words, products and early position score; pleasantries are -inf. `codes`: the
+    sentence's extract_codes when the caller has them."""
+    code = bool(extract_codes(sentence) if codes is None else codes)
+    info, product = bool(_INFO.search(sentence)), bool(_PRODUCT.search(sentence))
     if _PLEASANTRY.search(sentence) and not (code or info or product):
         return float("-inf")
     return 3.0 * code + 2.0 * info + 1.5 * product + max(0.0, 1.5 - 0.5 * index) - 0.5 * (len(sentence.split()) < 4)
@@ -192,8 +194,9 @@ def build_query(subject: str = "", body: str = "", tags: Sequence[str] = (), lan
     subject = " ".join(_REPLY_PREFIX.sub("", subject or "").split())
     cleaned = clean_ticket(body or "")
     sentences = split_sentences(cleaned)
-    scores = [score_sentence(s, k) for k, s in enumerate(sentences)]
-    has = [set(extract_codes(s)) for s in sentences]
+    found = [extract_codes(s) for s in sentences]
+    scores = [score_sentence(s, k, found[k]) for k, s in enumerate(sentences)]
+    has = [set(f) for f in found]
     codes = extract_codes(subject + "\n" + cleaned)
     in_subject = set(extract_codes(subject))
     head = subject.split()[:max(0, max_words - sum(len(c.split()) for c in codes if c not in in_subject))]

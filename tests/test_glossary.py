@@ -51,3 +51,9 @@ def test_inflected_indonesian_words_are_found_by_their_stem():
     assert indonesian_stem("dicetak") == indonesian_stem("mencetak") == "cetak"
     base = dataclasses.replace(parse_glossary(""), alternatives={("cetak",): ["print"]}, fallback={("cetak",): "print"})
     assert base.for_vocabulary({"print": 3}).translate("dokumen dicetak") == "dokumen print"
+
+
+def test_a_phrase_is_found_only_from_its_first_word_one_word_entries_anywhere():
+    g = parse_glossary(SAMPLE + "sandi\tcipher\n")
+    assert g._phrase_starts[0] == {"tidak", "kata"}  # first words of the glossary's phrases
+    assert g.translate("sandi kata sandi bisa kirim") == "cipher password send"  # "bisa" is a function word

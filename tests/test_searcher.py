@@ -202,3 +202,16 @@ def test_assess_rules_for_queries_of_only_codes(searcher):
     assert searcher.assess(low, words, {})["confident"] is False
     two = Query(dense="0x8004010F 5.7.124", lexical="", codes=("0x8004010F", "5.7.124"))
     assert searcher.assess(low, two, {row: 1.0})["confident"] is False  # not every code in one passage
+
+
+def test_search_and_suggest_read_their_passages_once(searcher, monkeypatch):
+    reads = []
+    fetch = searcher.fetch
+    monkeypatch.setattr(searcher, "fetch", lambda rows: reads.append(list(rows)) or fetch(rows))
+    result = searcher.search("outlook password", k=3)
+    assert len(reads) == 1 and sum(len(r["passages"]) for r in result["results"]) == len(reads[0])
+    reads.clear()
+    answer = searcher.suggest("Outlook keeps asking for my password", "It prompts every few minutes.", k=3)
+    sections = {(s["url"]) for a in answer["articles"] for s in a["sections"]}
+    assert len(reads) == 1 and {p["url"] for p in answer["answers"]} | sections <= {
+        searcher.url(p.article_id, p.anchor) for p in searcher.fetch(reads[0]).values()}

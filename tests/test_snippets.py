@@ -47,3 +47,17 @@ def test_boilerplate_is_never_marked():
             "\n\n- Open Registry Editor.\n- Set the EnableADAL registry value to 1.")
     marked = spans_text(mark_sentences(text, "modify registry 2734925 problems", ("2734925",), limit=3))
     assert marked == ["- Open Registry Editor.", "- Set the EnableADAL registry value to 1."]
+
+
+
+def test_query_stems_and_code_phrases_are_what_marking_matches():
+    from search.snippets import code_phrases, query_stems
+
+    assert query_stems("Syncing the files, syncing again") == {"sync", "file"}  # stop words dropped, suffixes folded
+    assert code_phrases(("550 5.1.1", "0x8004010F")) == ("550 5 1 1", "0x8004010f")
+
+
+def test_codes_given_as_a_list_mark_as_a_tuple_does():
+    as_list = mark_sentences(TEXT, "sync error", ["0x8004010F"], limit=1)
+    assert as_list == mark_sentences(TEXT, "sync error", ("0x8004010F",), limit=1)
+    assert spans_text(as_list) == ["When the file is damaged, send/receive fails with error 0x8004010F."]

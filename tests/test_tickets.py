@@ -467,3 +467,11 @@ def test_inline_sign_off_sentence_is_dropped_but_not_a_sentence_that_starts_with
     assert "Bob" not in build_query("Outlook", "Outlook crashes on shared calendars. Thanks, Bob").text
     kept = build_query("Outlook", "Thanks to the update, Outlook now crashes when opening shared calendars daily").text
     assert "crashes when opening shared calendars" in kept
+
+
+def test_score_sentence_uses_the_codes_it_is_given():
+    from search.tickets import score_sentence
+
+    sentence = "Outlook fails with 0x8004010F"
+    assert score_sentence(sentence, 2) == score_sentence(sentence, 2, ["0x8004010F"])
+    assert score_sentence(sentence, 2) - score_sentence(sentence, 2, []) == 3.0  # a code scores 3
