@@ -340,3 +340,22 @@ def test_a_batch_of_another_dimension_or_length_is_refused(tmp_path):
         with pytest.raises(ValueError, match="dim 8 is not the writer's 4"):
             writer.commit({"model": MODEL, "dim": 8})
     assert store.current_id(tmp_path) is None and not list(tmp_path.glob(".tmp-*"))
+
+
+def mapped_files(folder) -> set[str]:
+    """Files inside `folder` that this process has memory-mapped."""
+    with open("/proc/self/maps") as maps:
+        return {line.split(None, 5)[5].strip() for line in maps
+                if len(line.split(None, 5)) == 6 and line.split(None, 5)[5].startswith(str(folder))}
+
+
+def test_a_mapped_open_reads_the_same_vectors_from_the_files_pages(tmp_path):
+    build_id = write(tmp_path, n=5, dim=8)
+    folder = tmp_path / build_id
+    with store.open_version(folder, MODEL) as copied:
+        assert str(folder / store.VECTORS) not in mapped_files(tmp_path)  # the service's copy: a damaged file is found
+        expected = np.array(copied.vectors()), copied.dense_search(copied.vectors()[3], 3)
+    with store.open_version(folder, MODEL, mapped=True) as mapped:
+        assert str(folder / store.VECTORS) in mapped_files(tmp_path)  # the build's check: no copy of the vectors
+        assert np.array_equal(mapped.vectors(), expected[0])
+        assert mapped.dense_search(mapped.vectors()[3], 3) == expected[1]

@@ -120,8 +120,9 @@ class _Owned(np.ndarray):
 
 
 def flat_matrix(path: Path) -> np.ndarray:
-    """The vectors of a flat index file: a view of the floats faiss read (asked to map them), no second copy."""
-    index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+    """The vectors of a flat index file, mapped (the file's pages, no copy in the build's memory): the version being
+    written or the one in service, whose files no one changes."""
+    index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
     flat = faiss.downcast_index(index)
     n, dim = index.ntotal, index.d
     if n == 0:

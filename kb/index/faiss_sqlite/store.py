@@ -336,16 +336,21 @@ def load_manifest(version_dir: Path, model_id: str | None, folder_id: str) -> tu
 
 
 def open_version(version_dir: Path, model_id: str | None, *, check_files: bool = True,
-                 folder_id: str | None = None) -> IndexVersion:
+                 folder_id: str | None = None, mapped: bool = False) -> IndexVersion:
     """Open and check one version folder: sealed manifest, files against their checksums (`check_files`), FAISS
     and SQLite readable and agreeing with the counts, vectors of unit length. IndexMismatch for another model or
     format; IndexDamaged for anything else that fails. A version written before checksums is opened after
-    SQLite's quick_check instead, and says so (`sealed` False)."""
+    SQLite's quick_check instead, and says so (`sealed` False).
+
+    The vectors are read into the process's own memory, so that a file damaged under a running service is found by
+    its checks, not met as a SIGBUS; `mapped` leaves them in the file's pages instead (no copy: a build checking the
+    version it just wrote, which nothing else can touch)."""
     manifest, sealed = load_manifest(version_dir, model_id, folder_id or version_dir.name)
     if sealed and check_files:
         integrity.verify_files(version_dir, manifest[integrity.FILES])
+    flags = faiss.IO_FLAG_MMAP_IFC if mapped else faiss.IO_FLAG_MMAP
     try:
-        vectors = faiss.read_index(str(version_dir / VECTORS), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+        vectors = faiss.read_index(str(version_dir / VECTORS), flags | faiss.IO_FLAG_READ_ONLY)
     except RuntimeError as exc:
         reason = str(exc).splitlines()[-1][:200]
         raise integrity.damaged(version_dir, f"vectors.faiss is unreadable ({reason})") from None
@@ -378,7 +383,7 @@ def open_version(version_dir: Path, model_id: str | None, *, check_files: bool =
 def verify_version(version_dir: Path, model_id: str, build_id: str) -> None:
     """Open a freshly written version as the service will, so that one failing its checks is never switched to
     (its checksums were just computed from the same bytes: they are not read again)."""
-    open_version(version_dir, model_id, check_files=False, folder_id=build_id).close()
+    open_version(version_dir, model_id, check_files=False, folder_id=build_id, mapped=True).close()
 
 
 def open_current(index_dir: Path, model_id: str) -> IndexVersion:
