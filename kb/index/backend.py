@@ -115,3 +115,14 @@ class IndexBackend(Protocol):
         """Held by a build: Conflict when another build writes here."""
     def remove_leftovers(self) -> list[str]:
         """Delete what killed builds left; returns their names."""
+
+
+def write_whole(backend: IndexBackend, name: str, articles: Sequence[ArticleRecord],
+                passages: Sequence[PassageRecord], vectors: np.ndarray, manifest: dict, *,
+                base: IndexReader | None = None, remove: set[str] = frozenset()) -> None:
+    """`IndexBackend.write` of every engine: one batch through the engine's writer, then commit."""
+    if len(passages) != len(vectors):
+        raise ValueError(f"{len(passages)} passages but {len(vectors)} vectors")
+    with backend.writer(name, int(manifest["dim"]), base=base, remove=remove) as writer:
+        writer.add(articles, passages, vectors)
+        writer.commit(manifest)

@@ -1,4 +1,5 @@
-"""The build lock: one build at a time per index, an exclusive flock on `.lock` in the index folder."""
+"""Index locks: the build lock (one build at a time per index, an exclusive flock on `.lock` in the index folder) and
+whether a lease (a shared flock a reader holds on a file) is held."""
 from __future__ import annotations
 
 import contextlib
@@ -23,3 +24,16 @@ def build_lock(index_dir: Path, where: str | None = None) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def held(path: Path) -> bool:
+    """Whether any process (this one included) holds a lock on the file at `path`; False when it does not exist."""
+    try:
+        with open(path, "rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+    except BlockingIOError:
+        return True
+    except FileNotFoundError:
+        return False

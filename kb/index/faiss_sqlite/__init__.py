@@ -9,6 +9,7 @@ import numpy as np
 from kb.errors import IndexNotFound
 from kb.index.faiss_sqlite import ann, delta, store
 from kb.index.faiss_sqlite.version import IndexVersion
+from kb.index.backend import write_whole
 from kb.index.lock import build_lock
 from kb.index.records import ArticleRecord, PassageRecord
 
@@ -60,11 +61,7 @@ class FaissSqliteBackend:
     def write(self, name: str, articles: Sequence[ArticleRecord], passages: Sequence[PassageRecord],
               vectors: np.ndarray, manifest: dict, *, base: IndexVersion | None = None,
               remove: set[str] = frozenset()) -> None:
-        if len(passages) != len(vectors):
-            raise ValueError(f"{len(passages)} passages but {len(vectors)} vectors")
-        with self.writer(name, int(manifest["dim"]), base=base, remove=remove) as writer:
-            writer.add(articles, passages, vectors)
-            writer.commit(manifest)
+        write_whole(self, name, articles, passages, vectors, manifest, base=base, remove=remove)
 
     def prune(self, keep: int) -> list[str]:
         return store.prune_versions(self.index_dir, keep)

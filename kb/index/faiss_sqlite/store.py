@@ -22,6 +22,7 @@ from kb.errors import IndexDamaged, IndexMismatch, IndexNotFound
 from kb.index.faiss_sqlite import ann
 from kb.index.faiss_sqlite.fts import count_terms
 from kb.index.faiss_sqlite.version import META, IndexVersion
+from kb.index.lock import held
 from kb.index.records import ArticleRecord, PassageRecord
 
 FORMAT_VERSION = 2  # 2: term_df table
@@ -279,15 +280,7 @@ def take_lease(version_dir: Path):
 
 def in_use(version_dir: Path) -> bool:
     """Whether any process (this one included) holds a lease on the version."""
-    try:
-        with open(version_dir / MANIFEST, "rb") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            return False
-    except BlockingIOError:
-        return True
-    except FileNotFoundError:
-        return False
+    return held(version_dir / MANIFEST)
 
 
 def prune_versions(index_dir: Path, keep: int) -> list[str]:

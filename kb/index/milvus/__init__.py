@@ -14,7 +14,8 @@ from typing import Sequence
 import numpy as np
 
 from kb.errors import IndexDamaged, IndexMismatch, IndexNotFound
-from kb.index.lock import build_lock
+from kb.index.backend import write_whole
+from kb.index.lock import build_lock, held
 from kb.index.milvus import analysis
 from kb.index.milvus.collections import (ALIAS, DATA_SUFFIX, PREFIX, REGISTRY, TEXT_MAX, blob_rows, blob_schema,
                                          client_for, literal, passage_schema, read_blobs)
@@ -130,11 +131,7 @@ class MilvusBackend:
     def write(self, name: str, articles: Sequence[ArticleRecord], passages: Sequence[PassageRecord],
               vectors: np.ndarray, manifest: dict, *, base: MilvusReader | None = None,
               remove: set[str] = frozenset()) -> None:
-        if len(passages) != len(vectors):
-            raise ValueError(f"{len(passages)} passages but {len(vectors)} vectors")
-        with self.writer(name, int(manifest["dim"]), base=base, remove=remove) as writer:
-            writer.add(articles, passages, vectors)
-            writer.commit(manifest)
+        write_whole(self, name, articles, passages, vectors, manifest, base=base, remove=remove)
 
     def _register(self, name: str, manifest: dict) -> None:
         """Record a complete version (its manifest) in the registry: from now on it is listed and can be opened."""
@@ -194,15 +191,7 @@ class MilvusBackend:
         return handle
 
     def _in_use(self, name: str) -> bool:
-        try:
-            with open(self.index_dir / ".leases" / name, "rb") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                fcntl.flock(handle, fcntl.LOCK_UN)
-                return False
-        except BlockingIOError:
-            return True
-        except FileNotFoundError:
-            return False
+        return held(self.index_dir / ".leases" / name)
 
 
 class MilvusWriter:
