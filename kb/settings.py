@@ -25,6 +25,7 @@ class Settings:
     index_dir: Path = _setting(Path("var/index"), "KB_INDEX_DIR", "Folder holding index versions and CURRENT.")
     index_backend: str = _setting("faiss", "KB_INDEX_BACKEND", "Index engine behind kb.index: faiss (FAISS vectors and SQLite FTS5 files in KB_INDEX_DIR) or milvus (collections on KB_MILVUS_URI; needs the milvus extra).")
     ann_min_passages: int = _setting(50_000, "KB_ANN_MIN_PASSAGES", "With KB_INDEX_BACKEND=faiss: an index version of at least this many passages also carries an approximate index (IVF lists of 8-bit codes whose candidates are scored again exactly; recall@10 against exact search >= 0.99 measured, docs/benchmarks.md), which dense searches use; smaller ones stay exact. A small edit patches it; set this above your passage count to keep search exact.")
+    postings_min_passages: int = _setting(50_000, "KB_POSTINGS_MIN_PASSAGES", "With KB_INDEX_BACKEND=faiss: an index version of at least this many passages also carries its BM25 postings as arrays (read from its own FTS5 index when it is built), which lexical searches score with numpy instead of SQLite: the same scores as FTS5's bm25(), at a cost that grows far slower with the knowledge base (docs/benchmarks.md).")
     milvus_uri: str = _setting("", "KB_MILVUS_URI", "With KB_INDEX_BACKEND=milvus: a milvus-lite file path (default KB_INDEX_DIR/milvus.db; one process at a time) or a Milvus server URI (http://host:19530).")
     host: str = _setting("127.0.0.1", "KB_HOST", "Address the HTTP service binds to.")
     port: int = _setting(8000, "KB_PORT", "Port the HTTP service listens on.")
@@ -131,7 +132,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         raise BadRequest(f"KB_AUTH={settings.auth!r} must be one of {', '.join(AUTH_MODES)}")
     if settings.workers < 1:
         raise BadRequest(f"workers must be at least 1, got {settings.workers}")
-    for name in ("max_in_flight", "max_queue", "max_queue_wait_ms", "ann_min_passages"):
+    for name in ("max_in_flight", "max_queue", "max_queue_wait_ms", "ann_min_passages",
+                 "postings_min_passages"):
         if getattr(settings, name) < 0:
             raise BadRequest(f"KB_{name.upper()}={getattr(settings, name)} must be 0 or more")
     if settings.database_url and not settings.database_url.startswith(("postgresql://", "postgres://")):

@@ -18,14 +18,16 @@ __all__ = ["BACKENDS", "ArticleRecord", "IndexBackend", "IndexReader", "IndexWri
 
 
 def open_backend(index_dir: Path, kind: str = "faiss", milvus_uri: str | None = None, *,
-                 ann_min_passages: int | None = None) -> IndexBackend:
+                 ann_min_passages: int | None = None, postings_min_passages: int | None = None) -> IndexBackend:
     """The backend of `kind` for the index at `index_dir` (engines are imported only when asked for); Milvus at
     `milvus_uri`, by default a milvus-lite file in `index_dir`. FAISS versions it writes of `ann_min_passages` or
-    more passages carry an approximate index (None: none does)."""
+    more passages carry an approximate index, of `postings_min_passages` or more BM25 postings arrays (None: none
+    does)."""
     if kind == "faiss":
         from kb.index.faiss_sqlite import FaissSqliteBackend
 
-        return FaissSqliteBackend(index_dir, ann_min_passages=ann_min_passages)
+        return FaissSqliteBackend(index_dir, ann_min_passages=ann_min_passages,
+                                  postings_min_passages=postings_min_passages)
     if kind == "milvus":
         try:
             from kb.index.milvus import MilvusBackend
@@ -41,4 +43,5 @@ def backend_for(settings: Settings, index_dir: Path | None = None) -> IndexBacke
     Milvus is a milvus-lite file of its own in that folder, not KB_MILVUS_URI)."""
     own = index_dir is None or Path(index_dir) == Path(settings.index_dir)
     return open_backend(index_dir or settings.index_dir, settings.index_backend,
-                        settings.milvus_uri or None if own else None, ann_min_passages=settings.ann_min_passages)
+                        settings.milvus_uri or None if own else None, ann_min_passages=settings.ann_min_passages,
+                        postings_min_passages=settings.postings_min_passages)

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from kb.errors import IndexNotFound
-from kb.index.faiss_sqlite import ann, delta, store
+from kb.index.faiss_sqlite import ann, delta, postings, store
 from kb.index.faiss_sqlite.version import IndexVersion
 from kb.index.backend import write_whole
 from kb.index.lock import build_lock
@@ -17,13 +17,15 @@ from kb.index.records import ArticleRecord, PassageRecord
 class FaissSqliteBackend:
     """The versions in one folder (kb.index.IndexBackend): built into a temp folder, renamed into place, switched to
     by rewriting CURRENT atomically; opened with their checksums verified; leased while in use. Versions of
-    `ann_min_passages` passages or more also carry an approximate index (ann.py; None: none does)."""
+    `ann_min_passages` passages or more also carry an approximate index (ann.py; None: none does); of
+    `postings_min_passages` or more, their BM25 postings as arrays (postings.py), which lexical searches read."""
 
     kind = "faiss"
 
-    def __init__(self, index_dir: Path, ann_min_passages: int | None = None):
+    def __init__(self, index_dir: Path, ann_min_passages: int | None = None, postings_min_passages: int | None = None):
         self.index_dir = Path(index_dir)
         self.ann_min_passages = ann_min_passages
+        self.postings_min_passages = postings_min_passages
 
     def __repr__(self) -> str:
         return f"FaissSqliteBackend({str(self.index_dir)!r})"
@@ -51,11 +53,11 @@ class FaissSqliteBackend:
 
     def writer(self, name: str, dim: int, *, base: IndexVersion | None = None,
                remove: set[str] = frozenset()) -> store.VersionWriter | delta.DeltaWriter:
+        sizes = {ann.REQUEST: self.ann_min_passages, postings.REQUEST: self.postings_min_passages}
         if base is None:
-            return ann.asking(store.VersionWriter(self.index_dir, name, dim), self.ann_min_passages)
+            return ann.asking(store.VersionWriter(self.index_dir, name, dim), sizes)
         if isinstance(base, IndexVersion):
-            return ann.asking(delta.DeltaWriter(self.index_dir, name, base, set(remove), int(dim)),
-                              self.ann_min_passages)
+            return ann.asking(delta.DeltaWriter(self.index_dir, name, base, set(remove), int(dim)), sizes)
         raise TypeError(f"a FAISS + SQLite version is patched from another of its kind, not {type(base).__name__}")
 
     def write(self, name: str, articles: Sequence[ArticleRecord], passages: Sequence[PassageRecord],

@@ -70,11 +70,12 @@ class Approximate:
 
 
 class Asking:
-    """An index writer (kb.index.IndexWriter) whose `commit` asks `publish` for an ANN index at `min_passages`
-    passages or more: the backend's setting, carried in the manifest as REQUEST (never sealed)."""
+    """An index writer (kb.index.IndexWriter) whose `commit` asks `publish` for what a large version carries beside
+    its files: `requests` (manifest key -> request, e.g. REQUEST -> {"min_passages": n} from the backend's setting),
+    carried in the manifest on the way in and never sealed."""
 
-    def __init__(self, writer, min_passages: int):
-        self.writer, self.min_passages = writer, int(min_passages)
+    def __init__(self, writer, requests: dict[str, dict]):
+        self.writer, self.requests = writer, dict(requests)
 
     def __getattr__(self, name: str):
         return getattr(self.writer, name)
@@ -86,12 +87,14 @@ class Asking:
         self.writer.__exit__(*exc)
 
     def commit(self, manifest: dict):
-        return self.writer.commit({**manifest, REQUEST: {"min_passages": self.min_passages}})
+        return self.writer.commit({**manifest, **self.requests})
 
 
-def asking(writer, min_passages: int | None):
-    """`writer`, asking for an ANN index when the backend has a size setting (None: never)."""
-    return writer if min_passages is None else Asking(writer, min_passages)
+def asking(writer, sizes: dict[str, int | None]):
+    """`writer`, asking (manifest key -> size setting, e.g. {REQUEST: 50_000}) for what versions of at least that many
+    passages carry; a setting of None asks for nothing."""
+    requests = {key: {"min_passages": int(n)} for key, n in sizes.items() if n is not None}
+    return Asking(writer, requests) if requests else writer
 
 
 def probes(nlist: int) -> int:

@@ -19,7 +19,7 @@ import numpy as np
 
 from kb import integrity
 from kb.errors import IndexDamaged, IndexMismatch, IndexNotFound
-from kb.index.faiss_sqlite import ann
+from kb.index.faiss_sqlite import ann, postings
 from kb.index.faiss_sqlite.fts import count_terms
 from kb.index.faiss_sqlite.version import META, IndexVersion
 from kb.index.lock import held
@@ -30,7 +30,7 @@ CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
 VECTORS = "vectors.faiss"
 TMP_PREFIX = ".tmp-"
-CHECKED_FILES = (VECTORS, META)  # sealed by size and sha256 in the manifest (and ann.ANN when one is built)
+CHECKED_FILES = (VECTORS, META)  # sealed by size and sha256 in the manifest (and ann.ANN, postings.POSTINGS when built)
 VERSION_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,99}")
 FAISS_INDEX = "IndexFlatIP"  # exact inner product over unit vectors: cosine
 
@@ -234,10 +234,11 @@ def write_version(index_dir: Path, build_id: str, articles: Sequence[ArticleReco
 def publish(index_dir: Path, tmp: Path, build_id: str, manifest: dict, counts: dict) -> Path:
     """Manifest last, fsync, check the version opens, rename the folder into place, switch CURRENT."""
     manifest = ann.attach(index_dir, tmp, build_id, manifest)  # an ANN index too when asked for and large enough
+    manifest = postings.attach(tmp, int(counts["passages"]), manifest)  # BM25 postings arrays, the same way
     full_manifest = integrity.seal({
         **manifest, "faiss_index": FAISS_INDEX, "format_version": FORMAT_VERSION, "build_id": build_id,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "counts": counts,
-        integrity.FILES: integrity.file_checksums(tmp, CHECKED_FILES + ann.files(manifest))})
+        integrity.FILES: integrity.file_checksums(tmp, CHECKED_FILES + ann.files(manifest) + postings.files(manifest))})
     (tmp / MANIFEST).write_text(json.dumps(full_manifest, indent=2, sort_keys=True), encoding="utf-8")
     fsync_path(tmp / MANIFEST)
     fsync_path(tmp)
@@ -356,7 +357,9 @@ def open_version(version_dir: Path, model_id: str | None, *, check_files: bool =
                                              f"manifest says {expected[0]} of dim {expected[1]}")
     integrity.check_unit_length(vectors, version_dir)
     approximate = ann.open_ann(version_dir, manifest, *expected)
+    lexical = postings.open_postings(version_dir, manifest, expected[0])
     version = IndexVersion(path=version_dir, manifest=manifest, index=vectors, sealed=sealed, ann=approximate,
+                           postings=lexical,
                            _lease=take_lease(version_dir))
     try:
         if not sealed:

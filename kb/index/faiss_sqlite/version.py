@@ -15,6 +15,7 @@ import numpy as np
 from kb import integrity
 from kb.errors import IndexNotFound
 from kb.index.faiss_sqlite.ann import Approximate
+from kb.index.faiss_sqlite.postings import Postings
 from kb.index.faiss_sqlite.fts import match_expression, phrase_expression
 from kb.index.records import ArticleRecord, PassageRecord, PhraseHits, PhraseQuery, Selection, TermQuery
 
@@ -64,6 +65,7 @@ class IndexVersion:
     index: faiss.Index
     sealed: bool = False  # the manifest carries checksums (versions written before them do not)
     ann: Approximate | None = None  # the approximate index of a large version (ann.py); searches use it when given
+    postings: Postings | None = None  # a large version's BM25 postings as arrays (postings.py); BM25 reads them
     _local: threading.local = field(default_factory=threading.local, repr=False)
     _lease: object = field(default=None, repr=False)  # shared flock on the manifest until closed
     _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -247,6 +249,13 @@ class IndexVersion:
         if not query.terms:
             return {}
         selected = self._select(selection)
+        terms = self.postings.terms_of(query.terms) if self.postings is not None else None
+        if terms is not None:  # the same scores as FTS5's bm25() below, from arrays (a phrase goes to FTS5)
+            admitted = None
+            if selected is not None:
+                admitted = np.zeros(self.size, dtype=bool)
+                admitted[selected.keys] = True
+            return self.postings.search(terms, query.weights, limit, admitted)
         w = query.weights
         sql = (f"SELECT rowid, -bm25(passages_fts, {w[0]}, {w[1]}, {w[2]}) AS score "
                "FROM passages_fts WHERE passages_fts MATCH ? ORDER BY score DESC LIMIT ?")

@@ -1,0 +1,196 @@
+"""BM25 postings of a large FAISS + SQLite version as arrays: FTS5's own terms and counts, scored as FTS5's bm25() does.
+
+FTS5 reads a query's posting lists row by row in SQLite and computes bm25() for every matching row, so a query's
+time follows the postings it reads (docs/benchmarks.md, Growth: 102 of a suggest's 128 ms at 204k passages). Here the
+same postings (term -> passage keys, with the term's count in title, headings and body, and each passage's length)
+are read once from the version's FTS5 index (fts5vocab) into arrays beside it, and a query scores them with numpy:
+the same formula and constants as FTS5 (sqlite3 ext/fts5/fts5_aux.c, fts5Bm25Function: k1 1.2, b 0.75, IDF
+log((N - n + 0.5) / (n + 0.5)) floored at 1e-6, frequency weighted per column, length = all columns' tokens), so it
+returns what `-bm25(passages_fts, w...)` returns (tests/test_postings.py holds them equal). Query words are split and
+stemmed by FTS5's own tokenizer (an in-memory table of the same definition), never by a second stemmer.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kb import integrity
+
+POSTINGS = "postings.npz"
+META = "meta.sqlite"  # store.META
+TOKENIZE = "porter unicode61 remove_diacritics 2"  # store.SCHEMA's passages_fts tokenizer
+COLUMNS = ("title", "headings", "body")  # passages_fts columns, the order of a TermQuery's weights
+REQUEST = "postings_request"  # manifest key on the way in, never sealed: {"min_passages": n} from the backend
+RECORD = "postings"  # sealed manifest key of a version that carries postings arrays
+K1, B = 1.2, 0.75  # fts5_aux.c
+MIN_IDF = 1e-6  # fts5_aux.c: an IDF at or below 0 counts this much
+TF_MAX = np.iinfo(np.uint16).max
+STEMS_KEPT = 200_000  # query words whose FTS5 tokens are remembered
+
+
+def read_postings(db_path: Path, size: int) -> dict[str, np.ndarray]:
+    """The FTS5 index of `db_path` as arrays: terms (UTF-8, newline-joined), term -> start in the postings, passage
+    key and per-column counts of every posting (term order, then key), and each passage's token count."""
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        conn.execute("CREATE VIRTUAL TABLE temp.postings_vocab USING fts5vocab(main, passages_fts, instance)")
+        rows = conn.execute("SELECT term, doc, sum(col = 'title'), sum(col = 'headings'), sum(col = 'body') "
+                            "FROM temp.postings_vocab GROUP BY term, doc ORDER BY term, doc")
+        terms: list[str] = []
+        starts: list[int] = []
+        keys: list[int] = []
+        counts: list[int] = []
+        last = None
+        for term, key, title, headings, body in rows:
+            if term != last:
+                terms.append(term)
+                starts.append(len(keys))
+                last = term
+            keys.append(key)
+            counts += (title, headings, body)
+    finally:
+        conn.close()
+    starts.append(len(keys))
+    key_array = np.asarray(keys, dtype=np.int32)
+    tf = np.minimum(np.asarray(counts, dtype=np.int64).reshape(-1, 3), TF_MAX).astype(np.uint16)
+    if len(key_array) and (key_array.min() < 0 or key_array.max() >= size):
+        raise ValueError(f"the FTS5 index holds passage keys outside 0..{size - 1}")
+    lengths = np.bincount(key_array, weights=tf.sum(axis=1, dtype=np.int64), minlength=size).astype(np.int64)
+    return {"terms": np.frombuffer("\n".join(terms).encode("utf-8"), dtype=np.uint8),
+            "starts": np.asarray(starts, dtype=np.int64), "keys": key_array, "tf": tf, "lengths": lengths}
+
+
+def attach(folder: Path, size: int, manifest: dict) -> dict:
+    """The hook of publishing: the manifest without its REQUEST; with a RECORD when POSTINGS was written into
+    `folder` (the backend asked for it and the version has at least its `min_passages`)."""
+    request = manifest.get(REQUEST)
+    manifest = {k: v for k, v in manifest.items() if k not in (REQUEST, RECORD)}
+    if not isinstance(request, dict) or request.get("min_passages") is None:
+        return manifest
+    min_passages = int(request["min_passages"])
+    if size < min_passages or size == 0:
+        return manifest
+    arrays = read_postings(Path(folder) / META, size)
+    with open(Path(folder) / POSTINGS, "wb") as handle:
+        np.savez(handle, **arrays)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return {**manifest, RECORD: {"file": POSTINGS, "min_passages": min_passages, "terms": len(arrays["starts"]) - 1,
+                                 "postings": len(arrays["keys"])}}
+
+
+def files(manifest: dict) -> tuple[str, ...]:
+    """The files the manifest's RECORD adds to those sealed by checksum."""
+    return (POSTINGS,) if isinstance(manifest.get(RECORD), dict) else ()
+
+
+class Tokenizer:
+    """FTS5's own split and stems of query words: an in-memory FTS5 table of passages_fts' tokenizer, one row per
+    word, read back through fts5vocab. Remembers the words it has seen; one at a time (a lock)."""
+
+    def __init__(self):
+        self._conn = sqlite3.connect(":memory:", check_same_thread=False)
+        self._conn.execute(f"CREATE VIRTUAL TABLE words USING fts5(word, tokenize='{TOKENIZE}')")
+        self._conn.execute("CREATE VIRTUAL TABLE words_vocab USING fts5vocab(words, instance)")
+        self._known: dict[str, tuple[str, ...]] = {}
+        self._lock = threading.Lock()
+
+    def tokens(self, words: tuple[str, ...] | list[str]) -> list[tuple[str, ...]]:
+        """Each word's FTS5 tokens, in order (one for a plain word; none or several for a quoted FTS5 phrase)."""
+        out = {w: self._known[w] for w in words if w in self._known}
+        new = [w for w in dict.fromkeys(words) if w not in out]
+        if new:
+            with self._lock:
+                self._conn.executemany("INSERT INTO words(rowid, word) VALUES (?, ?)", enumerate(new))
+                found: dict[int, list[tuple[int, str]]] = {}
+                for doc, offset, term in self._conn.execute("SELECT doc, offset, term FROM words_vocab"):
+                    found.setdefault(doc, []).append((offset, term))
+                self._conn.execute("DELETE FROM words")
+                got = {word: tuple(term for _, term in sorted(found.get(n, []))) for n, word in enumerate(new)}
+                if len(self._known) + len(got) > STEMS_KEPT:
+                    self._known.clear()
+                self._known.update(got)
+            out.update(got)
+        return [out[w] for w in words]
+
+
+_tokenizer: list[Tokenizer] = []
+
+
+def tokenizer() -> Tokenizer:
+    """The process's tokenizer (made on first use)."""
+    if not _tokenizer:
+        _tokenizer.append(Tokenizer())
+    return _tokenizer[0]
+
+
+@dataclass
+class Postings:
+    """A version's postings arrays, opened: BM25 of single-word terms as FTS5 computes it."""
+
+    ids: dict[str, int]  # FTS5 term -> row of `starts`
+    starts: np.ndarray
+    keys: np.ndarray
+    tf: np.ndarray
+    norm: np.ndarray  # per passage: K1 * (1 - B + B * length / average length)
+    size: int
+
+    def terms_of(self, words: tuple[str, ...]) -> list[str] | None:
+        """The FTS5 term of each query word, or None when one is not a single token (a phrase to FTS5)."""
+        tokens = tokenizer().tokens(words)
+        if any(len(t) != 1 for t in tokens):
+            return None
+        return [t[0] for t in tokens]
+
+    def search(self, terms: list[str], weights: tuple[float, float, float], limit: int,
+               admitted: np.ndarray | None = None) -> dict[int, float]:
+        """Key -> BM25 of the best `limit` passages holding any of `terms` (`admitted`: a boolean mask of the keys a
+        selection admits), best first, ties by key; each term counted as often as it is given, as FTS5 does."""
+        scores = np.zeros(self.size, dtype=np.float64)
+        hit = np.zeros(self.size, dtype=bool)
+        w = np.asarray(weights, dtype=np.float64)
+        for term in terms:
+            row = self.ids.get(term)
+            if row is None:
+                continue
+            start, end = int(self.starts[row]), int(self.starts[row + 1])
+            keys = self.keys[start:end]
+            idf = np.log((self.size - (end - start) + 0.5) / ((end - start) + 0.5))
+            idf = idf if idf > 0 else MIN_IDF
+            freq = self.tf[start:end] @ w
+            scores[keys] += idf * (freq * (K1 + 1.0)) / (freq + self.norm[keys])
+            hit[keys] = True
+        if admitted is not None:
+            hit &= admitted
+        found = np.flatnonzero(hit)
+        if len(found) > limit:
+            found = found[np.argpartition(-scores[found], limit - 1)[:limit]]
+        order = np.lexsort((found, -scores[found]))
+        return {int(found[i]): float(scores[found[i]]) for i in order}
+
+
+def open_postings(version_dir: Path, manifest: dict, size: int) -> Postings | None:
+    """The version's postings when its manifest records them; IndexDamaged when unreadable or not of this version."""
+    if not isinstance(manifest.get(RECORD), dict):
+        return None
+    try:
+        with open(version_dir / POSTINGS, "rb") as handle, np.load(handle, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in ("terms", "starts", "keys", "tf", "lengths")}
+        terms = arrays["terms"].tobytes().decode("utf-8").split("\n") if len(arrays["terms"]) else []
+    except (OSError, ValueError, KeyError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
+        raise integrity.damaged(version_dir, f"{POSTINGS} is unreadable ({str(exc)[:200]})") from None
+    starts, keys, tf, lengths = arrays["starts"], arrays["keys"], arrays["tf"], arrays["lengths"]
+    if (len(starts) != len(terms) + 1 or len(lengths) != size or tf.shape != (len(keys), 3)
+            or (len(starts) and (starts[0] != 0 or starts[-1] != len(keys) or np.any(np.diff(starts) <= 0)))
+            or (len(keys) and (keys.min() < 0 or keys.max() >= size))):
+        raise integrity.damaged(version_dir, f"{POSTINGS} does not fit the version ({len(terms)} terms, "
+                                             f"{len(keys)} postings, {len(lengths)} passages; {size} expected)")
+    average = lengths.sum() / size if size else 1.0
+    norm = K1 * (1.0 - B + B * lengths / (average or 1.0))
+    return Postings(dict(zip(terms, range(len(terms)))), starts, keys, tf, norm, size)
