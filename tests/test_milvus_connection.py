@@ -85,3 +85,44 @@ def test_one_bounded_wait_then_fail_fast_then_recover(tmp_path, caplog):
     assert conn.down is None
     said = [r.getMessage() for r in caplog.records if r.name == "kb.index"]
     assert len([m for m in said if "does not answer" in m]) == 1 and len([m for m in said if "answers again" in m]) == 1
+
+
+def test_the_timeout_setting_reaches_the_connection(tmp_path):
+    """KB_MILVUS_TIMEOUT travels from the settings through backend_for to the Connection; unset, it is TIMEOUT."""
+    from kb.index import backend_for
+    from kb.index.milvus.connection import TIMEOUT
+    from kb.settings import load_settings
+
+    assert load_settings({}).milvus_timeout == TIMEOUT
+    uri = str(tmp_path / "milvus.db")
+    given = load_settings({"KB_INDEX_BACKEND": "milvus", "KB_MILVUS_URI": uri, "KB_MILVUS_TIMEOUT": "2.5",
+                           "KB_INDEX_DIR": str(tmp_path / "index")})
+    assert backend_for(given).client.timeout == 2.5
+    default = load_settings({"KB_INDEX_BACKEND": "milvus", "KB_MILVUS_URI": uri, "KB_INDEX_DIR": str(tmp_path)})
+    assert backend_for(default).client.timeout == TIMEOUT
+
+
+def test_a_short_timeout_bounds_a_call_to_a_frozen_server(tmp_path):
+    """A server that accepts and never answers (SIGSTOP): with KB_MILVUS_TIMEOUT=1 a call raises IndexUnavailable
+    (deadline exceeded) after about 1 s, well before the 10 s default; thawed, the backend answers again."""
+    import time
+
+    from kb.index import backend_for
+    from kb.index.milvus.connection import FAIL_FAST_SECONDS, TIMEOUT
+    from kb.settings import load_settings
+    from tests.milvus_server import milvus_lite_server
+
+    with milvus_lite_server(tmp_path / "milvus") as server:
+        settings = load_settings({"KB_INDEX_BACKEND": "milvus", "KB_MILVUS_URI": server.uri, "KB_MILVUS_TIMEOUT": "1",
+                                  "KB_INDEX_DIR": str(tmp_path / "index")})
+        backend = backend_for(settings)
+        assert backend.current() is None
+        server.freeze()
+        started = time.monotonic()
+        with pytest.raises(IndexUnavailable, match="deadline_exceeded"):
+            backend.current()
+        took = time.monotonic() - started
+        assert 0.9 <= took < TIMEOUT / 2, took
+        server.thaw()
+        time.sleep(FAIL_FAST_SECONDS)
+        assert backend.current() is None

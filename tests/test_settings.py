@@ -40,3 +40,10 @@ def test_every_setting_is_documented_in_readme():
     for name, env, _default, help_text in describe_settings():
         assert help_text, name
         assert env in readme, f"{env} missing from README"
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "nan", "inf", "soon"])
+def test_the_milvus_timeout_must_be_seconds_above_zero(raw):
+    with pytest.raises(BadRequest, match="KB_MILVUS_TIMEOUT"):
+        load_settings({"KB_MILVUS_TIMEOUT": raw})
+    assert load_settings({"KB_MILVUS_TIMEOUT": "0.5"}).milvus_timeout == 0.5

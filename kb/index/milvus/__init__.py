@@ -19,6 +19,7 @@ from kb.index.lock import build_lock, held
 from kb.index.milvus import analysis
 from kb.index.milvus.collections import (ALIAS, DATA_SUFFIX, PREFIX, REGISTRY, TEXT_MAX, blob_rows, blob_schema,
                                          client_for, literal, passage_schema, read_blobs)
+from kb.index.milvus.connection import TIMEOUT
 from kb.index.milvus.reader import MilvusReader
 from kb.index.records import ArticleRecord, PassageRecord
 
@@ -42,11 +43,11 @@ class MilvusBackend:
 
     kind = "milvus"
 
-    def __init__(self, index_dir: Path, uri: str | None = None):
+    def __init__(self, index_dir: Path, uri: str | None = None, timeout: float | None = None):
         self.index_dir = Path(index_dir)
         self.index_dir.mkdir(parents=True, exist_ok=True)
         self.uri = uri or lite_uri(self.index_dir)
-        self.client = client_for(self.uri)
+        self.client = client_for(self.uri, TIMEOUT if timeout is None else timeout)
         if not self.client.has_collection(REGISTRY):
             schema, params = blob_schema(self.client)
             self.client.create_collection(REGISTRY, schema=schema, index_params=params)

@@ -19,17 +19,18 @@ TOPK_MAX = 16_384  # Milvus' largest limit per search or query
 BLOB_DIM = 2  # Milvus wants a vector field in every collection; the data collections' one is unused
 LEXICAL_FIELDS = ("title", "headings", "body")  # one BM25 Function each, weighted as TermQuery.weights
 
-_clients: dict[str, object] = {}
+_clients: dict[tuple[str, float], object] = {}
 _clients_guard = threading.Lock()
 
 
 def client_for(uri: str, timeout: float = TIMEOUT):
-    """One connection per URI and process (milvus-lite lets one process open a .db file, any number of threads):
-    calls bounded by `timeout` seconds, Milvus out of reach raised as IndexUnavailable (kb/index/milvus/connection.py)."""
+    """One connection per URI, timeout and process (milvus-lite lets one process open a .db file, any number of
+    threads; pymilvus shares its one server among clients of the same file): calls bounded by `timeout` seconds
+    (KB_MILVUS_TIMEOUT), Milvus out of reach raised as IndexUnavailable (kb/index/milvus/connection.py)."""
     with _clients_guard:
-        client = _clients.get(uri)
+        client = _clients.get((uri, timeout))
         if client is None:
-            client = _clients[uri] = Connection(uri, timeout)
+            client = _clients[uri, timeout] = Connection(uri, timeout)
         return client
 
 

@@ -11,7 +11,7 @@ from kb.errors import IndexUnavailable
 
 log = logging.getLogger("kb.index")
 
-TIMEOUT = 10.0  # seconds a call waits for Milvus' answer (build steps excepted)
+TIMEOUT = 10.0  # seconds a call waits for Milvus' answer (build steps excepted): KB_MILVUS_TIMEOUT's default
 LOCAL = frozenset({"create_schema", "prepare_index_params"})  # made by the client alone: no timeout to pass
 UNBOUNDED = LOCAL | frozenset({"insert", "upsert", "delete", "flush", "create_collection", "drop_collection",
                                "create_alias", "alter_alias", "create_index", "load_collection"})  # a build's steps
