@@ -36,34 +36,49 @@ STEMS_KEPT = 200_000  # query words whose FTS5 tokens are remembered
 
 def read_postings(db_path: Path, size: int) -> dict[str, np.ndarray]:
     """The FTS5 index of `db_path` as arrays: terms (UTF-8, newline-joined), term -> start in the postings, passage
-    key and per-column counts of every posting (term order, then key), and each passage's token count."""
+    key and per-column counts of every posting (term order, then key), and each passage's token count.
+
+    fts5vocab's instance table lists every token (term, passage, column, offset) in that order, so SQLite groups it by
+    term without sorting; each term's tokens come as one string of passage * 4 + column codes, parsed by numpy, and
+    runs of equal codes are the counts (one Python step per term, not per posting: 0.7 s instead of 4.9 s at 12.8k)."""
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    terms: list[str] = []
+    parts: list[np.ndarray] = []
     try:
         conn.execute("CREATE VIRTUAL TABLE temp.postings_vocab USING fts5vocab(main, passages_fts, instance)")
-        rows = conn.execute("SELECT term, doc, sum(col = 'title'), sum(col = 'headings'), sum(col = 'body') "
-                            "FROM temp.postings_vocab GROUP BY term, doc ORDER BY term, doc")
-        terms: list[str] = []
-        starts: list[int] = []
-        keys: list[int] = []
-        counts: list[int] = []
-        last = None
-        for term, key, title, headings, body in rows:
-            if term != last:
-                terms.append(term)
-                starts.append(len(keys))
-                last = term
-            keys.append(key)
-            counts += (title, headings, body)
+        column = " + ".join(f"{n} * (col = '{name}')" for n, name in enumerate(COLUMNS) if n)
+        for term, codes in conn.execute(f"SELECT term, group_concat(doc * 4 + {column}, ' ') "
+                                        "FROM temp.postings_vocab GROUP BY term"):
+            terms.append(term)
+            parts.append(np.fromstring(codes, dtype=np.int64, sep=" "))
     finally:
         conn.close()
-    starts.append(len(keys))
-    key_array = np.asarray(keys, dtype=np.int32)
-    tf = np.minimum(np.asarray(counts, dtype=np.int64).reshape(-1, 3), TF_MAX).astype(np.uint16)
-    if len(key_array) and (key_array.min() < 0 or key_array.max() >= size):
-        raise ValueError(f"the FTS5 index holds passage keys outside 0..{size - 1}")
-    lengths = np.bincount(key_array, weights=tf.sum(axis=1, dtype=np.int64), minlength=size).astype(np.int64)
+    lengths_per_term = np.array([len(p) for p in parts], dtype=np.int64)
+    codes = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    del parts
+    term_of = np.repeat(np.arange(len(terms), dtype=np.int64), lengths_per_term)
+    same_term = term_of[1:] == term_of[:-1]
+    if not np.all((codes[1:] >= codes[:-1]) | ~same_term):  # not in FTS5's order: sort it (never seen)
+        order = np.lexsort((codes, term_of))
+        codes, term_of = codes[order], term_of[order]
+        same_term = term_of[1:] == term_of[:-1]
+    run = np.flatnonzero(np.concatenate(([True], (codes[1:] != codes[:-1]) | ~same_term)))  # first token of a run
+    counts = np.diff(np.append(run, len(codes)))
+    run_code, run_term = codes[run], term_of[run]
+    del codes, term_of, same_term
+    run_key, run_col = run_code // 4, run_code % 4
+    if len(run_key) and (run_key.min() < 0 or run_key.max() >= size or run_col.max() >= len(COLUMNS)):
+        raise ValueError(f"the FTS5 index holds passage keys outside 0..{size - 1} or unknown columns")
+    first = np.concatenate(([True], (run_key[1:] != run_key[:-1]) | (run_term[1:] != run_term[:-1])))
+    posting = np.cumsum(first) - 1
+    tf = np.zeros((int(first.sum()), len(COLUMNS)), dtype=np.int64)
+    tf[posting, run_col] = counts
+    keys, posting_term = run_key[first], run_term[first]
+    starts = np.searchsorted(posting_term, np.arange(len(terms) + 1))
+    lengths = np.bincount(keys, weights=tf.sum(axis=1), minlength=size).astype(np.int64)
     return {"terms": np.frombuffer("\n".join(terms).encode("utf-8"), dtype=np.uint8),
-            "starts": np.asarray(starts, dtype=np.int64), "keys": key_array, "tf": tf, "lengths": lengths}
+            "starts": starts.astype(np.int64), "keys": keys.astype(np.int32),
+            "tf": np.minimum(tf, TF_MAX).astype(np.uint16), "lengths": lengths}
 
 
 def attach(folder: Path, size: int, manifest: dict) -> dict:
