@@ -142,22 +142,49 @@ def test_below_the_size_setting_a_version_is_as_before(tmp_path):
         reader.close()
 
 
-def test_a_patched_version_has_its_postings_read_again(tmp_path):
+@pytest.mark.parametrize("remove_first,add_last", [(3, 5), (0, 5), (12, 1)])  # (12, 1): tail rows move into holes
+def test_a_patched_version_has_its_postings_patched(tmp_path, monkeypatch, remove_first, add_last):
     chosen = files()
     backend, reader = written(tmp_path, chosen=chosen[:-5])
-    removed = {a.id for a in corpus(chosen[:3])[0]}
-    articles, passages, vectors = corpus(chosen[-5:])
+    removed = {a.id for a in corpus(chosen[:remove_first])[0]} | {"no/such-article"}
+    articles, passages, vectors = corpus(chosen[-add_last:])
+    read_again = []
+    monkeypatch.setattr(postings, "read_postings", lambda *a: read_again.append(a) or pytest.fail("read again"))
     with backend.writer(backend.new_name(), DIM, base=reader, remove=removed) as writer:
         writer.add(articles, passages, vectors)
         writer.commit({"model": MODEL, "dim": DIM})
+    monkeypatch.undo()
     patched = backend.open(model_id=MODEL)
-    assert patched.build_id != reader.build_id and patched.postings is not None
+    assert patched.build_id != reader.build_id and patched.postings is not None and not read_again
     assert len(patched.postings.norm) == patched.size != reader.size
+    with open(patched.path / postings.POSTINGS, "rb") as handle, np.load(handle) as data:
+        written_arrays = {name: data[name] for name in data.files}
+    expected = postings.read_postings(patched.path / store.META, patched.size)  # what FTS5 holds after the patch
+    assert written_arrays.keys() == expected.keys()
+    assert all(np.array_equal(written_arrays[k], expected[k]) for k in expected)
+    assert patched.manifest[postings.RECORD]["postings"] == len(expected["keys"])
     for words in queries(patched, 80, seed=3):
         query = TermQuery(words, WEIGHTS[0])
         assert agree(patched.lexical_search(query, 20), fts5(patched, query, 20)), words
     reader.close()
     patched.close()
+
+
+def test_a_version_crossing_the_setting_reads_its_postings(tmp_path):
+    chosen = files()
+    backend, reader = written(tmp_path, min_passages=None, chosen=chosen[:-5])
+    assert reader.postings is None
+    backend.postings_min_passages = reader.size + 1
+    articles, passages, vectors = corpus(chosen[-5:])
+    with backend.writer(backend.new_name(), DIM, base=reader) as writer:
+        writer.add(articles, passages, vectors)
+        writer.commit({"model": MODEL, "dim": DIM})
+    grown = backend.open(model_id=MODEL)
+    assert grown.size > reader.size and grown.postings is not None
+    query = TermQuery(("outlook", "password", "teams"), WEIGHTS[0])
+    assert agree(grown.lexical_search(query, 20), fts5(grown, query, 20))
+    reader.close()
+    grown.close()
 
 
 def test_damaged_postings_are_found_on_open(tmp_path):

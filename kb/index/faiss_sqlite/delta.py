@@ -10,6 +10,7 @@ from typing import Iterator, Sequence
 import faiss
 import numpy as np
 
+from kb.index.faiss_sqlite import postings
 from kb.index.faiss_sqlite.fts import count_terms
 from kb.index.faiss_sqlite.store import (ARTICLE_COLUMNS, META, PASSAGE_COLUMNS, TMP_PREFIX, VECTORS, IndexVersion,
                                          article_row, fsync_path, fts_row, passage_row, publish, scratch_connection)
@@ -88,6 +89,9 @@ def write_delta_version(index_dir: Path, build_id: str, previous: IndexVersion, 
         conn.commit()
     finally:
         conn.close()
+    if previous.postings is not None and postings.wanted(manifest, n_new):  # patched too, not read again
+        postings.write(tmp, postings.patched(previous.postings, [r[0] for r in removed],
+                                             [(fts[0], dst) for fts, dst in moved_fts], new_fts, n_new))
     old = previous.vectors()
     matrix = np.empty((n_new, previous.dim), dtype=np.float32)
     keep = min(n_old, n_new)

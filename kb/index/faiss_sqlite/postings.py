@@ -42,6 +42,27 @@ def read_postings(db_path: Path, size: int) -> dict[str, np.ndarray]:
     term without sorting; each term's tokens come as one string of passage * 4 + column codes, parsed by numpy, and
     runs of equal codes are the counts (one Python step per term, not per posting: 0.7 s instead of 4.9 s at 12.8k)."""
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        return postings_of(conn, size)
+    finally:
+        conn.close()
+
+
+def tokenized(rows: list[tuple[int, str, str, str]], size: int) -> dict[str, np.ndarray]:
+    """The postings of (key, title, headings, body) rows by FTS5's own tokenizer (an in-memory passages_fts), as
+    `read_postings` gives them for a version of `size` passages holding only these."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute(f"CREATE VIRTUAL TABLE passages_fts USING fts5(title, headings, body, content='', "
+                     f"tokenize='{TOKENIZE}')")
+        conn.executemany("INSERT INTO passages_fts(rowid, title, headings, body) VALUES (?, ?, ?, ?)", rows)
+        return postings_of(conn, size)
+    finally:
+        conn.close()
+
+
+def postings_of(conn: sqlite3.Connection, size: int) -> dict[str, np.ndarray]:
+    """`read_postings` of the passages_fts table of an open connection."""
     terms: list[str] = []
     parts: list[np.ndarray] = []
     try:
@@ -52,7 +73,7 @@ def read_postings(db_path: Path, size: int) -> dict[str, np.ndarray]:
             terms.append(term)
             parts.append(np.fromstring(codes, dtype=np.int64, sep=" "))
     finally:
-        conn.close()
+        conn.execute("DROP TABLE temp.postings_vocab")
     lengths_per_term = np.array([len(p) for p in parts], dtype=np.int64)
     codes = np.concatenate(parts) if parts else np.zeros(0, np.int64)
     del parts
@@ -76,28 +97,82 @@ def read_postings(db_path: Path, size: int) -> dict[str, np.ndarray]:
     keys, posting_term = run_key[first], run_term[first]
     starts = np.searchsorted(posting_term, np.arange(len(terms) + 1))
     lengths = np.bincount(keys, weights=tf.sum(axis=1), minlength=size).astype(np.int64)
+    return arrays_of(terms, starts, keys, tf, lengths)
+
+
+def arrays_of(terms: list[str], starts: np.ndarray, keys: np.ndarray, tf: np.ndarray,
+              lengths: np.ndarray) -> dict[str, np.ndarray]:
+    """The arrays POSTINGS holds."""
     return {"terms": np.frombuffer("\n".join(terms).encode("utf-8"), dtype=np.uint8),
-            "starts": starts.astype(np.int64), "keys": keys.astype(np.int32),
-            "tf": np.minimum(tf, TF_MAX).astype(np.uint16), "lengths": lengths}
+            "starts": np.asarray(starts, dtype=np.int64), "keys": np.asarray(keys, dtype=np.int32),
+            "tf": np.minimum(tf, TF_MAX).astype(np.uint16), "lengths": np.asarray(lengths, dtype=np.int64)}
 
 
-def attach(folder: Path, size: int, manifest: dict) -> dict:
-    """The hook of publishing: the manifest without its REQUEST; with a RECORD when POSTINGS was written into
-    `folder` (the backend asked for it and the version has at least its `min_passages`)."""
-    request = manifest.get(REQUEST)
-    manifest = {k: v for k, v in manifest.items() if k not in (REQUEST, RECORD)}
-    if not isinstance(request, dict) or request.get("min_passages") is None:
-        return manifest
-    min_passages = int(request["min_passages"])
-    if size < min_passages or size == 0:
-        return manifest
-    arrays = read_postings(Path(folder) / META, size)
+def patched(base: Postings, removed: list[int], moves: list[tuple[int, int]],
+            added: list[tuple[int, str, str, str]], size: int) -> dict[str, np.ndarray]:
+    """The arrays of a delta version made from `base`'s: postings of `removed` keys dropped, of moved keys renumbered
+    (`moves`: from, to), of the `added` rows (key, title, headings, body) tokenized by FTS5, merged in term then key
+    order: what `read_postings` reads from the patched FTS5 index (tests/test_postings.py holds them equal), at a
+    cost of sorting the postings in numpy rather than reading them all from SQLite again."""
+    new_key = np.arange(base.size, dtype=np.int64)
+    new_key[np.asarray(removed, dtype=np.int64)] = -1
+    if moves:
+        sources, targets = np.asarray(moves, dtype=np.int64).T
+        new_key[sources] = targets
+    fresh = tokenized(added, size)
+    fresh_terms = fresh["terms"].tobytes().decode("utf-8").split("\n") if len(fresh["terms"]) else []
+    vocabulary = sorted(set(base.terms) | set(fresh_terms))  # code point order = FTS5's byte order of UTF-8 terms
+    number = {term: n for n, term in enumerate(vocabulary)}
+    base_term = np.repeat(np.array([number[t] for t in base.terms], dtype=np.int64), np.diff(base.starts))
+    fresh_term = np.repeat(np.array([number[t] for t in fresh_terms], dtype=np.int64), np.diff(fresh["starts"]))
+    base_keys = new_key[base.keys]
+    kept = base_keys >= 0
+    term = np.concatenate((base_term[kept], fresh_term))
+    keys = np.concatenate((base_keys[kept], fresh["keys"].astype(np.int64)))
+    tf = np.concatenate((base.tf[kept], fresh["tf"]))
+    order = np.lexsort((keys, term))
+    term, keys, tf = term[order], keys[order], tf[order]
+    used, term = np.unique(term, return_inverse=True)  # a term whose passages all went is gone
+    starts = np.searchsorted(term, np.arange(len(used) + 1))
+    lengths = np.zeros(size, dtype=np.int64)
+    survivors = np.flatnonzero(new_key >= 0)
+    lengths[new_key[survivors]] = base.lengths[survivors]
+    lengths += fresh["lengths"]
+    return arrays_of([vocabulary[i] for i in used], starts, keys, tf, lengths)
+
+
+def write(folder: Path, arrays: dict[str, np.ndarray]) -> None:
+    """POSTINGS in `folder`, fsynced."""
     with open(Path(folder) / POSTINGS, "wb") as handle:
         np.savez(handle, **arrays)
         handle.flush()
         os.fsync(handle.fileno())
-    return {**manifest, RECORD: {"file": POSTINGS, "min_passages": min_passages, "terms": len(arrays["starts"]) - 1,
-                                 "postings": len(arrays["keys"])}}
+
+
+def wanted(manifest: dict, size: int) -> bool:
+    """Whether the manifest on its way in asks for postings that a version of `size` passages gets."""
+    request = manifest.get(REQUEST)
+    return (isinstance(request, dict) and request.get("min_passages") is not None
+            and size >= int(request["min_passages"]) and size > 0)
+
+
+def attach(folder: Path, size: int, manifest: dict) -> dict:
+    """The hook of publishing: the manifest without its REQUEST; with a RECORD when POSTINGS was written into
+    `folder` (the backend asked for it and the version has at least its `min_passages`): the file a patched version
+    wrote (`patched`), else read from the version's FTS5 index."""
+    ask = wanted(manifest, size)
+    request = manifest.get(REQUEST)
+    manifest = {k: v for k, v in manifest.items() if k not in (REQUEST, RECORD)}
+    path = Path(folder) / POSTINGS
+    if not ask:
+        path.unlink(missing_ok=True)
+        return manifest
+    if not path.is_file():  # a patched version wrote its own (`patched`); a whole one reads them from its FTS5 index
+        write(folder, read_postings(Path(folder) / META, size))
+    with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
+        starts = data["starts"]
+    return {**manifest, RECORD: {"file": POSTINGS, "min_passages": int(request["min_passages"]),
+                                 "terms": len(starts) - 1, "postings": int(starts[-1]) if len(starts) else 0}}
 
 
 def files(manifest: dict) -> tuple[str, ...]:
@@ -149,10 +224,12 @@ def tokenizer() -> Tokenizer:
 class Postings:
     """A version's postings arrays, opened: BM25 of single-word terms as FTS5 computes it."""
 
+    terms: list[str]  # FTS5 terms in the file's order
     ids: dict[str, int]  # FTS5 term -> row of `starts`
     starts: np.ndarray
     keys: np.ndarray
     tf: np.ndarray
+    lengths: np.ndarray  # per passage: its tokens in all columns
     norm: np.ndarray  # per passage: K1 * (1 - B + B * length / average length)
     size: int
 
@@ -208,4 +285,4 @@ def open_postings(version_dir: Path, manifest: dict, size: int) -> Postings | No
                                              f"{len(keys)} postings, {len(lengths)} passages; {size} expected)")
     average = lengths.sum() / size if size else 1.0
     norm = K1 * (1.0 - B + B * lengths / (average or 1.0))
-    return Postings(dict(zip(terms, range(len(terms)))), starts, keys, tf, norm, size)
+    return Postings(terms, dict(zip(terms, range(len(terms)))), starts, keys, tf, lengths, norm, size)
