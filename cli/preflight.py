@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from kb.errors import BadRequest, Conflict, KBError
-from kb.index import backend_for
+from kb.index import IndexBackend, backend_for
+from kb.index.waiting import when_reached
 from kb.settings import Settings, load_settings
 
 
@@ -52,14 +53,20 @@ def check_port(host: str, port: int) -> None:
             raise BadRequest(f"cannot listen on {where}: {exc.strerror} (--host/KB_HOST, --port/KB_PORT)") from None
 
 
+def current_of(settings: Settings) -> tuple[IndexBackend, str | None]:
+    """The settings' index backend and the version CURRENT names (IndexUnavailable: its engine does not answer)."""
+    backend = backend_for(settings)
+    return backend, backend.current()
+
+
 def check_index_content(settings: Settings, content_given: bool) -> None:
     """Refuse to serve, for a content folder given explicitly, the index another content folder was built from.
 
     Without --content / KB_CONTENT_DIR the index is served whatever it was built from (the service then only
     declines to watch); an index without a version yet, or whose manifest is unreadable, is left to the service.
+    An index engine out of reach (Milvus) is waited for, KB_MILVUS_START_WAIT seconds at most (kb/index/waiting.py).
     """
-    backend = backend_for(settings)
-    build_id = backend.current()
+    backend, build_id = when_reached(lambda: current_of(settings), settings.milvus_start_wait)
     if not content_given or build_id is None:
         return
     try:

@@ -28,6 +28,7 @@ class Settings:
     postings_min_passages: int = _setting(50_000, "KB_POSTINGS_MIN_PASSAGES", "With KB_INDEX_BACKEND=faiss: an index version of at least this many passages also carries its BM25 postings as arrays (read from its own FTS5 index when it is built), which lexical searches score with numpy instead of SQLite: the same scores as FTS5's bm25(), at a cost that grows far slower with the knowledge base (docs/benchmarks.md).")
     milvus_uri: str = _setting("", "KB_MILVUS_URI", "With KB_INDEX_BACKEND=milvus: a milvus-lite file path (default KB_INDEX_DIR/milvus.db; one process at a time) or a Milvus server URI (http://host:19530).")
     milvus_timeout: float = _setting(10.0, "KB_MILVUS_TIMEOUT", "With KB_INDEX_BACKEND=milvus: seconds a call to Milvus waits for its answer (a build's writes excepted); a call without one answers 503 index_unavailable.")
+    milvus_start_wait: float = _setting(120.0, "KB_MILVUS_START_WAIT", "With KB_INDEX_BACKEND=milvus: seconds a starting `kb serve` waits for a Milvus that does not answer (trying again after 1 s, then up to every 5 s) before it exits with status 2 (0: exit at once). A missing or mismatched index is never waited for.")
     host: str = _setting("127.0.0.1", "KB_HOST", "Address the HTTP service binds to.")
     port: int = _setting(8000, "KB_PORT", "Port the HTTP service listens on.")
     model: str = _setting("all-MiniLM-L6-v2", "KB_MODEL", "Embedding model: all-MiniLM-L6-v2 (English; default) or multilingual-e5-small (reads Indonesian; see README). Changing it needs `kb index --full`.")
@@ -147,6 +148,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
                          f"{', '.join(BACKENDS)}")
     if not 0 < settings.milvus_timeout < float("inf"):
         raise BadRequest(f"KB_MILVUS_TIMEOUT={settings.milvus_timeout} must be a number of seconds more than 0")
+    if not settings.milvus_start_wait >= 0:
+        raise BadRequest(f"KB_MILVUS_START_WAIT={settings.milvus_start_wait} must be 0 or more seconds")
     if settings.max_body_bytes < 1:
         raise BadRequest(f"KB_MAX_BODY_BYTES must be at least 1, got {settings.max_body_bytes}")
     return settings

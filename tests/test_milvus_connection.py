@@ -126,3 +126,55 @@ def test_a_short_timeout_bounds_a_call_to_a_frozen_server(tmp_path):
         server.thaw()
         time.sleep(FAIL_FAST_SECONDS)
         assert backend.current() is None
+
+
+def test_start_wait_tries_again_with_a_bounded_backoff_and_only_for_an_engine_out_of_reach(caplog):
+    """when_reached (kb/index/waiting.py): pauses of 1, 2, 4, then 5 s; the result once the engine answers; the last
+    IndexUnavailable once the wait is spent (0: after one try); any other error (IndexNotFound, IndexMismatch) at
+    once. One log line when the wait starts, one when the engine answered."""
+    from kb.errors import IndexMismatch, IndexNotFound
+    from kb.index.waiting import when_reached
+
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    def engine(answers_after: int, error: Exception | None = None):
+        tries = []
+
+        def attempt():
+            tries.append(now[0])
+            if error is not None:
+                raise error
+            if len(tries) <= answers_after:
+                raise IndexUnavailable(f"the index engine (Milvus at http://m:19530) does not answer (try {len(tries)})")
+            return "opened"
+        return attempt, tries
+
+    with caplog.at_level(logging.INFO, logger="kb.index"):
+        attempt, tries = engine(answers_after=5)
+        assert when_reached(attempt, 120, sleep, lambda: now[0]) == "opened"
+    assert slept == [1, 2, 4, 5, 5] and tries == [0, 1, 3, 7, 12, 17]
+    said = [r.getMessage() for r in caplog.records if r.name == "kb.index"]
+    assert said == ["the index engine (Milvus at http://m:19530) does not answer (try 1): waiting up to 120 s for it "
+                    "(KB_MILVUS_START_WAIT)", "the index engine answered after 17.0 s of waiting: starting"]
+
+    now[0], slept[:] = 0.0, []
+    attempt, tries = engine(answers_after=99)
+    with pytest.raises(IndexUnavailable, match=r"\(try 5\)"):
+        when_reached(attempt, 10, sleep, lambda: now[0])
+    assert slept == [1, 2, 4, 3] and now[0] == 10  # the last pause is cut to the wait left
+    for wait in (0, 120):
+        for error in (IndexNotFound("no index on http://m:19530"), IndexMismatch("built with another model")):
+            attempt, tries = engine(answers_after=0, error=error)
+            slept[:] = []
+            with pytest.raises(type(error)):
+                when_reached(attempt, wait, sleep, lambda: now[0])
+            assert len(tries) == 1 and slept == []
+    attempt, tries = engine(answers_after=1)
+    with pytest.raises(IndexUnavailable, match=r"\(try 1\)"):
+        when_reached(attempt, 0, sleep, lambda: now[0])
+    assert len(tries) == 1

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -199,17 +200,77 @@ def test_a_replica_says_milvus_is_out_of_reach_and_recovers(tmp_path):
     assert "failed_versions" not in log and "not put into service" not in log
 
 
-def test_a_replica_started_without_milvus_exits_saying_why(tmp_path):
-    """No Milvus on KB_MILVUS_URI when `kb serve` starts: it exits with status 2 and one line naming the index
-    engine (an orchestrator starts it again), within the connection timeout, without a traceback."""
+def serve(index_dir: Path, port: int, env: dict, log: Path) -> subprocess.Popen:
+    """`kb serve --no-watch` as a process of its own group, its output in `log` (the caller stops it)."""
+    with open(log, "w") as out:
+        return subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--index-dir", str(index_dir), "--port",
+                                 str(port), "--no-watch"], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True,
+                                env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), **env})
+
+
+def test_a_replica_started_before_milvus_waits_for_it(tmp_path):
+    """Milvus down when `kb serve` starts (KB_MILVUS_START_WAIT=120): the replica says once that it waits, naming
+    Milvus' URI, and keeps trying; Milvus started a few seconds later on the same port and data, the replica starts
+    and /healthz answers 200 with the version built before, the log saying once that Milvus answered."""
+    from tests.conftest import free_port, stop_process
+
+    content = tmp_path / "content"
+    shutil.copytree(FIXTURE_CONTENT, content)
+    with milvus_lite_server(tmp_path / "milvus") as server:
+        milvus = {"KB_INDEX_BACKEND": "milvus", "KB_MILVUS_URI": server.uri}
+        version = build(content, tmp_path / "builder", milvus)
+        server.kill()
+        folder, port = tmp_path / "replica", free_port()
+        env = replica_env(folder, milvus, {"KB_MILVUS_START_WAIT": "120", **{
+            f"KB_{name.upper()}_DB": str(folder / name) for name in ("feedback", "usage", "analytics")}})
+        log = folder / "server.log"
+        proc = serve(folder / "index", port, env, log)
+        try:
+            def said(text: str) -> bool:
+                assert proc.poll() is None, f"kb serve exited with {proc.returncode}:\n{log.read_text()}"
+                return text in log.read_text()
+
+            wait_until(lambda: said(f"(Milvus at {server.uri}) does not answer (no connection): waiting up to 120 s"),
+                       120, lambda: f"kb serve never said it waits:\n{log.read_text()}", interval=0.2)
+            time.sleep(3)  # still waiting, trying again
+            assert proc.poll() is None, log.read_text()
+            server.start()
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+                def healthy() -> bool:
+                    assert proc.poll() is None, f"kb serve exited with {proc.returncode}:\n{log.read_text()}"
+                    with contextlib.suppress(httpx.HTTPError):
+                        return client.get("/healthz").status_code == 200
+                    return False
+
+                wait_until(healthy, 180, lambda: f"kb serve did not come up:\n{log.read_text()}", interval=0.2)
+                assert serving(client) == version
+                assert top(client, "onedrive sync pending") == "OneDrive/onedrive-sync-stuck"
+        finally:
+            stop_process(proc, signal.SIGTERM, timeout=30, group=True)
+    text = clean_log(log)
+    assert len(re.findall(r"waiting up to 120 s for it \(KB_MILVUS_START_WAIT\)$", text, re.M)) == 1, text
+    assert len(re.findall(r"^INFO kb.index: the index engine answered after [\d.]+ s of waiting: starting$", text,
+                          re.M)) == 1, text
+
+
+@pytest.mark.parametrize("wait", [0, 3])
+def test_a_replica_started_without_milvus_exits_saying_why(tmp_path, wait):
+    """No Milvus on KB_MILVUS_URI when `kb serve` starts: after KB_MILVUS_START_WAIT seconds (0: at once) it exits
+    with status 2 and one line naming the index engine (an orchestrator starts it again), without a traceback."""
     from tests.conftest import free_port
     from tests.test_index_contract import needs_engine
 
     needs_engine("milvus")
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    env = {"KB_INDEX_BACKEND": "milvus", "KB_MILVUS_URI": uri, **{f"KB_{name.upper()}_DB": str(tmp_path / name)
-                                                                  for name in ("feedback", "usage", "analytics")}}
+    env = {"KB_INDEX_BACKEND": "milvus", "KB_MILVUS_URI": uri, "KB_MILVUS_START_WAIT": str(wait),
+           **{f"KB_{name.upper()}_DB": str(tmp_path / name) for name in ("feedback", "usage", "analytics")}}
+    started = time.monotonic()
     run = kb("serve", "--index-dir", str(tmp_path / "index"), "--port", str(free_port()), "--no-watch", env=env)
+    took = time.monotonic() - started
     assert run.returncode == 2, run.stdout + run.stderr
     assert f"kb serve: error: the index engine (Milvus at {uri}) does not answer" in run.stderr
     assert "Traceback" not in run.stdout + run.stderr
+    waited = re.findall(r"waiting up to (\d+) s for it", run.stderr)
+    assert waited == ([] if wait == 0 else [str(wait)]), run.stderr
+    assert wait <= took < wait + 30, took  # the wait, then the exit (2.5 s with 0 here; no model is loaded)

@@ -47,3 +47,10 @@ def test_the_milvus_timeout_must_be_seconds_above_zero(raw):
     with pytest.raises(BadRequest, match="KB_MILVUS_TIMEOUT"):
         load_settings({"KB_MILVUS_TIMEOUT": raw})
     assert load_settings({"KB_MILVUS_TIMEOUT": "0.5"}).milvus_timeout == 0.5
+
+
+@pytest.mark.parametrize("raw", ["-1", "nan", "later"])
+def test_the_milvus_start_wait_must_be_seconds_from_zero(raw):
+    with pytest.raises(BadRequest, match="KB_MILVUS_START_WAIT"):
+        load_settings({"KB_MILVUS_START_WAIT": raw})
+    assert load_settings({}).milvus_start_wait == 120 and load_settings({"KB_MILVUS_START_WAIT": "0"}).milvus_start_wait == 0
