@@ -216,3 +216,33 @@ def test_the_setting_reaches_the_backend_and_is_checked(tmp_path):
 def test_the_tokenizer_is_fts5s():
     tokens = postings.tokenizer().tokens(["Passwords", "café", "signing", "outlook_password", "2147xxxxxx"])
     assert tokens == [("password",), ("cafe",), ("sign",), ("outlook", "password"), ("2147xxxxxx",)]
+
+
+def test_the_service_answers_the_same_with_postings(real_index, embedder, tmp_path):
+    """Searcher.search and .suggest over the real model's fixture index, reading FTS5 and then the arrays."""
+    from kb.index import open_backend as backend_of
+    from search.searcher import Searcher
+
+    version = backend_of(real_index.index_dir).open(model_id=embedder.model_id)
+    postings.write(tmp_path, postings.read_postings(version.path / store.META, version.size))
+    arrays = postings.open_postings(tmp_path, {postings.RECORD: {}}, version.size)
+    searcher = Searcher(version, embedder, real_index)
+    titles = [a.title for a in version.articles()]
+    tickets = [(t, f"Since this morning: {t.lower()}. Error 0x80070005, could that be it?") for t in titles]
+    tickets.append(("Kata sandi Outlook", "Outlook terus meminta kata sandi setiap beberapa menit sejak pagi."))
+
+    def answers() -> list:
+        found = [[(r["id"], round(r["score"], 9)) for r in searcher.search(t, k=10)["results"]] for t in titles]
+        found += [[(a["id"], round(a["score"], 9)) for a in searcher.suggest(s, b, k=5)["articles"]]
+                  for s, b in tickets]
+        return found
+
+    version.postings = None
+    from_fts5 = answers()
+    version.postings = arrays
+    used = []
+    search = arrays.search
+    arrays.search = lambda *a, **k: used.append(a) or search(*a, **k)
+    assert answers() == from_fts5
+    assert len(used) >= len(titles) + len(tickets) and all(from_fts5)
+    version.close()
