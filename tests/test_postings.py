@@ -208,7 +208,7 @@ def test_damaged_postings_are_found_on_open(tmp_path):
 def test_the_setting_reaches_the_backend_and_is_checked(tmp_path):
     settings = load_settings({"KB_POSTINGS_MIN_PASSAGES": "1234"}, index_dir=tmp_path)
     assert backend_for(settings).postings_min_passages == 1234
-    assert load_settings({}).postings_min_passages == 50_000
+    assert load_settings({}).postings_min_passages == 10_000
     with pytest.raises(BadRequest, match="KB_POSTINGS_MIN_PASSAGES"):
         load_settings({"KB_POSTINGS_MIN_PASSAGES": "-1"})
 
