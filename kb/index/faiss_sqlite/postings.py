@@ -71,13 +71,13 @@ def postings_of(conn: sqlite3.Connection, size: int) -> dict[str, np.ndarray]:
         for term, codes in conn.execute(f"SELECT term, group_concat(doc * 4 + {column}, ' ') "
                                         "FROM temp.postings_vocab GROUP BY term"):
             terms.append(term)
-            parts.append(np.fromstring(codes, dtype=np.int64, sep=" "))
+            parts.append(np.fromstring(codes, dtype=np.int32, sep=" "))  # keys < 2**29
     finally:
         conn.execute("DROP TABLE temp.postings_vocab")
     lengths_per_term = np.array([len(p) for p in parts], dtype=np.int64)
-    codes = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    codes = np.concatenate(parts) if parts else np.zeros(0, np.int32)
     del parts
-    term_of = np.repeat(np.arange(len(terms), dtype=np.int64), lengths_per_term)
+    term_of = np.repeat(np.arange(len(terms), dtype=np.int32), lengths_per_term)
     same_term = term_of[1:] == term_of[:-1]
     if not np.all((codes[1:] >= codes[:-1]) | ~same_term):  # not in FTS5's order: sort it (never seen)
         order = np.lexsort((codes, term_of))
@@ -92,7 +92,7 @@ def postings_of(conn: sqlite3.Connection, size: int) -> dict[str, np.ndarray]:
         raise ValueError(f"the FTS5 index holds passage keys outside 0..{size - 1} or unknown columns")
     first = np.concatenate(([True], (run_key[1:] != run_key[:-1]) | (run_term[1:] != run_term[:-1])))
     posting = np.cumsum(first) - 1
-    tf = np.zeros((int(first.sum()), len(COLUMNS)), dtype=np.int64)
+    tf = np.zeros((int(first.sum()), len(COLUMNS)), dtype=np.int32)
     tf[posting, run_col] = counts
     keys, posting_term = run_key[first], run_term[first]
     starts = np.searchsorted(posting_term, np.arange(len(terms) + 1))
