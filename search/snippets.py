@@ -62,6 +62,23 @@ def code_phrases(codes: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(" ".join(TOKEN.findall(c.lower())) for c in codes)
 
 
+PASSAGES_KEPT = 4096  # passages whose sentences are kept split, cleared of boilerplate and folded (a few MB)
+
+
+@lru_cache(maxsize=PASSAGES_KEPT)
+def analysed(text: str) -> tuple[tuple[int, int, str, frozenset[str]], ...]:
+    """The sentences of a passage that may be marked: (start, end, its lower-case tokens joined by spaces, its folded
+    words), boilerplate left out. The same for every query (memoised: the passages agents see recur, and a search
+    marks up to 30 of them; splitting and the boilerplate patterns cost ~0.15 ms a passage, docs/benchmarks.md)."""
+    sentences = split_sentences(text)
+    spans = [span for span, boiler in zip(sentences, boilerplate_flags(text, sentences)) if not boiler]
+    out = []
+    for start, end in spans:
+        found = TOKEN.findall(text[start:end].lower())
+        out.append((start, end, f" {' '.join(found)} ", frozenset(map(_stem, found))))
+    return tuple(out)
+
+
 def mark_sentences(text: str, query: str, codes: tuple[str, ...] = (), limit: int = 2) -> Snippet:
     """Mark up to `limit` sentences that best match the query.
 
@@ -71,19 +88,16 @@ def mark_sentences(text: str, query: str, codes: tuple[str, ...] = (), limit: in
     never marked, so a query about the registry marks the steps rather than the warning above them.
     """
     terms, code_tokens = query_stems(query), code_phrases(tuple(codes))
-    sentences = split_sentences(text)
-    spans = [span for span, boiler in zip(sentences, boilerplate_flags(text, sentences)) if not boiler]
-    tokens = [TOKEN.findall(text[s:e].lower()) for s, e in spans]
-    words = [set(map(_stem, found)) & terms for found in tokens]
+    sentences = analysed(text)
+    words = [folded & terms for _, _, _, folded in sentences]
     spread: dict[str, int] = {}  # sentences holding each matched term
     for matched in words:
         for t in matched:
             spread[t] = spread.get(t, 0) + 1
     scored = []
-    for (start, end), found, matched in zip(spans, tokens, words):
+    for (start, end, flat, _), matched in zip(sentences, words):
         score = sum(1.0 / spread[t] for t in matched)
         if code_tokens:
-            flat = f" {' '.join(found)} "
             score += 3.0 * sum(1 for c in code_tokens if c and f" {c} " in flat)
         if score > 0:
             scored.append((score, start, end))
