@@ -246,3 +246,13 @@ def test_the_service_answers_the_same_with_postings(real_index, embedder, tmp_pa
     assert answers() == from_fts5
     assert len(used) >= len(titles) + len(tickets) and all(from_fts5)
     version.close()
+
+
+def test_postings_read_a_chunk_of_terms_at_a_time_are_the_same(tmp_path, monkeypatch):
+    backend, reader = written(tmp_path, min_passages=None)
+    whole = postings.read_postings(reader.path / store.META, reader.size)
+    monkeypatch.setattr(postings, "CHUNK_TOKENS", 37)  # a few terms per chunk, a long list alone in its chunk
+    chunked = postings.read_postings(reader.path / store.META, reader.size)
+    assert whole.keys() == chunked.keys() and all(np.array_equal(whole[k], chunked[k]) for k in whole)
+    assert len(whole["starts"]) > 1000
+    reader.close()

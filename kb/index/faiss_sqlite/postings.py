@@ -61,23 +61,50 @@ def tokenized(rows: list[tuple[int, str, str, str]], size: int) -> dict[str, np.
         conn.close()
 
 
+CHUNK_TOKENS = 1 << 20  # tokens turned into postings at a time, so that the build's memory holds the result, not all
+
+
 def postings_of(conn: sqlite3.Connection, size: int) -> dict[str, np.ndarray]:
-    """`read_postings` of the passages_fts table of an open connection."""
+    """`read_postings` of the passages_fts table of an open connection, a chunk of terms at a time."""
     terms: list[str] = []
-    parts: list[np.ndarray] = []
+    pending: list[np.ndarray] = []
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # per chunk: keys, counts, postings per term
+    held = 0
     try:
         conn.execute("CREATE VIRTUAL TABLE temp.postings_vocab USING fts5vocab(main, passages_fts, instance)")
         column = " + ".join(f"{n} * (col = '{name}')" for n, name in enumerate(COLUMNS) if n)
         for term, codes in conn.execute(f"SELECT term, group_concat(doc * 4 + {column}, ' ') "
                                         "FROM temp.postings_vocab GROUP BY term"):
             terms.append(term)
-            parts.append(np.fromstring(codes, dtype=np.int32, sep=" "))  # keys < 2**29
+            pending.append(np.fromstring(codes, dtype=np.int32, sep=" "))  # keys < 2**29
+            held += len(pending[-1])
+            if held >= CHUNK_TOKENS:
+                found.append(runs(pending, size))
+                pending, held = [], 0
     finally:
         conn.execute("DROP TABLE temp.postings_vocab")
+    if pending or not found:
+        found.append(runs(pending, size))
+    per_term = np.concatenate([n for _, _, n in found])
+    starts = np.concatenate(([0], np.cumsum(per_term)))
+    keys = np.empty(int(starts[-1]), dtype=np.int32)
+    tf = np.empty((int(starts[-1]), len(COLUMNS)), dtype=np.uint16)
+    lengths = np.zeros(size, dtype=np.int64)
+    at = 0
+    while found:  # each chunk copied into place and let go: the memory of the result plus one chunk
+        chunk_keys, chunk_tf, _ = found.pop(0)
+        keys[at:at + len(chunk_keys)], tf[at:at + len(chunk_keys)] = chunk_keys, chunk_tf
+        lengths += np.bincount(chunk_keys, weights=chunk_tf.sum(axis=1, dtype=np.int64), minlength=size).astype(np.int64)
+        at += len(chunk_keys)
+    return arrays_of(terms, starts, keys, tf, lengths)
+
+
+def runs(parts: list[np.ndarray], size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Postings of consecutive terms from their tokens (one array of passage * 4 + column codes per term, in FTS5's
+    order): the passage keys, counts per column and postings per term; runs of equal codes are the counts."""
     lengths_per_term = np.array([len(p) for p in parts], dtype=np.int64)
     codes = np.concatenate(parts) if parts else np.zeros(0, np.int32)
-    del parts
-    term_of = np.repeat(np.arange(len(terms), dtype=np.int32), lengths_per_term)
+    term_of = np.repeat(np.arange(len(parts), dtype=np.int32), lengths_per_term)
     same_term = term_of[1:] == term_of[:-1]
     if not np.all((codes[1:] >= codes[:-1]) | ~same_term):  # not in FTS5's order: sort it (never seen)
         order = np.lexsort((codes, term_of))
@@ -86,26 +113,22 @@ def postings_of(conn: sqlite3.Connection, size: int) -> dict[str, np.ndarray]:
     run = np.flatnonzero(np.concatenate(([True], (codes[1:] != codes[:-1]) | ~same_term)))  # first token of a run
     counts = np.diff(np.append(run, len(codes)))
     run_code, run_term = codes[run], term_of[run]
-    del codes, term_of, same_term
     run_key, run_col = run_code // 4, run_code % 4
     if len(run_key) and (run_key.min() < 0 or run_key.max() >= size or run_col.max() >= len(COLUMNS)):
         raise ValueError(f"the FTS5 index holds passage keys outside 0..{size - 1} or unknown columns")
     first = np.concatenate(([True], (run_key[1:] != run_key[:-1]) | (run_term[1:] != run_term[:-1])))
     posting = np.cumsum(first) - 1
-    tf = np.zeros((int(first.sum()), len(COLUMNS)), dtype=np.int32)
-    tf[posting, run_col] = counts
-    keys, posting_term = run_key[first], run_term[first]
-    starts = np.searchsorted(posting_term, np.arange(len(terms) + 1))
-    lengths = np.bincount(keys, weights=tf.sum(axis=1), minlength=size).astype(np.int64)
-    return arrays_of(terms, starts, keys, tf, lengths)
+    tf = np.zeros((int(first.sum()), len(COLUMNS)), dtype=np.uint16)
+    tf[posting, run_col] = np.minimum(counts, TF_MAX)
+    return run_key[first].astype(np.int32), tf, np.bincount(run_term[first], minlength=len(parts))
 
 
 def arrays_of(terms: list[str], starts: np.ndarray, keys: np.ndarray, tf: np.ndarray,
               lengths: np.ndarray) -> dict[str, np.ndarray]:
-    """The arrays POSTINGS holds."""
+    """The arrays POSTINGS holds (`tf` already clipped to TF_MAX: counts of one word in one column of one passage)."""
     return {"terms": np.frombuffer("\n".join(terms).encode("utf-8"), dtype=np.uint8),
             "starts": np.asarray(starts, dtype=np.int64), "keys": np.asarray(keys, dtype=np.int32),
-            "tf": np.minimum(tf, TF_MAX).astype(np.uint16), "lengths": np.asarray(lengths, dtype=np.int64)}
+            "tf": np.asarray(tf, dtype=np.uint16), "lengths": np.asarray(lengths, dtype=np.int64)}
 
 
 def patched(base: Postings, removed: list[int], moves: list[tuple[int, int]],
