@@ -256,19 +256,27 @@ class Postings:
     norm: np.ndarray  # per passage: K1 * (1 - B + B * length / average length)
     size: int
 
-    def terms_of(self, words: tuple[str, ...]) -> list[str] | None:
-        """The FTS5 term of each query word, or None when one is not a single token (a phrase to FTS5)."""
+    def terms_of(self, words: tuple[str, ...]) -> tuple[list[str], list[str]] | None:
+        """The query's words split as FTS5 reads them: the FTS5 term of each single-token word, and the words FTS5
+        reads as phrases ("a_b": tokens a, b next to each other), which only FTS5 can score (it holds positions); None
+        when a word has no token at all."""
         tokens = tokenizer().tokens(words)
-        if any(len(t) != 1 for t in tokens):
+        if any(not t for t in tokens):
             return None
-        return [t[0] for t in tokens]
+        return [t[0] for t in tokens if len(t) == 1], [w for w, t in zip(words, tokens) if len(t) > 1]
 
     def search(self, terms: list[str], weights: tuple[float, float, float], limit: int,
-               admitted: np.ndarray | None = None) -> dict[int, float]:
+               admitted: np.ndarray | None = None, phrases: dict[int, float] | None = None) -> dict[int, float]:
         """Key -> BM25 of the best `limit` passages holding any of `terms` (`admitted`: a boolean mask of the keys a
-        selection admits), best first, ties by key; each term counted as often as it is given, as FTS5 does."""
+        selection admits), best first, ties by key; each term counted as often as it is given, as FTS5 does.
+        `phrases`: the BM25 of the query's phrases (FTS5's, per passage holding one), added: BM25 is a sum over the
+        query's terms and phrases, each scored alone."""
         scores = np.zeros(self.size, dtype=np.float64)
         hit = np.zeros(self.size, dtype=bool)
+        if phrases:
+            keys = np.fromiter(phrases, dtype=np.int64, count=len(phrases))
+            scores[keys] = np.fromiter(phrases.values(), dtype=np.float64, count=len(phrases))
+            hit[keys] = True
         w = np.asarray(weights, dtype=np.float64)
         for term in terms:
             row = self.ids.get(term)

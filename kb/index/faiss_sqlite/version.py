@@ -249,16 +249,18 @@ class IndexVersion:
         if not query.terms:
             return {}
         selected = self._select(selection)
-        terms = self.postings.terms_of(query.terms) if self.postings is not None else None
-        if terms is not None:  # the same scores as FTS5's bm25() below, from arrays (a phrase goes to FTS5)
+        w = query.weights
+        sql = (f"SELECT rowid, -bm25(passages_fts, {w[0]}, {w[1]}, {w[2]}) AS score "
+               "FROM passages_fts WHERE passages_fts MATCH ? ORDER BY score DESC LIMIT ?")
+        split = self.postings.terms_of(query.terms) if self.postings is not None else None
+        if split is not None:  # the same scores as FTS5's bm25() below, from arrays; phrases ("a_b") from FTS5
+            terms, phrases = split
             admitted = None
             if selected is not None:
                 admitted = np.zeros(self.size, dtype=bool)
                 admitted[selected.keys] = True
-            return self.postings.search(terms, query.weights, limit, admitted)
-        w = query.weights
-        sql = (f"SELECT rowid, -bm25(passages_fts, {w[0]}, {w[1]}, {w[2]}) AS score "
-               "FROM passages_fts WHERE passages_fts MATCH ? ORDER BY score DESC LIMIT ?")
+            phrased = dict(self.db().execute(sql, (match_expression(phrases), self.size))) if phrases else None
+            return self.postings.search(terms, query.weights, limit, admitted, phrased)
         # FTS5 cannot filter by article: ask for more and keep the admitted ones.
         fetch = limit if selected is None else limit * 20
         found = {row: score for row, score in self.db().execute(sql, (match_expression(query.terms), fetch))}
