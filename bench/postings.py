@@ -8,14 +8,18 @@ with the service's settings: the postings budget acts above KB_LEXICAL_BUDGET_AB
 API calls them, encoding included). Also checks that both give the same answers: the lexical arm's scores (keys may
 differ only among passages tied at the cut) and every suggest's and search's article ids.
 Tickets: bench/suggest_latency.py's 20 plus eval/tickets-dev's and eval/tickets-check's.
+--deltas: instead, one-article delta builds through the backend on a copy of the version in --index-dir (one that
+carries postings), each the article rewritten with its vectors moved a little: twice patching the arrays, once
+without arrays (KB_POSTINGS_MIN_PASSAGES unset), once crossing the setting (the arrays read whole), wall seconds each.
 Usage:
-  .venv/bin/python bench/postings.py --index-dir /tmp/serve-bench/office-idx [--rounds 3]
+  .venv/bin/python bench/postings.py --index-dir /tmp/serve-bench/office-idx [--rounds 3] [--deltas]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -57,11 +61,53 @@ def same_scores(a: dict[int, float], b: dict[int, float]) -> bool:
     return {k for k, s in a.items() if s > cut * (1 + 1e-9)} == {k for k, s in b.items() if s > cut * (1 + 1e-9)}
 
 
+def deltas(source: Path, ann_min_passages: int) -> dict:
+    """One-article delta builds on a copy of `source`'s version: arrays patched (twice), none, arrays read whole."""
+    root = Path(tempfile.mkdtemp(prefix="postings-delta-"))
+    try:
+        name = (source / "CURRENT").read_text().strip()
+        shutil.copytree(source / name, root / name)
+        shutil.copy(source / "CURRENT", root / "CURRENT")
+        out = {}
+        for step, min_passages in (("patched", 0), ("patched again", 0), ("no arrays", None), ("read whole", 0)):
+            backend = open_backend(root, ann_min_passages=ann_min_passages, postings_min_passages=min_passages)
+            with backend.open(check=False) as base:
+                owners = base.passage_articles()
+                article_id = owners[len(owners) // 2 + len(out)]
+                keys = [k for k, a in enumerate(owners) if a == article_id]
+                (article,) = base.articles([article_id], body=True)
+                found = base.passages(keys)
+                vectors = base.vectors(keys) + np.float32(0.01)
+                vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+                manifest = {k: base.manifest[k] for k in ("model", "dim", "normalised") if k in base.manifest}
+                had = base.postings is not None
+                started = time.perf_counter()
+                backend.write(backend.new_name(), [article], [found[k] for k in keys], vectors, manifest, base=base,
+                              remove={article_id})
+                wall = time.perf_counter() - started
+            record = backend.manifest(backend.current()).get(postings.RECORD)
+            out[step] = {"wall_s": round(wall, 2), "passages": len(keys), "base_had_arrays": had,
+                         "arrays": None if record is None else record["postings"]}
+            print(f"delta {step}: {out[step]}", flush=True)
+            for old in [v for v in backend.list() if v != backend.current()]:
+                shutil.rmtree(root / old)
+        return out
+    finally:
+        shutil.rmtree(root)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--index-dir", type=Path, required=True)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--deltas", action="store_true", help="time one-article delta builds instead")
     args = parser.parse_args()
+    if args.deltas:
+        load = os.getloadavg()
+        figures = deltas(args.index_dir, load_settings({}).ann_min_passages)
+        print(json.dumps({"index": str(args.index_dir), "deltas": figures,
+                          "load": [round(load[0], 2), round(os.getloadavg()[0], 2)]}))
+        return
     load = os.getloadavg()
     settings = load_settings({}, index_dir=args.index_dir)
     encoder = make_embedder(settings)
