@@ -155,7 +155,8 @@ def patched(base: Postings, removed: list[int], moves: list[tuple[int, int]],
     tf = np.concatenate((base.tf[kept], fresh["tf"]))
     order = np.lexsort((keys, term))
     term, keys, tf = term[order], keys[order], tf[order]
-    used, term = np.unique(term, return_inverse=True)  # a term whose passages all went is gone
+    first = np.concatenate(([True], term[1:] != term[:-1])) if len(term) else np.zeros(0, dtype=bool)
+    used, term = term[first], np.cumsum(first) - 1  # sorted already: no np.unique; a term whose passages all went is gone
     starts = np.searchsorted(term, np.arange(len(used) + 1))
     lengths = np.zeros(size, dtype=np.int64)
     survivors = np.flatnonzero(new_key >= 0)
