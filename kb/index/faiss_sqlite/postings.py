@@ -135,8 +135,8 @@ def patched(base: Postings, removed: list[int], moves: list[tuple[int, int]],
             added: list[tuple[int, str, str, str]], size: int) -> dict[str, np.ndarray]:
     """The arrays of a delta version made from `base`'s: postings of `removed` keys dropped, of moved keys renumbered
     (`moves`: from, to), of the `added` rows (key, title, headings, body) tokenized by FTS5, merged in term then key
-    order: what `read_postings` reads from the patched FTS5 index (tests/test_postings.py holds them equal), at a
-    cost of sorting the postings in numpy rather than reading them all from SQLite again."""
+    order: what `read_postings` reads from the patched FTS5 index (tests/test_postings.py holds them equal), at the
+    cost of sorting the change's postings and merging them into the rest, not of reading them all from SQLite again."""
     new_key = np.arange(base.size, dtype=np.int64)
     new_key[np.asarray(removed, dtype=np.int64)] = -1
     if moves:
@@ -149,12 +149,18 @@ def patched(base: Postings, removed: list[int], moves: list[tuple[int, int]],
     base_term = np.repeat(np.array([number[t] for t in base.terms], dtype=np.int64), np.diff(base.starts))
     fresh_term = np.repeat(np.array([number[t] for t in fresh_terms], dtype=np.int64), np.diff(fresh["starts"]))
     base_keys = new_key[base.keys]
-    kept = base_keys >= 0
-    term = np.concatenate((base_term[kept], fresh_term))
-    keys = np.concatenate((base_keys[kept], fresh["keys"].astype(np.int64)))
-    tf = np.concatenate((base.tf[kept], fresh["tf"]))
-    order = np.lexsort((keys, term))
-    term, keys, tf = term[order], keys[order], tf[order]
+    moved = base_keys != base.keys  # renumbered or removed
+    still = ~moved  # in (term, key) order already, and so after renumbering the terms (the union keeps their order)
+    moved &= base_keys >= 0
+    few_term = np.concatenate((base_term[moved], fresh_term))  # the change's postings: sorted alone, then merged in
+    few_keys = np.concatenate((base_keys[moved], fresh["keys"].astype(np.int64)))
+    few_tf = np.concatenate((base.tf[moved], fresh["tf"]))
+    order = np.lexsort((few_keys, few_term))
+    few_term, few_keys, few_tf = few_term[order], few_keys[order], few_tf[order]
+    term, keys = base_term[still], base_keys[still]
+    at = np.searchsorted(term * (size + 1) + keys, few_term * (size + 1) + few_keys)
+    term, keys = np.insert(term, at, few_term), np.insert(keys, at, few_keys)
+    tf = np.insert(base.tf[still], at, few_tf, axis=0)
     first = np.concatenate(([True], term[1:] != term[:-1])) if len(term) else np.zeros(0, dtype=bool)
     used, term = term[first], np.cumsum(first) - 1  # sorted already: no np.unique; a term whose passages all went is gone
     starts = np.searchsorted(term, np.arange(len(used) + 1))
