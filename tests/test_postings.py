@@ -218,6 +218,24 @@ def test_the_setting_reaches_the_backend_and_is_checked(tmp_path):
         load_settings({"KB_POSTINGS_MIN_PASSAGES": "-1"})
 
 
+def test_the_tokenizer_answers_threads_while_its_memo_is_cleared(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(postings, "STEMS_KEPT", 50)
+    tokenizer = postings.Tokenizer()
+    words = [f"printer{n}s" for n in range(400)] + ["passwords", "a_b"]
+
+    def ask(n: int) -> list:
+        chosen = words[n % 37::7] + ["passwords"]
+        return list(zip(chosen, tokenizer.tokens(chosen)))
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = [pair for found in pool.map(ask, range(200)) for pair in found]
+    assert ("passwords", ("password",)) in answers and ("a_b", ("a", "b")) in answers
+    assert all(tokens == ((word[:-1],) if word.startswith("printer") else tokens) for word, tokens in answers)
+    assert len(tokenizer._known) <= 50 + len(words)
+
+
 def test_the_tokenizer_is_fts5s():
     tokens = postings.tokenizer().tokens(["Passwords", "café", "signing", "outlook_password", "2147xxxxxx"])
     assert tokens == [("password",), ("cafe",), ("sign",), ("outlook", "password"), ("2147xxxxxx",)]

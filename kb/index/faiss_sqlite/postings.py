@@ -223,7 +223,11 @@ class Tokenizer:
 
     def tokens(self, words: tuple[str, ...] | list[str]) -> list[tuple[str, ...]]:
         """Each word's FTS5 tokens, in order (one for a plain word; none or several for a quoted FTS5 phrase)."""
-        out = {w: self._known[w] for w in words if w in self._known}
+        out = {}
+        for word in words:  # one lookup each: another thread may clear the memo between two
+            known = self._known.get(word)
+            if known is not None:
+                out[word] = known
         new = [w for w in dict.fromkeys(words) if w not in out]
         if new:
             with self._lock:
