@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from kb.errors import IndexNotFound
-from kb.index.faiss_sqlite import ann, delta, postings, store
+from kb.index.faiss_sqlite import ann, delta, extras, postings, store
 from kb.index.faiss_sqlite.version import IndexVersion
 from kb.index.backend import write_whole
 from kb.index.lock import build_lock
@@ -55,9 +55,9 @@ class FaissSqliteBackend:
                remove: set[str] = frozenset()) -> store.VersionWriter | delta.DeltaWriter:
         sizes = {ann.REQUEST: self.ann_min_passages, postings.REQUEST: self.postings_min_passages}
         if base is None:
-            return ann.asking(store.VersionWriter(self.index_dir, name, dim), sizes)
+            return extras.asking(store.VersionWriter(self.index_dir, name, dim), sizes)
         if isinstance(base, IndexVersion):
-            return ann.asking(delta.DeltaWriter(self.index_dir, name, base, set(remove), int(dim)), sizes)
+            return extras.asking(delta.DeltaWriter(self.index_dir, name, base, set(remove), int(dim)), sizes)
         raise TypeError(f"a FAISS + SQLite version is patched from another of its kind, not {type(base).__name__}")
 
     def write(self, name: str, articles: Sequence[ArticleRecord], passages: Sequence[PassageRecord],
