@@ -10,8 +10,8 @@ from typing import Iterable, Sequence
 
 from markupsafe import Markup
 
-from search.boilerplate import boilerplate_flags, unlabelled
-from search.snippets import split_sentences
+from kb.boilerplate import boilerplate_flags, unlabelled
+from kb.sentences import split_sentences
 
 LEAD_LINES = 3  # the lead fills at most this many lines of a card ...
 LINE_CHARS = 95  # ... of about this many characters (a 56rem card in the agents' font, rounded down)

@@ -200,7 +200,7 @@ class Searcher:
         out = []
         for row in chosen:
             p = found[row]
-            snippet = mark_sentences(p.text, query.lexical, query.codes)
+            snippet = mark_sentences(p.text, query.lexical, query.codes, spans=p.sentences)
             out.append({"article_id": p.article_id, "passage_id": p.passage_id,
                         "title": self.articles[p.article_id]["title"],
                         "heading_path": list(p.heading_path), "anchor": p.anchor,

@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 import html
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from search.boilerplate import boilerplate_flags
+from kb.sentences import markable
 from search.lexical import TOKEN, extract_terms
-
-SENTENCE_END = re.compile(r"(?<=[.!?:;])\s+(?=[\"'(\[A-Z0-9])|\n+")
 
 
 @dataclass(frozen=True)
@@ -25,18 +22,6 @@ class Snippet:
             last = end
         out.append(html.escape(self.text[last:]))
         return "".join(out)
-
-
-def split_sentences(text: str) -> list[tuple[int, int]]:
-    """Offsets of sentences (and list lines) in `text`."""
-    spans, start = [], 0
-    for match in SENTENCE_END.finditer(text):
-        if text[start:match.start()].strip():
-            spans.append((start, match.start()))
-        start = match.end()
-    if text[start:].strip():
-        spans.append((start, len(text.rstrip())))
-    return spans
 
 
 @lru_cache(maxsize=65536)
@@ -66,12 +51,14 @@ PASSAGES_KEPT = 4096  # passages whose sentences are kept split, cleared of boil
 
 
 @lru_cache(maxsize=PASSAGES_KEPT)
-def analysed(text: str) -> tuple[tuple[int, int, str, frozenset[str]], ...]:
+def analysed(text: str, spans: tuple[tuple[int, int], ...] | None = None) -> tuple[tuple[int, int, str,
+                                                                                         frozenset[str]], ...]:
     """The sentences of a passage that may be marked: (start, end, its lower-case tokens joined by spaces, its folded
-    words), boilerplate left out. The same for every query (memoised: the passages agents see recur, and a search
-    marks up to 30 of them; splitting and the boilerplate patterns cost ~0.15 ms a passage, docs/benchmarks.md)."""
-    sentences = split_sentences(text)
-    spans = [span for span, boiler in zip(sentences, boilerplate_flags(text, sentences)) if not boiler]
+    words), boilerplate left out. `spans`: the passage's markable sentences as the index stores them
+    (kb.sentences.markable, computed at build time); None: found here, which costs ~0.3 ms a passage. The same for
+    every query (memoised: the passages agents see recur, and a search marks up to 30 of them)."""
+    if spans is None:
+        spans = markable(text)
     out = []
     for start, end in spans:
         found = TOKEN.findall(text[start:end].lower())
@@ -79,16 +66,18 @@ def analysed(text: str) -> tuple[tuple[int, int, str, frozenset[str]], ...]:
     return tuple(out)
 
 
-def mark_sentences(text: str, query: str, codes: tuple[str, ...] = (), limit: int = 2) -> Snippet:
+def mark_sentences(text: str, query: str, codes: tuple[str, ...] = (), limit: int = 2,
+                   spans: tuple[tuple[int, int], ...] | None = None) -> Snippet:
     """Mark up to `limit` sentences that best match the query.
 
     A query term scores 1 / (number of sentences of this passage containing it), so words that are
     everywhere in the passage (the product name) count less than the one that singles a sentence out;
-    an exact code counts 3. Boilerplate (KB numbers, registry warnings, disclaimers: search.boilerplate) is
-    never marked, so a query about the registry marks the steps rather than the warning above them.
+    an exact code counts 3. Boilerplate (KB numbers, registry warnings, disclaimers: kb.boilerplate) is
+    never marked, so a query about the registry marks the steps rather than the warning above them. `spans`: the
+    markable sentences when the index stored them (`analysed`).
     """
     terms, code_tokens = query_stems(query), code_phrases(tuple(codes))
-    sentences = analysed(text)
+    sentences = analysed(text, spans)
     words = [folded & terms for _, _, _, folded in sentences]
     spread: dict[str, int] = {}  # sentences holding each matched term
     for matched in words:

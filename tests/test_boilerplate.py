@@ -3,9 +3,10 @@ import re
 
 import pytest
 
-from search.boilerplate import boilerplate_flags
+from kb.boilerplate import boilerplate_flags
+from kb.sentences import split_sentences
 from search.cards import passage_card
-from search.snippets import mark_sentences, split_sentences
+from search.snippets import mark_sentences
 
 # Lines as they stand in md-office-support-kb and content/ (grep "Original KB number": 800+ articles).
 BOILERPLATE = [

@@ -1,5 +1,6 @@
 """Snippets: sentence splitting and marking of the sentences that match the query."""
-from search.snippets import Snippet, mark_sentences, split_sentences
+from kb.sentences import split_sentences
+from search.snippets import Snippet, mark_sentences
 
 TEXT = ("Outlook stores mail in an OST file. When the file is damaged, send/receive fails with error 0x8004010F. "
         "Rebuild the OST to fix it.\n- Close Outlook\n- Delete the OST file")
@@ -61,3 +62,21 @@ def test_codes_given_as_a_list_mark_as_a_tuple_does():
     as_list = mark_sentences(TEXT, "sync error", ["0x8004010F"], limit=1)
     assert as_list == mark_sentences(TEXT, "sync error", ("0x8004010F",), limit=1)
     assert spans_text(as_list) == ["When the file is damaged, send/receive fails with error 0x8004010F."]
+
+
+def test_stored_spans_mark_what_finding_them_marks():
+    """The index stores each passage's markable sentences (kb.sentences.markable); marking with them gives the same
+    highlights as finding them again, and only the given spans can be marked."""
+    from kb.sentences import markable
+
+    boiler = ("Original KB number: 2734925\n\nImportant: Follow the steps in this section carefully. Open the "
+              "registry.\n- Set the EnableADAL registry value to 1.")
+    for text, query, codes in ((TEXT, "how to rebuild a damaged OST file", ()), (TEXT, "sync", ("0x8004010F",)),
+                               (boiler, "registry 2734925 value", ("2734925",))):
+        spans = markable(text)
+        assert spans
+        assert mark_sentences(text, query, codes, spans=spans) == mark_sentences(text, query, codes)
+    only_last = markable(TEXT)[-1:]
+    assert spans_text(mark_sentences(TEXT, "rebuild OST file outlook", (), limit=3, spans=only_last)) == \
+        ["- Delete the OST file"]
+    assert [boiler[s:e] for s, e in markable(boiler)] == ["Open the registry.", "- Set the EnableADAL registry value to 1."]

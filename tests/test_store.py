@@ -359,3 +359,56 @@ def test_a_mapped_open_reads_the_same_vectors_from_the_files_pages(tmp_path):
         assert str(folder / store.VECTORS) in mapped_files(tmp_path)  # the build's check: no copy of the vectors
         assert np.array_equal(mapped.vectors(), expected[0])
         assert mapped.dense_search(mapped.vectors()[3], 3) == expected[1]
+
+
+TEXTS = ["Original KB number: 123\n\nOutlook asks for a password. Reset it in settings.",
+         "- Close Outlook\n- Delete the OST file", "Text without an end", ""]
+
+
+def sentences_version(index_dir, texts=TEXTS, dim=4):
+    articles = [ArticleRecord("a", "a.md", "A", body="b", source_hash="h")]
+    passages = [PassageRecord(f"a#{i}", "a", (), "", t, "t") for i, t in enumerate(texts)]
+    vectors = np.eye(dim, dtype=np.float32)[np.arange(len(texts)) % dim]
+    build_id = store.new_build_id()
+    store.write_version(index_dir, build_id, articles, passages, vectors, {"model": MODEL, "dim": dim})
+    return store.open_current(index_dir, MODEL)
+
+
+def test_passages_carry_their_markable_sentences(tmp_path):
+    """Written with each passage (found from its text unless the record carries them), read back as written."""
+    from kb.sentences import markable
+
+    version = sentences_version(tmp_path)
+    read = version.passages(range(len(TEXTS)))
+    assert [read[k].sentences for k in range(len(TEXTS))] == [markable(t) for t in TEXTS]
+    assert [TEXTS[0][s:e] for s, e in read[0].sentences] == ["Outlook asks for a password.", "Reset it in settings."]
+    assert read[3].sentences == ()  # stored, and empty: not None
+    given = PassageRecord("b#", "a", (), "", "One. Two.", "t", sentences=((5, 9),))
+    assert store.passage_row(0, given)[-1] == np.asarray([5, 9], "<u4").tobytes()
+
+
+def test_a_version_without_stored_sentences_reads_none_and_a_delta_adds_them(tmp_path, monkeypatch):
+    """A version written before the column existed opens (its passages' sentences None: the reader finds them); a
+    delta built on it adds the column and stores them for its new passages."""
+    from kb.sentences import markable
+
+    old_schema = store.SCHEMA.replace(",\n    sentences BLOB", "")
+    assert old_schema != store.SCHEMA
+    with monkeypatch.context() as m:
+        m.setattr(store, "SCHEMA", old_schema)
+        m.setattr(store, "PASSAGE_COLUMNS", store.PASSAGE_COLUMNS[:-1])
+        real_row = store.passage_row
+        m.setattr(store, "passage_row", lambda key, p: real_row(key, p)[:-1])
+        old = sentences_version(tmp_path)
+    assert "sentences" not in {r[1] for r in old.db().execute("PRAGMA table_info(passages)")}
+    assert {p.sentences for p in old.passages(range(len(TEXTS))).values()} == {None}
+    text = "Reset the password. Sign in again."
+    path = delta.write_delta_version(tmp_path, store.new_build_id(), old, set(),
+                                     [ArticleRecord("b", "b.md", "B", body="b", source_hash="h")],
+                                     [PassageRecord("b#", "b", (), "", text, "t")],
+                                     np.eye(4, dtype=np.float32)[:1], {"model": MODEL, "dim": 4})
+    new = store.open_current(tmp_path, MODEL)
+    assert new.path == path and new.size == len(TEXTS) + 1
+    read = new.passages(range(new.size))
+    assert read[len(TEXTS)].sentences == markable(text) == ((0, 19), (20, 34))
+    assert [read[k].sentences for k in range(len(TEXTS))] == [None] * len(TEXTS)

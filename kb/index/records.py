@@ -46,6 +46,9 @@ class PassageRecord:
     anchor: str
     text: str
     text_hash: str = ""  # hash of the text that was embedded (the embedding cache's key)
+    # [start, end) of the sentences of `text` that may be marked as an answer (kb.sentences.markable): the FAISS +
+    # SQLite writer stores them with the passage; None when not stored (Milvus, older versions): the reader finds them.
+    sentences: tuple[tuple[int, int], ...] | None = field(default=None, compare=False)
 
     @classmethod
     def of(cls, passage: Passage, text_hash: str) -> PassageRecord:

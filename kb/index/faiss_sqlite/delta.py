@@ -50,6 +50,8 @@ def write_delta_version(index_dir: Path, build_id: str, previous: IndexVersion, 
     shutil.copyfile(previous.path / META, tmp / META)
     conn = scratch_connection(tmp / META)
     try:
+        if "sentences" not in {row[1] for row in conn.execute("PRAGMA table_info(passages)")}:
+            conn.execute("ALTER TABLE passages ADD COLUMN sentences BLOB")  # a version from before they were stored
         removed = []
         for ids in _chunks(sorted(remove)):
             removed += conn.execute(

@@ -21,9 +21,10 @@ from kb import integrity
 from kb.errors import IndexDamaged, IndexMismatch, IndexNotFound
 from kb.index.faiss_sqlite import ann, postings
 from kb.index.faiss_sqlite.fts import count_terms
-from kb.index.faiss_sqlite.version import META, IndexVersion
+from kb.index.faiss_sqlite.version import META, IndexVersion, spans_blob
 from kb.index.lock import held
 from kb.index.records import ArticleRecord, PassageRecord
+from kb.sentences import markable
 
 FORMAT_VERSION = 2  # 2: term_df table
 CURRENT = "CURRENT"
@@ -44,7 +45,8 @@ CREATE TABLE articles (
 CREATE TABLE passages (
     row INTEGER PRIMARY KEY,            -- the FAISS row of this passage's vector
     passage_id TEXT NOT NULL UNIQUE, article_id TEXT NOT NULL REFERENCES articles(id),
-    heading_path TEXT NOT NULL, anchor TEXT NOT NULL, text TEXT NOT NULL, text_hash TEXT NOT NULL
+    heading_path TEXT NOT NULL, anchor TEXT NOT NULL, text TEXT NOT NULL, text_hash TEXT NOT NULL,
+    sentences BLOB                      -- spans of the sentences that may be marked (version.spans_blob)
 );
 CREATE INDEX passages_article ON passages(article_id);
 CREATE TABLE term_df (term TEXT PRIMARY KEY, df INTEGER NOT NULL) WITHOUT ROWID;  -- passages per word
@@ -55,7 +57,7 @@ CREATE VIRTUAL TABLE passages_fts USING fts5(
 
 ARTICLE_COLUMNS = ("id", "path", "title", "summary", "product", "tags", "language", "audience",
                    "status", "owner", "reviewed", "body", "includes", "extra", "source_hash")
-PASSAGE_COLUMNS = ("row", "passage_id", "article_id", "heading_path", "anchor", "text", "text_hash")
+PASSAGE_COLUMNS = ("row", "passage_id", "article_id", "heading_path", "anchor", "text", "text_hash", "sentences")
 
 
 def article_row(a: ArticleRecord) -> tuple:
@@ -66,9 +68,10 @@ def article_row(a: ArticleRecord) -> tuple:
 
 
 def passage_row(key: int, p: PassageRecord) -> tuple:
-    """A passage record as a row of `passages` (PASSAGE_COLUMNS order); `key` is its FAISS row."""
+    """A passage record as a row of `passages` (PASSAGE_COLUMNS order); `key` is its FAISS row. Its markable
+    sentences are found here when the record does not carry them (they depend on the text only)."""
     return (key, p.passage_id, p.article_id, json.dumps(list(p.heading_path), ensure_ascii=False), p.anchor, p.text,
-            p.text_hash)
+            p.text_hash, spans_blob(markable(p.text) if p.sentences is None else p.sentences))
 
 
 def fts_row(key: int, title: str, p: PassageRecord) -> tuple:

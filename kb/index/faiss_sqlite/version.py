@@ -41,6 +41,19 @@ def article_record(row: sqlite3.Row, body: str | None = None) -> ArticleRecord:
                          source_hash=row["source_hash"])
 
 
+def spans_blob(spans: Sequence[tuple[int, int]]) -> bytes:
+    """A passage's markable sentence spans as stored in `passages.sentences`: little-endian uint32 start, end pairs."""
+    return np.asarray(spans, dtype="<u4").reshape(-1, 2).tobytes()
+
+
+def spans_of(blob: bytes | None) -> tuple[tuple[int, int], ...] | None:
+    """`spans_blob` read back; None for a passage written without them."""
+    if blob is None:
+        return None
+    flat = np.frombuffer(blob, dtype="<u4").tolist()
+    return tuple(zip(flat[::2], flat[1::2]))
+
+
 @dataclass(frozen=True)
 class _Selected:
     keys: np.ndarray  # int64, ascending
@@ -74,6 +87,7 @@ class IndexVersion:
     _retired: bool = field(default=False, repr=False)
     _closed: bool = field(default=False, repr=False)
     _owners: list | None = field(default=None, repr=False)  # article id per key, read once
+    _passage_fields: str | None = field(default=None, repr=False)  # the passages columns read (older: no sentences)
     _listing: list | None = field(default=None, repr=False)  # articles without bodies, read once
     _selected: dict = field(default_factory=dict, repr=False)  # Selection -> _Selected
 
@@ -195,12 +209,16 @@ class IndexVersion:
         keys = [int(k) for k in keys]
         if not keys:
             return {}
+        if self._passage_fields is None:
+            stored = {row["name"] for row in self.db().execute("PRAGMA table_info(passages)")}
+            self._passage_fields = "row, passage_id, article_id, heading_path, anchor, text, text_hash, " + \
+                ("sentences" if "sentences" in stored else "NULL")
         found = {}
         for start in range(0, len(keys), CHUNK):
             part = keys[start:start + CHUNK]
-            for r in self.db().execute(f"SELECT row, passage_id, article_id, heading_path, anchor, text, text_hash "
+            for r in self.db().execute(f"SELECT {self._passage_fields} "
                                        f"FROM passages WHERE row IN ({','.join('?' * len(part))})", part):
-                found[r[0]] = PassageRecord(r[1], r[2], tuple(json.loads(r[3])), r[4], r[5], r[6])
+                found[r[0]] = PassageRecord(r[1], r[2], tuple(json.loads(r[3])), r[4], r[5], r[6], spans_of(r[7]))
         return found
 
     def passage_articles(self) -> list[str]:
