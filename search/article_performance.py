@@ -21,6 +21,14 @@ TOP_ARTICLES = 100
 ANSWER_LOOKBACK_DAYS = 7     # an action in the range may act on an answer given up to a week before it
 
 
+def id_range(conn: Connection, where: str, params: list) -> tuple[int | None, int | None]:
+    """The least and greatest id of the events `where` selects. count(*) keeps PostgreSQL's planner from finding min
+    and max by walking events_pkey from either end past every event outside them (0.24-0.57 s against 0.002-0.04 s over
+    1,000,000 events); both engines read the covering index."""
+    lo, hi, _ = conn.execute(f"SELECT min(id), max(id), count(*) FROM events e WHERE {where}", params).fetchone()
+    return lo, hi
+
+
 def shown_counts(conn: Connection, filters: ReportFilters, days: Days = Days()) -> dict[str, int]:
     """Per article, how many searches and suggestions in the filters listed it (rows of `results`).
 
@@ -38,9 +46,13 @@ def shown_counts(conn: Connection, filters: ReportFilters, days: Days = Days()) 
         return dict(rows.fetchall())
     if days.rolled:  # the answer's own product does not matter here: the product's articles do
         where, params = answer_filter(ReportFilters(filters.since, filters.until), days=days)
+        # the join bounded by the answers' id range: without it PostgreSQL hashes all of `results` (0.3-0.7 s against
+        # 0.05 s for the last two days of 1,000,000 events)
+        lo, hi = id_range(conn, where, params)
         counts: Counter[str] = Counter(dict(conn.execute(
             f"SELECT r.article_id, count(*) FROM events e JOIN results r ON r.event_id = e.id "
-            f"WHERE {where} GROUP BY r.article_id", params).fetchall()))
+            f"WHERE {where} AND r.event_id BETWEEN ? AND ? GROUP BY r.article_id", params + [lo, hi]).fetchall()
+            if lo is not None else ()))
         if filters.product:  # kept here, not in SQL: there SQLite would take the product's 270,000 results over 90
             # days first and look up each one's wide event row (0.8 s) instead of the few days' answers' results
             kept = {a for (a,) in conn.execute("SELECT article_id FROM product_articles")}
@@ -51,7 +63,7 @@ def shown_counts(conn: Connection, filters: ReportFilters, days: Days = Days()) 
         return {a: n for a, n in counts.items() if n > 0}
     if filters.product:  # the answer's own product does not matter here: the product's articles do
         where, params = answer_filter(ReportFilters(filters.since, filters.until))
-    lo, hi = conn.execute(f"SELECT min(id), max(id) FROM events e WHERE {where}", params).fetchone()
+    lo, hi = id_range(conn, where, params)
     if lo is None:
         return {}
     counts = dict(conn.execute(f"SELECT article_id, count(*) FROM results r {indexed_by(conn, 'results_article')} "

@@ -152,7 +152,13 @@ class EventLog:
         if self.database.engine == "sqlite":  # read-only; rows as plain tuples
             return Connection(sqlite3.connect(self.database.path.resolve().as_uri() + "?mode=ro", uri=True,
                                               timeout=10, check_same_thread=False, isolation_level=None), "sqlite")
-        return self.database.connect()
+        from psycopg.rows import tuple_row
+
+        conn = self.database.connect()
+        # plain tuples here too: the reports read hundreds of thousands of rows by position, and a row that also
+        # answers to column names costs a Python call each (0.58-0.76 against 0.37-0.53 s for 98,000 rollup_gaps rows)
+        conn.raw.row_factory = tuple_row
+        return conn
 
     @contextmanager
     def connect(self, filters: ReportFilters | None = None, catalog: Catalog | None = None
