@@ -20,7 +20,7 @@ def repair_hint() -> str:
     return "build a new version with `kb index`"
 
 
-def damaged(where: Path, what: str) -> IndexDamaged:
+def damaged(where: Path | str, what: str) -> IndexDamaged:
     """The one wording of damage: which version, what is wrong with it, what repairs it."""
     return IndexDamaged(f"index version {where} is damaged: {what}; {repair_hint()}")
 
@@ -46,13 +46,14 @@ def seal(manifest: dict) -> dict:
     return {**manifest, SEAL: manifest_checksum(manifest)}
 
 
-def is_sealed(manifest: dict, where: Path) -> bool:
+def is_sealed(manifest: dict, where: Path | str, record: str = FILES, named: str = "manifest.json") -> bool:
     """True for a manifest with checksums that match; False for one written before checksums (format 2 without
-    them); IndexDamaged when the manifest does not match its own checksum."""
-    if SEAL not in manifest and FILES not in manifest:
+    them); IndexDamaged when the manifest does not match its own checksum. `record`: the manifest key of what the
+    seal vouches for (FAISS + SQLite: its files; Milvus: its contents' digest), `named` the manifest in messages."""
+    if SEAL not in manifest and record not in manifest:
         return False
-    if manifest.get(SEAL) != manifest_checksum(manifest) or not isinstance(manifest.get(FILES), dict):
-        raise damaged(where, "manifest.json does not match its checksum")
+    if manifest.get(SEAL) != manifest_checksum(manifest) or not isinstance(manifest.get(record), dict):
+        raise damaged(where, f"{named} does not match its checksum")
     return True
 
 

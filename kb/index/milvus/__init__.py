@@ -13,10 +13,11 @@ from typing import Sequence
 
 import numpy as np
 
+from kb import integrity
 from kb.errors import IndexDamaged, IndexMismatch, IndexNotFound
 from kb.index.backend import write_whole
 from kb.index.lock import build_lock, held
-from kb.index.milvus import analysis
+from kb.index.milvus import analysis, contents
 from kb.index.milvus.collections import (ALIAS, DATA_SUFFIX, PREFIX, REGISTRY, TEXT_MAX, blob_rows, blob_schema,
                                          client_for, literal, passage_schema, read_blobs)
 from kb.index.milvus.connection import TIMEOUT
@@ -90,6 +91,10 @@ class MilvusBackend:
         return self._open(name, manifest, model_id, check)
 
     def _open(self, name: str, manifest: dict, model_id: str | None, check: bool) -> MilvusReader:
+        """Open version `name` with its checks: its sealed manifest (contents.sealed); with `check`, the passage
+        count and, for a version that carries its digest, what the collections hold read back against it
+        (contents.verify). A version written before the digest is checked by its passage count only."""
+        sealed = contents.sealed(manifest, name)
         if manifest.get("format_version") != FORMAT_VERSION:
             raise IndexMismatch(f"index version {name} has format version {manifest.get('format_version')}, this "
                                 f"build reads {FORMAT_VERSION}: rebuild it with `kb index --full`")
@@ -102,12 +107,16 @@ class MilvusBackend:
                 raise IndexDamaged(f"index version {name} lacks its collection {each} on {self.uri}: rebuild it "
                                    "with `kb index --full`")
             self.client.load_collection(each)
+        articles = None
         if check:
             stats = self.client.query(collection, filter="", output_fields=["count(*)"])
             if int(stats[0]["count(*)"]) != int(manifest["counts"]["passages"]):
-                raise IndexDamaged(f"index version {name} holds {stats[0]['count(*)']} passages, its manifest says "
-                                   f"{manifest['counts']['passages']}")
-        return MilvusReader(self.client, name, collection, manifest, self._take_lease(name))
+                raise integrity.damaged(name, f"its collection {collection} holds {stats[0]['count(*)']} passages, "
+                                              f"its manifest says {manifest['counts']['passages']}")
+            if sealed:
+                articles = contents.verify(self.client, name, collection, collection + DATA_SUFFIX, manifest)
+        return MilvusReader(self.client, name, collection, manifest, self._take_lease(name), sealed=sealed,
+                            articles=articles)
 
     def switch(self, name: str) -> None:
         if name not in self._registry():
@@ -209,6 +218,7 @@ class MilvusWriter:
         self.committed = False
         self._term_df: dict[str, int] = {}
         self._owners: dict[str, ArticleRecord] = {}  # id -> the article without its body, for passage rows
+        self._digest = contents.PassageDigest()  # of the passages written, in key order
         self._pending: tuple[list, list, list] | None = ([], [], []) if base is not None else None
         if base is None:
             self._create()
@@ -246,6 +256,8 @@ class MilvusWriter:
         self._owners.update((a.id, replace(a, body=None, extra={})) for a in articles)
         rows = [passage_row(self.size + i, p, self._owners[p.article_id], vector)
                 for i, (p, vector) in enumerate(zip(passages, vectors))]
+        for row in rows:
+            self._digest.add(row["key"], row["passage_id"], row["text_hash"])
         for start in range(0, len(rows), BATCH):
             self.client.insert(self.collection, rows[start:start + BATCH])
         texts = [f"{self._owners[p.article_id].title} {' '.join(p.heading_path)} {p.text}" for p in passages]
@@ -279,9 +291,12 @@ class MilvusWriter:
         self._insert_blobs(blob_rows("terms", "", json.dumps(self._term_df, ensure_ascii=False), self.seq))
         self.client.flush(self.collection)
         self.client.flush(self.collection + DATA_SUFFIX)
-        full = {**manifest, "backend": self.backend.kind, "format_version": FORMAT_VERSION, "build_id": self.name,
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "counts": {"articles": self.articles, "passages": self.size}}
+        _, articles_digest = contents.articles_digest((a.id, a.source_hash) for a in self._owners.values())
+        full = integrity.seal({
+            **manifest, "backend": self.backend.kind, "format_version": FORMAT_VERSION, "build_id": self.name,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "counts": {"articles": self.articles, "passages": self.size},
+            contents.DIGEST: {"passages": self._digest.hexdigest(), "articles": articles_digest}})
         # never switch to a version that does not open
         self.backend._open(self.name, full, manifest.get("model"), check=True).close()
         self.backend._register(self.name, full)
@@ -300,8 +315,9 @@ def passage_row(key: int, p: PassageRecord, article: ArticleRecord, vector: np.n
     record = json.dumps({"heading_path": list(p.heading_path), "anchor": p.anchor, "text": p.text,
                          "text_hash": p.text_hash}, ensure_ascii=False)
     columns = (article.title, " ".join(p.heading_path), p.text)
-    row = {"key": key, "passage_id": p.passage_id, "article_id": p.article_id, "product": article.product.lower(),
-           "language": article.language.lower(), "audience": article.audience.lower(), "record": record,
+    row = {"key": key, "passage_id": p.passage_id, "text_hash": p.text_hash, "article_id": p.article_id,
+           "product": article.product.lower(), "language": article.language.lower(),
+           "audience": article.audience.lower(), "record": record,
            "phrases": analysis.phrase_field(columns), "vec": vector.tolist()}
     for field, text in zip(("title", "headings", "body"), columns):
         row[f"{field}_text"] = analysis.analyse(text)

@@ -58,13 +58,15 @@ def selection_filter(selection: Selection | None) -> str | None:
 
 
 def passage_schema(client, dim: int):
-    """Passages: key (0 .. size - 1), filter fields (lower-case), the record as JSON, one analysed text and BM25
-    vector per lexical field, the phrase field (tokens, columns apart) and the dense vector."""
+    """Passages: key (0 .. size - 1), passage id and text hash, filter fields (lower-case), the record as JSON, one
+    analysed text and BM25 vector per lexical field, the phrase field (tokens, columns apart) and the dense vector."""
     from pymilvus import DataType, Function, FunctionType
 
     schema = client.create_schema(auto_id=False)
     schema.add_field("key", DataType.INT64, is_primary=True)
     schema.add_field("passage_id", DataType.VARCHAR, max_length=TEXT_MAX)
+    schema.add_field("text_hash", DataType.VARCHAR, max_length=1024)  # read back by contents.verify (versions since
+    # their digest: older collections lack it and are never asked for it)
     schema.add_field("article_id", DataType.VARCHAR, max_length=TEXT_MAX)
     for name in ("product", "language", "audience"):
         schema.add_field(name, DataType.VARCHAR, max_length=1024)

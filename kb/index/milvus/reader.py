@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from kb.errors import IndexNotFound
-from kb.index.milvus import analysis
+from kb.index.milvus import analysis, contents
 from kb.index.milvus.collections import (DATA_SUFFIX, LEXICAL_FIELDS, PAGE, TOPK_MAX, literal, read_blobs,
                                          rows_in_order, selection_filter)
 from kb.index.records import ArticleRecord, PassageRecord, PhraseHits, PhraseQuery, Selection, TermQuery
@@ -26,16 +26,18 @@ class MilvusReader:
     term counts as JSON in kb_<name>__data. A version is never changed once written, so what is read whole (the
     article listing, the article of each key, the vectors) is read once and kept."""
 
-    sealed = False  # Milvus keeps the data; there are no files of ours to check again
-
-    def __init__(self, client, name: str, collection: str, manifest: dict, lease):
+    def __init__(self, client, name: str, collection: str, manifest: dict, lease, *, sealed: bool = False,
+                 articles: dict[str, dict] | None = None):
         self.client, self.name, self.collection, self.manifest = client, name, collection, manifest
+        self.sealed = sealed  # its manifest carries a digest of what was written (contents.py) that `verify` reads
         self.data = collection + DATA_SUFFIX
         self._lease = lease
         self._guard = threading.Lock()
         self._users, self._retired, self._closed = 0, False, False
         self._owners: list[str] | None = None
-        self._listing: dict[str, ArticleRecord] | None = None
+        self._listing: dict[str, ArticleRecord] | None = None  # the article records, once read (by the open's check)
+        if articles is not None:
+            self._listing = {aid: article_record(data, None) for aid, data in articles.items()}
         self._matrix: np.ndarray | None = None
         self._df: dict[str, int] | None = None
         self._selected: dict[Selection, frozenset[int]] = {}
@@ -66,7 +68,12 @@ class MilvusReader:
 
     # ---- users --------------------------------------------------------------------------------
     def verify(self) -> bool:
-        return False
+        """Read the collections back against the manifest's digest; False for a version written before it."""
+        if not self.sealed:
+            return False
+        self._check()
+        contents.verify(self.client, self.name, self.collection, self.data, self.manifest)
+        return True
 
     def acquire(self) -> bool:
         with self._guard:
