@@ -205,6 +205,8 @@ class Days:
         """SQL condition and parameters selecting the days of the range read from the events."""
         if self.raw is None:
             return f"{alias}.day BETWEEN ? AND ?", [filters.since.isoformat(), filters.until.isoformat()]
+        if not self.raw:  # every day of the range rolled up (PostgreSQL refuses an empty IN list)
+            return "1 = 0", []
         return f"{alias}.day IN ({', '.join('?' * len(self.raw))})", list(self.raw)
 
     def rollup_filter(self, filters: ReportFilters, alias: str = "e") -> tuple[str, list]:
