@@ -8,8 +8,10 @@ eval/tickets-check by default), suggests the tickets (answerable and not, with t
 Each call is timed right after its floor (their order alternated call by call), so both see the same load; the script
 prints p50 / p99 (wall) of floor and service, their ratio, the median of the per-call ratios, and with --profile where
 the service's time above the floor goes (cProfile of one more pass, cumulative ms per call of named stages; the
-profiler inflates Python-heavy stages). Usage:
-  .venv/bin/python bench/request_floor.py --index-dir /tmp/office-idx [--rounds 5] [--profile]
+profiler inflates Python-heavy stages). --cold empties the sentence-marking memo (search.snippets.analysed) before
+every service call, as for passages no request marked before; without it the warm-up has marked every passage the
+timed calls mark. Usage:
+  .venv/bin/python bench/request_floor.py --index-dir /tmp/office-idx [--rounds 5] [--profile] [--cold]
 """
 from __future__ import annotations
 
@@ -80,6 +82,7 @@ def main() -> None:
     parser.add_argument("--sets", type=Path, nargs="+", default=list(DEFAULT_SETS), help="ticket sets (queries.jsonl)")
     parser.add_argument("--rounds", type=int, default=5, help="passes over every query and ticket")
     parser.add_argument("--profile", action="store_true", help="then one cProfile pass: ms per call of each stage")
+    parser.add_argument("--cold", action="store_true", help="empty the sentence-marking memo before every service call")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -87,6 +90,7 @@ def main() -> None:
     from kb.index import open_backend
     from kb.settings import load_settings
     from search.searcher import Searcher, make_query
+    from search.snippets import analysed
     from search.tickets import TicketQuery, build_query, detect_language, extract_codes
 
     settings = load_settings({}, index_dir=args.index_dir, model_cache_dir=args.model_cache)
@@ -125,7 +129,8 @@ def main() -> None:
 
     load = os.getloadavg()
     print(f"index {args.index_dir}, {len(queries)} searches and {len(tickets)} suggests from "
-          f"{', '.join(str(s) for s in args.sets)}, {args.rounds} rounds, each call paired with its floor; "
+          f"{', '.join(str(s) for s in args.sets)}, {args.rounds} rounds, each call paired with its floor"
+          f"{', the marking memo emptied before each' if args.cold else ''}; "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     results = {}
     print("| call | floor p50 ms | service p50 ms | ratio p50 | floor p99 ms | service p99 ms | ratio p99 "
@@ -138,6 +143,8 @@ def main() -> None:
                 order = (0, 1) if (i + round_no) % 2 == 0 else (1, 0)
                 took = [0.0, 0.0]
                 for which in order:
+                    if which == 1 and args.cold:
+                        analysed.cache_clear()
                     started, used = time.perf_counter(), time.process_time()
                     floor(texts) if which == 0 else call()
                     took[which] = (time.perf_counter() - started) * 1000
@@ -163,6 +170,8 @@ def main() -> None:
             profile = cProfile.Profile()
             profile.enable()
             for _texts, call in pairs:
+                if args.cold:
+                    analysed.cache_clear()
                 call()
             profile.disable()
             stages[kind] = stage_table(profile, len(pairs))

@@ -267,4 +267,9 @@ def caller(request: Request) -> Principal:
     return getattr(request.state, "principal", None) or Principal("open", "local", frozenset(SCOPES))
 
 
-CallerDep = Annotated[Principal, Depends(caller)]
+async def _caller(request: Request) -> Principal:
+    """`caller` as a dependency, run on the event loop (it reads request state only) rather than in a thread."""
+    return caller(request)
+
+
+CallerDep = Annotated[Principal, Depends(_caller)]

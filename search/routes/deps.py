@@ -3,7 +3,7 @@ searches returned."""
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Iterator
+from typing import Annotated, AsyncIterator
 
 from fastapi import Depends, Request
 
@@ -27,8 +27,11 @@ def get_searcher(request: Request) -> Searcher:
     return searcher
 
 
-def release_versions(request: Request) -> Iterator[None]:
-    """Dependency of every route that calls get_searcher: gives back, when the request ends, what it leased."""
+async def release_versions(request: Request) -> AsyncIterator[None]:
+    """Dependency of every route that calls get_searcher: gives back, when the request ends, what it leased.
+
+    Async, like `leased_searcher`, because it never waits on I/O: FastAPI runs a plain `def` dependency in its
+    thread pool, a hop each way that cost more than the lease itself (docs/benchmarks.md, "What HTTP adds")."""
     try:
         yield
     finally:
@@ -37,7 +40,7 @@ def release_versions(request: Request) -> Iterator[None]:
         request.state.index_leases = []
 
 
-def leased_searcher(request: Request, _: Annotated[None, Depends(release_versions)]) -> Searcher:
+async def leased_searcher(request: Request, _: Annotated[None, Depends(release_versions)]) -> Searcher:
     return get_searcher(request)
 
 
