@@ -201,3 +201,22 @@ def test_healthz_reports_a_damaged_milvus_version_and_the_intact_one_answers(tmp
         assert found.status_code == 200 and found.json()["results"][0]["id"] == "Teams/teams-microphone-not-working"
         lexical = client.get("/api/search", params={"q": "quokkaflux", "mode": "lexical"}).json()["results"]
         assert lexical == []  # the old version: the new article is not in it
+
+
+def test_verify_with_milvus_out_of_reach_checks_nothing_and_raises_nothing(tmp_path):
+    """The periodic verify of a Milvus that stops answering (SIGSTOP): False (nothing checked, so `verified_at`
+    stays), no IndexUnavailable up to the follower's loop; thawed, it verifies again."""
+    import time
+
+    from kb.index.milvus.connection import FAIL_FAST_SECONDS
+    from tests.milvus_server import milvus_lite_server
+
+    with milvus_lite_server(tmp_path / "milvus") as server:
+        backend = open_backend(tmp_path / "index", "milvus", server.uri, milvus_timeout=1)
+        name = write(backend)
+        with backend.open(name, MODEL) as reader:
+            server.freeze()
+            assert reader.verify() is False
+            server.thaw()
+            time.sleep(FAIL_FAST_SECONDS)
+            assert reader.verify() is True

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from kb.errors import IndexNotFound
+from kb.errors import IndexNotFound, IndexUnavailable
 from kb.index.milvus import analysis, contents
 from kb.index.milvus.collections import (DATA_SUFFIX, LEXICAL_FIELDS, PAGE, TOPK_MAX, literal, read_blobs,
                                          rows_in_order, selection_filter)
@@ -68,11 +68,16 @@ class MilvusReader:
 
     # ---- users --------------------------------------------------------------------------------
     def verify(self) -> bool:
-        """Read the collections back against the manifest's digest; False for a version written before it."""
+        """Read the collections back against the manifest's digest; False for a version written before it, and
+        when Milvus does not answer (nothing was checked: the service's next look at the engine reports it as
+        `unavailable`; the periodic check is no place for a traceback); IndexDamaged when they differ."""
         if not self.sealed:
             return False
         self._check()
-        contents.verify(self.client, self.name, self.collection, self.data, self.manifest)
+        try:
+            contents.verify(self.client, self.name, self.collection, self.data, self.manifest)
+        except IndexUnavailable:
+            return False
         return True
 
     def acquire(self) -> bool:
