@@ -178,8 +178,9 @@ class Versions:
         if searcher is not None:
             self.verified_at = _now() if searcher.version.sealed else None
             if not searcher.version.sealed:
-                log.warning("index version %s has no checksums (built before them): checked by SQLite's "
-                            "quick_check only; `kb index --full` writes one that has them", searcher.version.build_id)
+                log.warning("index version %s has no checksums (built before them): checked on open only as far as "
+                            "its engine allows (SQLite's quick_check; Milvus: the passage count); `kb index --full` "
+                            "writes one that has them", searcher.version.build_id)
             log.info("serving index version %s (%d passages)", searcher.version.build_id,
                      searcher.version.size)
         if old is not None:
