@@ -45,6 +45,19 @@ def test_the_knowledge_base_chooses_among_the_dictionary_senses():
     assert base.for_vocabulary({}).translate("sandi") == "sandhi"  # no evidence: the dictionary's first
 
 
+def test_words_the_knowledge_base_uses_are_kept_as_written():
+    from search.glossary import KEEP_MIN_DF, load_glossary
+
+    base = load_glossary()
+    assert base.for_vocabulary({}).translate("opsi per tampilan") == "options spring view"  # the dictionary's sense
+    kb = base.for_vocabulary({"per": KEEP_MIN_DF, "notes": 40})  # an IT knowledge base writes "per" and "Notes"
+    assert kb.translate("opsi per tampilan") == "options per view"
+    assert base.for_vocabulary({}).translate("folder Notes") == "folder notebook"
+    assert kb.translate("folder Notes") == "folder Notes"
+    assert base.for_vocabulary({"per": KEEP_MIN_DF - 1}).translate("per") == "spring"  # too rare to be its own word
+    assert kb.translate("kata sandi") == base.translate("kata sandi") == "password"  # the hand glossary still first
+
+
 def test_inflected_indonesian_words_are_found_by_their_stem():
     from search.glossary import indonesian_stem, parse_glossary
 
