@@ -60,7 +60,8 @@ def in_process(index_dir: Path, rounds: int, workdir: Path) -> dict:
 
     settings = load_settings({}, index_dir=index_dir, analytics_db=workdir / "analytics.sqlite",
                              feedback_db=workdir / "feedback.sqlite")
-    encoder = RecentVectors(Embedder(query_engine="onnx", cache_dir=settings.model_cache_dir))  # as the service
+    # as the service
+    encoder = RecentVectors(Embedder(query_engine=settings.query_engine, cache_dir=settings.model_cache_dir))
     encoder.load()
     searcher = Searcher(open_backend(index_dir).open(model_id=encoder.model_id), encoder, settings)
     events = EventLog(settings, encoder)
@@ -114,7 +115,8 @@ def writer_capacity(index_dir: Path, workdir: Path, events: int) -> dict:
     from kb.settings import load_settings
     from search.tickets import build_query
 
-    encoder = Embedder(query_engine="onnx", cache_dir=load_settings({}).model_cache_dir)
+    settings = load_settings({})
+    encoder = Embedder(query_engine=settings.query_engine, cache_dir=settings.model_cache_dir)
     encoder.load()
     cleaned = [build_query(t["subject"], t["body"], max_words=80).text for t in TICKETS]
     texts = [f"{SEARCH_QUERIES[n % len(SEARCH_QUERIES)]} {n}" if n % 5 < 3 else f"{cleaned[n % len(cleaned)]} {n}"

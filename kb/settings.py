@@ -32,7 +32,7 @@ class Settings:
     host: str = _setting("127.0.0.1", "KB_HOST", "Address the HTTP service binds to.")
     port: int = _setting(8000, "KB_PORT", "Port the HTTP service listens on.")
     model: str = _setting("all-MiniLM-L6-v2", "KB_MODEL", "Embedding model: all-MiniLM-L6-v2 (English; default) or multilingual-e5-small (reads Indonesian; see README). Changing it needs `kb index --full`.")
-    query_engine: str = _setting("onnx", "KB_QUERY_ENGINE", "Query encoder: onnx (same weights exported once, faster) or torch.")
+    query_engine: str = _setting("onnx-int8", "KB_QUERY_ENGINE", "Query encoder: onnx-int8 (the ONNX export with 8-bit weights; fastest), onnx (the fp32 export) or torch.")
     model_cache_dir: Path = _setting(Path("var/models"), "KB_MODEL_CACHE_DIR", "Folder for the ONNX export of the query encoder and the converted multilingual-e5-small.")
     keep_versions: int = _setting(3, "KB_KEEP_VERSIONS", "Index versions kept on disk after a build.")
     passage_max_words: int = _setting(180, "KB_PASSAGE_MAX_WORDS", "Upper bound of words in a passage (model reads 256 word pieces).")

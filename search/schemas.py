@@ -272,7 +272,7 @@ class HealthResponse(BaseModel):
     index_version: str
     created: str
     model: str
-    query_engine: str = Field(description="onnx or torch.")
+    query_engine: str = Field(description="onnx-int8, onnx or torch: the engine queries really use.")
     counts: IndexCounts
     reload: ReloadStatus
     integrity: IntegrityStatus

@@ -76,10 +76,11 @@ def tiny_encoder() -> TinyEncoder:
 
 @pytest.fixture(scope="session")
 def embedder(tmp_path_factory):
-    """The real packaged all-MiniLM-L6-v2 with the service's default ONNX query encoder, loaded once."""
+    """The real packaged all-MiniLM-L6-v2 with the service's default query encoder, loaded once."""
     from kb.embedder import Embedder
+    from kb.settings import load_settings
 
-    embedder = Embedder(query_engine="onnx", cache_dir=tmp_path_factory.mktemp("models"))
+    embedder = Embedder(query_engine=load_settings({}).query_engine, cache_dir=tmp_path_factory.mktemp("models"))
     embedder.load()
     return embedder
 

@@ -78,14 +78,15 @@ def test_quiet_prints_the_results_only(cli_env):
 
 def test_first_query_loads_torch_silently_and_records_the_check(cli_env, embedder, tmp_path):
     """A cache holding the export but no record of its check: this query loads torch (no "Loading weights", no
-    log line under --quiet or --json), checks the export without torch and records it, so the next one skips torch."""
-    export = next(embedder.cache_dir.glob("query-encoder-*.onnx"))
+    log line under --quiet or --json), makes the default 8-bit file from the fp32 export (silently too), checks it
+    without torch and records it, so the next one skips torch."""
+    export = next(p for p in embedder.cache_dir.glob("query-encoder-*.onnx") if "int8" not in p.name)
     shutil.copy(export, tmp_path / export.name)
     env = {**cli_env, "KB_MODEL_CACHE_DIR": str(tmp_path)}
     first = kb("search", "outlook password prompt", "--quiet", env=env)
     assert first.returncode == 0 and first.stderr == "", first.stderr
     assert_results_only(first.stdout)
-    assert (tmp_path / export.name).with_suffix(".verified.json").is_file()
+    assert (tmp_path / f"{export.stem}-int8.verified.json").is_file()
     second = kb("search", "outlook password prompt", "--json", env=env)
     assert second.returncode == 0 and second.stderr == "" and json.loads(second.stdout)["confident"] is True
 

@@ -1,4 +1,5 @@
-"""Embedder: offline packaged model, normalised vectors, ONNX query encoder identical to torch, safe fallback."""
+"""Embedder: offline packaged model, normalised vectors, ONNX query encoder identical to torch (its 8-bit version, the
+default, close to it), safe fallback."""
 import numpy as np
 import pytest
 
@@ -11,16 +12,34 @@ TEXTS = ["Outlook keeps asking for my password", "Kamera Teams tidak berfungsi s
          "550 5.7.124 sender not allowed to send to the distribution group " * 8]
 
 
+@pytest.fixture(scope="module")
+def fp32(embedder):
+    """The fp32 ONNX query encoder (KB_QUERY_ENGINE=onnx) over the session embedder's export."""
+    encoder = Embedder(query_engine="onnx", cache_dir=embedder.cache_dir)
+    encoder.load()
+    return encoder
+
+
+def fp32_export(cache_dir):
+    return next(p for p in cache_dir.glob("query-encoder-*.onnx") if "int8" not in p.name)
+
+
 def test_vectors_are_normalised_float32(embedder):
     vectors = embedder.encode_passages(TEXTS)
     assert vectors.dtype == np.float32 and vectors.shape == (3, 384)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
-def test_onnx_queries_match_torch(embedder):
-    assert embedder.active_query_engine == "onnx"
-    agreement = np.sum(embedder.encode_queries(TEXTS) * embedder.encode_passages(TEXTS), axis=1)
+def test_onnx_queries_match_torch(fp32):
+    assert fp32.active_query_engine == "onnx"
+    agreement = np.sum(fp32.encode_queries(TEXTS) * fp32.encode_passages(TEXTS), axis=1)
     assert agreement.min() > 0.999
+
+
+def test_the_default_engine_is_the_int8_one(embedder):
+    from kb.settings import load_settings
+
+    assert load_settings({}).query_engine == "onnx-int8" and embedder.active_query_engine == "onnx-int8"
 
 
 def test_related_texts_are_closer_than_unrelated(embedder):
@@ -47,10 +66,10 @@ def test_unknown_model_and_engine_are_refused():
         Embedder(query_engine="tensorflow")
 
 
-def test_queries_without_torch_match_torch_exactly(embedder):
+def test_queries_without_torch_match_torch_exactly(fp32):
     """The checked export read by ONNX Runtime and `tokenizers` alone: torch's query vectors, torch not loaded."""
-    light = Embedder(query_engine="onnx", cache_dir=embedder.cache_dir, queries_without_torch=True)
-    assert np.allclose(light.encode_queries(TEXTS), embedder.encode_queries(TEXTS), atol=1e-6)
+    light = Embedder(query_engine="onnx", cache_dir=fp32.cache_dir, queries_without_torch=True)
+    assert np.allclose(light.encode_queries(TEXTS), fp32.encode_queries(TEXTS), atol=1e-6)
     assert light.active_query_engine == "onnx" and light.dim == 384
     assert light._model is None
 
@@ -74,7 +93,7 @@ def test_an_unchecked_or_changed_export_is_not_used_without_torch(embedder, tmp_
 
     from kb.embedder import verified_path
 
-    export = next(embedder.cache_dir.glob("query-encoder-*.onnx"))
+    export = fp32_export(embedder.cache_dir)
     shutil.copy(export, tmp_path / export.name)  # no record of a check: the model loads, checks, records
     first = Embedder(query_engine="onnx", cache_dir=tmp_path, queries_without_torch=True)
     first.encode_queries(["outlook"])
@@ -86,3 +105,48 @@ def test_an_unchecked_or_changed_export_is_not_used_without_torch(embedder, tmp_
     os.utime(tmp_path / export.name, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     third = Embedder(query_engine="onnx", cache_dir=tmp_path, queries_without_torch=True)
     assert third.encode_queries(["outlook"]).shape == (1, 384) and third._model is not None
+
+
+def test_int8_query_encoder_is_quantised_once_and_stays_close_to_torch(embedder, tmp_path):
+    """onnx-int8: the export's 8-bit quantisation beside it (a quarter of its size), made once, vectors within the
+    agreement bound of torch's, used without torch once checked."""
+    import shutil
+
+    from kb.embedder import verified_path
+    from kb.onnx_query import AGREEMENT
+
+    export = fp32_export(embedder.cache_dir)
+    shutil.copy(export, tmp_path / export.name)  # the fp32 export is not made again
+    quantised = tmp_path / f"{export.stem}-int8.onnx"
+    int8 = Embedder(query_engine="onnx-int8", cache_dir=tmp_path)
+    assert int8.active_query_engine == "onnx-int8"
+    assert quantised.is_file() and quantised.stat().st_size < export.stat().st_size / 3
+    vectors, exact = int8.encode_queries(TEXTS), embedder.encode_passages(TEXTS)
+    agreement = np.sum(vectors * exact, axis=1)
+    assert agreement.min() >= AGREEMENT["onnx-int8"] and agreement.min() < 0.9999  # close, and really quantised
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert verified_path(quantised).is_file()
+    made = quantised.stat().st_mtime_ns
+    light = Embedder(query_engine="onnx-int8", cache_dir=tmp_path, queries_without_torch=True)
+    assert np.allclose(light.encode_queries(TEXTS), vectors, atol=1e-6) and light._model is None
+    assert light.active_query_engine == "onnx-int8" and quantised.stat().st_mtime_ns == made
+
+
+def test_a_broken_int8_file_falls_back_to_the_fp32_export(fp32, tmp_path):
+    import shutil
+
+    export = fp32_export(fp32.cache_dir)
+    shutil.copy(export, tmp_path / export.name)
+    (tmp_path / f"{export.stem}-int8.onnx").write_bytes(b"not an onnx file")
+    fallback = Embedder(query_engine="onnx-int8", cache_dir=tmp_path)
+    assert fallback.active_query_engine == "onnx"
+    assert np.allclose(fallback.encode_queries(TEXTS), fp32.encode_queries(TEXTS), atol=1e-6)
+
+
+def test_int8_only_for_models_measured_with_it():
+    from kb.embedder import onnx_engine_for
+
+    assert onnx_engine_for("all-MiniLM-L6-v2", "onnx-int8") == "onnx-int8"
+    assert onnx_engine_for("multilingual-e5-small", "onnx-int8") == "onnx"  # not measured: its fp32 export
+    assert onnx_engine_for("all-MiniLM-L6-v2", "onnx") == "onnx"
+    assert onnx_engine_for("all-MiniLM-L6-v2", "torch") is None

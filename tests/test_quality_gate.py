@@ -4,7 +4,7 @@ above floors set from measured figures; each retrieval arm alone and the fused r
 The labelled set is built from files in the repo: the dev tickets and queries (eval/tickets-dev) whose best article is
 one of the starter articles (content/ holds 24 of their targets), with their labels restricted to content/, and the
 Indonesian agent queries of eval/starter-id. Tickets go through `suggest`, agent queries through `search`, as in the
-service. Figures measured 2026-12-02 (see docs/quality.md, "Quality gate"); the floors sit below them by a margin
+service. Figures measured 2026-12-03 (see docs/quality.md, "Quality gate"); the floors sit below them by a margin
 for numeric differences between machines, and above every ablation.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from search.ticket_evaluation import article_metrics, ticket_query
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTENT = ROOT / "content"
-FLOOR = {"MRR@10": 0.87, "R@3": 0.88}
+FLOOR = {"MRR@10": 0.88, "R@3": 0.88}
 
 
 def gate_set() -> tuple[list[dict], dict[str, dict[str, int]]]:
