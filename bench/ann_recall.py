@@ -1,7 +1,8 @@
 """Recall@10, latency, build and delta cost of the approximate dense index (kb/index/faiss_sqlite/ann.py) against the
 exact flat search, on real vectors.
 
-Sets: `distinct` stacks the vectors of every --index-dir given (office + d365: real, distinct passages); `Nx`
+Sets: `distinct` stacks the vectors of every --index-dir given (office + d365: real, distinct passages); `sentences`
+adds their sentences embedded one by one, up to --sentences-max vectors (distinct real texts at 205k); `Nx`
 stacks N copies of the first one's (the growth benchmark's replicated knowledge bases have the same vectors: there an
 ANN hit counts as correct when its exact score is >= the exact 10th score - 1e-6, which is the definition used for
 every set). Queries: the tickets of eval/tickets-dev and eval/tickets-check (subject + text, and subject alone) and
@@ -64,6 +65,35 @@ def encode(texts: list[str], cache: Path | None) -> np.ndarray:
     from kb.embedder import Embedder
 
     vectors = Embedder("all-MiniLM-L6-v2", query_engine="torch").encode_queries(texts).astype(np.float32)
+    if cache is not None:
+        np.save(cache, vectors)
+    return vectors
+
+
+def sentence_vectors(index_dirs: list[Path], limit: int, cache: Path | None) -> np.ndarray:
+    """Vectors of distinct real texts beyond the passages' count: every sentence of at least 5 words of the indexed
+    passages (kb.sentences.markable, boilerplate left out), each embedded on its own by the passage encoder (torch),
+    the first `limit` distinct ones in key order; kept in `cache` (.npy)."""
+    if cache is not None and cache.is_file():
+        return np.load(cache)
+    from kb.embedder import Embedder
+    from kb.index import open_backend
+    from kb.sentences import markable
+
+    texts: dict[str, None] = {}
+    for index_dir in index_dirs:
+        version = open_backend(index_dir).open(check=False)
+        for start in range(0, version.size, 2000):
+            for record in version.passages(range(start, min(start + 2000, version.size))).values():
+                for a, b in markable(record.text):
+                    sentence = " ".join(record.text[a:b].split())
+                    if len(sentence.split()) >= 5:
+                        texts.setdefault(sentence, None)
+            if len(texts) >= limit:
+                break
+    chosen = list(texts)[:limit]
+    print(f"encoding {len(chosen):,} sentences", file=sys.stderr, flush=True)
+    vectors = Embedder("all-MiniLM-L6-v2", query_engine="torch").encode_passages(chosen).astype(np.float32)
     if cache is not None:
         np.save(cache, vectors)
     return vectors
@@ -276,7 +306,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index-dir", type=Path, action="append", required=True,
                         help="an index folder (read only); the first is the one replicated")
-    parser.add_argument("--sets", default="distinct,16x", help="distinct and/or Nx (copies of the first index)")
+    parser.add_argument("--sets", default="distinct,16x", help="distinct, sentences and/or Nx (copies of the first "
+                        "index); sentences: the distinct passages plus their sentences embedded one by one, up to "
+                        "--sentences-max vectors in all (distinct real texts at the growth benchmark's size)")
+    parser.add_argument("--sentences-max", type=int, default=204_400)
+    parser.add_argument("--sentences-cache", type=Path, help=".npy file keeping the sentence vectors")
     parser.add_argument("--queries-cache", type=Path, help=".npy file keeping the encoded queries")
     parser.add_argument("--hnsw", action="store_true", help="also build and measure FAISS HNSW32")
     parser.add_argument("--probe-shares", default="", help="comma-separated shares of the lists to probe as well "
@@ -294,8 +328,11 @@ def main() -> None:
     first = current_vectors(args.index_dir[0])
     rows, last = [], None
     for name in filter(None, args.sets.split(",")):
-        if name == "distinct":
+        if name in ("distinct", "sentences"):
             matrix = np.vstack([first] + [current_vectors(d) for d in args.index_dir[1:]])
+            if name == "sentences":
+                matrix = np.vstack([matrix, sentence_vectors(args.index_dir, args.sentences_max - len(matrix),
+                                                             args.sentences_cache)])
         else:
             matrix = np.vstack([first] * int(name.rstrip("x")))
         row, index = measure(name, np.ascontiguousarray(matrix), queries, sources, args.hnsw,

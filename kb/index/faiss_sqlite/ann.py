@@ -22,7 +22,11 @@ KIND = "IVF-SQ8"
 LISTS_PER_SQRT = 4  # lists ~ 4 * sqrt(passages), a power of two: 2048 at 205k passages, 1024 at 51k
 TRAIN_PER_LIST = 40  # training sample per list (faiss asks for 39)
 TRAIN_ITERATIONS = 10  # k-means rounds (faiss' default is 25; the recall in docs/benchmarks.md is with 10)
-PROBE_SHARE = 0.375  # of the lists probed: recall@10 0.9905 on 29k distinct passages (1/4: 0.979), docs/benchmarks.md
+# Share of the lists a search probes, by the number of lists (docs/benchmarks.md, "Approximate dense index"): 3/8 gave
+# recall@10 0.9905 over 512 lists on 28,794 distinct passages (1/4: 0.979); over 2,048 lists on 168,585 distinct
+# vectors (those passages and their sentences) 1/4 gives 0.9912 (3/8: 0.9963) in 0.57 of the time. 1,024 lists (51k
+# passages) were not measured on distinct vectors: they keep 3/8.
+PROBE_SHARES = ((2048, 0.25), (0, 0.375))
 EXACT_BELOW_SHARE = 0.5  # a selection admitting less than this share of passages is searched exactly
 FETCH_PER_RESULT = 2  # candidates taken per result asked for, then rescored with the exact vectors
 MIN_FETCH = 50
@@ -71,7 +75,8 @@ class Approximate:
 
 def probes(nlist: int) -> int:
     """Lists probed by a search without a selection."""
-    return max(1, round(nlist * PROBE_SHARE))
+    share = next(share for at_least, share in PROBE_SHARES if nlist >= at_least)
+    return max(1, round(nlist * share))
 
 
 def plan_lists(n: int) -> int:
@@ -225,10 +230,10 @@ def open_ann(version_dir: Path, manifest: dict, size: int, dim: int) -> Approxim
         raise integrity.damaged(version_dir, f"{ANN} is unreadable ({str(exc).splitlines()[-1][:200]})") from None
     try:
         ivf = faiss.extract_index_ivf(index)
-        nprobe, nlist = int(record["nprobe"]), int(record["nlist"])
+        nlist = int(record["nlist"])  # probed as this code's probes() says; the record keeps what its build chose
     except (RuntimeError, KeyError, TypeError, ValueError):
         raise integrity.damaged(version_dir, f"{ANN} is not the IVF index its manifest records") from None
     if (index.ntotal, index.d, ivf.nlist) != (size, dim, nlist):
         raise integrity.damaged(version_dir, f"{ANN} holds {index.ntotal} vectors of dim {index.d} in {ivf.nlist} "
                                              f"lists, the manifest says {size} of dim {dim} in {nlist}")
-    return Approximate(index, nprobe, nlist)
+    return Approximate(index, probes(nlist), nlist)
