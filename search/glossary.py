@@ -92,8 +92,8 @@ class Glossary:
         fallback = {key: choose(options) for key, options in self.alternatives.items()}
         # only root words answer for their inflections ("tertahan" -> "tahan": "hold"): a derived word sharing the stem
         # may mean something else ("pertahanan": "defense"). Whether an entry is a root is asked when a word is looked
-        # up (`_word`), not here: stemming the dictionary's ~7,300 one-word entries took 0.46 s (under cProfile) of every
-        # process that opened an index (`kb search` 1.58 -> 1.46 s median, docs/benchmarks.md)
+        # up (`_word`), not here: stemming the dictionary's ~7,300 one-word entries took 0.46 s (under cProfile) of
+        # every process that opened an index (`kb search` 1.58 -> 1.46 s median, docs/benchmarks.md)
         stems = {key[0]: english for key, english in fallback.items() if len(key) == 1}
         return dataclasses.replace(self, fallback=fallback, stems=stems)
 
