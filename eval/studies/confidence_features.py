@@ -76,7 +76,8 @@ def item_features(searcher, item: dict) -> dict:
 
 
 def fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 50) -> np.ndarray:
-    """Class-balanced logistic regression by Newton steps (as search/confidence.py's fit_calibration)."""
+    """Class-balanced logistic regression by Newton steps: search/confidence.py's fit_calibration for any number of
+    features (that one is fixed to top and gap; a study, so it was not generalised)."""
     x = np.c_[np.ones(len(x)), x]
     pos, neg = max(y.sum(), 1.0), max(len(y) - y.sum(), 1.0)
     weight = np.where(y == 1.0, len(y) / (2 * pos), len(y) / (2 * neg))
@@ -114,8 +115,8 @@ def main() -> None:
     folds = np.arange(len(tune)) % 10
     print(f"tune {tune_name}: {len(tune)} items")
     print(f"service's calibration | tune {summary(tune, [r['service'] for r in tune])}")
-    for name, (check_name, check) in ((n, c) for n in ["service"] for c in list(sets.items())[1:]):
-        print(f"  {name} | {check_name}: {summary(check, [r['service'] for r in check])}")
+    for check_name, check in list(sets.items())[1:]:
+        print(f"  service | {check_name}: {summary(check, [r['service'] for r in check])}")
     for name, cols in MODELS.items():
         x = np.array([[r[c] for c in cols] for r in tune])
         w = fit(x, y)
