@@ -75,7 +75,7 @@ def sentence_vectors(index_dirs: list[Path], limit: int, cache: Path | None) -> 
     passages (kb.sentences.markable, boilerplate left out), each embedded on its own by the passage encoder (torch),
     the first `limit` distinct ones in key order; kept in `cache` (.npy)."""
     if cache is not None and cache.is_file():
-        return np.load(cache)
+        return np.load(cache)[:limit]
     from kb.embedder import Embedder
     from kb.index import open_backend
     from kb.sentences import markable
@@ -308,7 +308,8 @@ def main() -> None:
                         help="an index folder (read only); the first is the one replicated")
     parser.add_argument("--sets", default="distinct,16x", help="distinct, sentences and/or Nx (copies of the first "
                         "index); sentences: the distinct passages plus their sentences embedded one by one, up to "
-                        "--sentences-max vectors in all (distinct real texts at the growth benchmark's size)")
+                        "--sentences-max vectors in all (distinct real texts at the growth benchmark's size); "
+                        "sentences@N: up to N")
     parser.add_argument("--sentences-max", type=int, default=204_400)
     parser.add_argument("--sentences-cache", type=Path, help=".npy file keeping the sentence vectors")
     parser.add_argument("--queries-cache", type=Path, help=".npy file keeping the encoded queries")
@@ -328,10 +329,11 @@ def main() -> None:
     first = current_vectors(args.index_dir[0])
     rows, last = [], None
     for name in filter(None, args.sets.split(",")):
-        if name in ("distinct", "sentences"):
+        if name == "distinct" or name.startswith("sentences"):
             matrix = np.vstack([first] + [current_vectors(d) for d in args.index_dir[1:]])
-            if name == "sentences":
-                matrix = np.vstack([matrix, sentence_vectors(args.index_dir, args.sentences_max - len(matrix),
+            if name.startswith("sentences"):  # "sentences@51100": up to that many vectors (--sentences-max)
+                most = int(name.partition("@")[2] or args.sentences_max)
+                matrix = np.vstack([matrix, sentence_vectors(args.index_dir, most - len(matrix),
                                                              args.sentences_cache)])
         else:
             matrix = np.vstack([first] * int(name.rstrip("x")))

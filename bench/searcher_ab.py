@@ -140,6 +140,8 @@ def main() -> None:
     parser.add_argument("--a", type=Path, required=True, help="source tree A (e.g. a worktree of the code before)")
     parser.add_argument("--b", type=Path, default=REPO_ROOT, help="source tree B (default: this one)")
     parser.add_argument("--index-dir", type=Path, required=True)
+    parser.add_argument("--b-index-dir", type=Path, help="B's index, when B changes what a build writes (e.g. a copy "
+                        "whose ANN file B's code trained; default: --index-dir)")
     parser.add_argument("--model-cache", type=Path, default=REPO_ROOT / "var" / "models")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--calls", type=int, help="calls of each kind per round and tree (default: one per search or "
@@ -148,7 +150,7 @@ def main() -> None:
     args = parser.parse_args()
     calls = read_calls(args.sets)
     procs = {"A": start(args.a, args.index_dir, args.model_cache, calls),
-             "B": start(args.b, args.index_dir, args.model_cache, calls)}
+             "B": start(args.b, args.b_index_dir or args.index_dir, args.model_cache, calls)}
     times = {(side, kind): [] for side in procs for kind in KINDS}
     cpu = {(side, kind): [] for side in procs for kind in KINDS}
     paired = {kind: [] for kind in KINDS}  # per round: B's median / A's median (both under the same load)
@@ -169,7 +171,9 @@ def main() -> None:
             proc.stdin.close()
             proc.wait(timeout=30)
     load = os.getloadavg()
-    print(f"A = {args.a}, B = {args.b}, index {args.index_dir}: {args.rounds} rounds of {len(calls['searches'])} "
+    b_index = f" (B: {args.b_index_dir})" if args.b_index_dir else ""
+    print(f"A = {args.a}, B = {args.b}, index {args.index_dir}{b_index}: {args.rounds} rounds of "
+          f"{len(calls['searches'])} "
           f"searches and {len(calls['tickets'])} suggests{' from ' + ', '.join(map(str, args.sets)) if args.sets else ''}"
           f", interleaved; answers that differ between A and B: {differ}; load average at the end "
           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")

@@ -60,7 +60,8 @@ def test_below_the_size_setting_a_version_is_as_before(tmp_path):
 def test_at_the_size_setting_a_version_carries_and_uses_an_ann_index(tmp_path, monkeypatch):
     backend, reader, vectors = written(tmp_path, min_passages=600)
     record = reader.manifest[ann.RECORD]
-    assert record["kind"] == "IVF-SQ8" and record["nlist"] == ann.plan_lists(600) == 8 and record["nprobe"] == 3
+    assert record["kind"] == "IVF-PQ4FS" and record["nlist"] == ann.plan_lists(600) == 8 and record["nprobe"] == 3
+    assert isinstance(reader.ann.index, faiss.IndexIVFPQFastScan) and reader.ann.index.pq.M == DIM // 2
     assert record["trained_in"] == reader.build_id and record["min_passages"] == 600
     assert ann.ANN in reader.manifest["files"] and (reader.path / ann.ANN).is_file()
     assert reader.ann is not None and reader.ann.index.ntotal == 600
@@ -143,6 +144,29 @@ def test_a_delta_version_patches_the_ann_index(tmp_path):
             assert next(iter(second.dense_search(v, 1))) == keys[p.passage_id]
     first.close()
     second.close()
+
+
+def test_a_patched_index_holds_the_codes_a_fresh_fill_would(tmp_path):
+    """Every row's code after `patch` is the one adding `new` to the same trained lists gives: rows changed, moved,
+    removed and added, in lists of several fast-scan blocks (faiss' own remove_ids corrupts codes added after it)."""
+    rng = np.random.default_rng(21)
+    unit = rng.normal(size=(3154, DIM)).astype(np.float32)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    old = unit[:3000]
+    new = np.vstack([old[:2900], unit[3000:3150]])  # 100 rows gone from the tail, 150 come
+    new[[5, 70, 1200, 2222]] = unit[3150:]  # and 4 change
+    index = ann.train(old)
+    fresh = faiss.clone_index(index)
+    fresh.reset()
+    fresh.add(new)
+    assert ann.patch(index, old, new) == 4 + 150
+    assert index.ntotal == fresh.ntotal == len(new)
+    for probe in (index, fresh):
+        faiss.extract_index_ivf(probe).nprobe = faiss.extract_index_ivf(probe).nlist
+    got_scores, got_rows = index.search(new, 20)
+    want_scores, want_rows = fresh.search(new, 20)
+    assert np.array_equal(np.sort(got_rows, axis=1), np.sort(want_rows, axis=1))
+    assert np.allclose(np.sort(got_scores, axis=1), np.sort(want_scores, axis=1), atol=1e-5)
 
 
 def test_a_version_far_larger_than_its_lists_learnt_trains_them_again(tmp_path):
