@@ -140,8 +140,9 @@ def summarise(latencies_s: list[float], wall_s: float, errors: int) -> dict:
 class Server:
     """`python -m cli.main serve` as a child process; output goes to a log file; stopped by its pid."""
 
-    def __init__(self, index_dir: Path, port: int, log_level: str):
+    def __init__(self, index_dir: Path, port: int, log_level: str, root: Path = REPO_ROOT, env: dict | None = None):
         self.index_dir, self.port, self.log_level = index_dir, port, log_level
+        self.root, self.env = root, env or {}  # root: the source tree to serve from (bench/http_ab.py: two trees)
         self.proc: subprocess.Popen | None = None
         self.log = tempfile.NamedTemporaryFile(prefix="kb-bench-serve-", suffix=".log", delete=False)
 
@@ -151,11 +152,11 @@ class Server:
 
     def start(self) -> None:
         env = {"KB_MAX_IN_FLIGHT": "0",  # capacity, not admission (bench/overload.py measures that)
-               **os.environ, "HF_HUB_OFFLINE": "1", "KB_LOG_LEVEL": self.log_level,
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+               **os.environ, **self.env, "HF_HUB_OFFLINE": "1", "KB_LOG_LEVEL": self.log_level,
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(self.root), os.environ.get("PYTHONPATH")]))}
         command = [sys.executable, "-m", "cli.main", "serve", "--index-dir", str(self.index_dir),
                    "--host", "127.0.0.1", "--port", str(self.port), "--no-watch"]  # measure serving only
-        self.proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(command, cwd=self.root, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
 
     def wait_healthy(self, client: httpx.Client, timeout: float) -> dict:

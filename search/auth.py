@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from kb.audit import AuditLog
 from kb.database import side_database
@@ -207,6 +208,12 @@ class Authenticator:
                 return Principal("agent", key.name, frozenset(key.scopes) | {"internal"})
         return None
 
+    def reads_store(self) -> bool:
+        """Whether authorizing a request may read the keys store (keys are required, or KB_ADMIN_TOKEN guards the
+        admin routes and another key may be presented): then `authorize` waits on a database, so it runs off the
+        event loop."""
+        return self.required or bool(self.settings.admin_token)
+
     def authorize(self, request: Request) -> Principal:
         """The caller of `request`, allowed to call its route; 401 / 403 / 429 otherwise."""
         route = request.scope.get("route")
@@ -251,13 +258,17 @@ BEARER = HTTPBearer(auto_error=False, description="An API key: `Authorization: B
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key in the X-API-Key header.")
 
 
-def authorize(request: Request, _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
-              _key: Annotated[str | None, Depends(API_KEY)]) -> Principal:
+async def authorize(request: Request,
+                    _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+                    _key: Annotated[str | None, Depends(API_KEY)]) -> Principal:
     """FastAPI dependency of every route: sets request.state.principal (see Authenticator.authorize).
 
-    The two security dependencies only declare the schemes in the OpenAPI document; `presented_key` reads them.
+    In the thread pool when it may read the keys store; on the event loop otherwise (open on loopback: it only reads
+    the request), saving a hop to a worker thread and back (docs/benchmarks.md, "What HTTP adds"). The two security
+    dependencies only declare the schemes in the OpenAPI document; `presented_key` reads them.
     """
-    principal = request.app.state.auth.authorize(request)
+    auth: Authenticator = request.app.state.auth
+    principal = await run_in_threadpool(auth.authorize, request) if auth.reads_store() else auth.authorize(request)
     request.state.principal = principal
     return principal
 

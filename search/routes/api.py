@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from time import perf_counter
-from typing import Annotated
+from typing import Annotated, Any, Callable
 
-from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from starlette.concurrency import run_in_threadpool
 
 from search.auth import CallerDep
 from search.routes.deps import SearcherDep
@@ -15,6 +16,18 @@ from search.schemas import (API_ERRORS, K_BOUNDS, ArticleResponse, QueryInt, Sea
 from search.searcher import MODES, Filters
 
 router = APIRouter(prefix="/api", tags=["search"])
+SEARCH_JSON = TypeAdapter(SearchResponse)
+SUGGEST_JSON = TypeAdapter(SuggestResponse)
+
+
+def respond(http: Request, kind: str, schema: TypeAdapter, call: Callable[[], dict], **labels: Any) -> Response:
+    """Run a search or suggest `call`, record it (`answered`) and give it as the route's response model would:
+    validated, JSON by pydantic. The route hands this whole step to one worker thread; FastAPI would take three hops
+    (the endpoint, then the response's validation) and validate on its own (docs/benchmarks.md, "What HTTP adds")."""
+    started = perf_counter()
+    result = answered(http, kind, call(), started, **labels)
+    return Response(schema.dump_json(schema.validate_python(result, from_attributes=True)),
+                    media_type="application/json")
 
 
 class SuggestRequest(BaseModel):
@@ -33,32 +46,30 @@ class SuggestRequest(BaseModel):
 
 @router.get("/search", summary="Search articles; passages grouped into articles", response_model=SearchResponse,
             responses=error_responses(400, 422, 503, *API_ERRORS))
-def search(searcher: SearcherDep, http: Request, who: CallerDep,
-           q: Annotated[str, Query(description="Search words (required; empty: 400)")] = "",
-           k: Annotated[QueryInt, Query(description="How many articles (1..100; outside: 400; not digits: 422)",
-                                        json_schema_extra=K_BOUNDS)] = 10,
-           product: Annotated[str | None, Query(description="Only articles of this product")] = None,
-           language: Annotated[str | None, Query(description="Only articles in this language (en, id)")] = None,
-           audience: Annotated[str | None, Query(description="Only public or internal articles")] = None,
-           mode: Annotated[str, Query(description="fused (default), dense or lexical (anything else: 400)",
-                                      json_schema_extra={"enum": list(MODES)})] = "fused",
-           prefer: Annotated[str | None, Query(description="The agent's language (en, id): on a knowledge base in "
-                                               "several languages its articles rank first (default: the language "
-                                               "of the query)")] = None) -> dict:
+async def search(searcher: SearcherDep, http: Request, who: CallerDep,
+                 q: Annotated[str, Query(description="Search words (required; empty: 400)")] = "",
+                 k: Annotated[QueryInt, Query(description="How many articles (1..100; outside: 400; not digits: 422)",
+                                              json_schema_extra=K_BOUNDS)] = 10,
+                 product: Annotated[str | None, Query(description="Only articles of this product")] = None,
+                 language: Annotated[str | None, Query(description="Only articles in this language (en, id)")] = None,
+                 audience: Annotated[str | None, Query(description="Only public or internal articles")] = None,
+                 mode: Annotated[str, Query(description="fused (default), dense or lexical (anything else: 400)",
+                                            json_schema_extra={"enum": list(MODES)})] = "fused",
+                 prefer: Annotated[str | None, Query(description="The agent's language (en, id): on a knowledge base "
+                                                     "in several languages its articles rank first (default: the "
+                                                     "language of the query)")] = None) -> Response:
     filters = Filters(product=product or None, language=language or None, audience=audience or None,
                       public_only=not who.sees_internal)
-    started = perf_counter()
-    result = searcher.search(q, k, filters, mode, prefer)
-    return answered(http, "search", result, started, product=product or None)
+    return await run_in_threadpool(respond, http, "search", SEARCH_JSON,
+                                   lambda: searcher.search(q, k, filters, mode, prefer), product=product or None)
 
 
 @router.post("/suggest", summary="Suggest answers and articles for a ticket", response_model=SuggestResponse,
              responses=error_responses(400, 413, 422, 503, *API_ERRORS))
-def suggest(searcher: SearcherDep, request: SuggestRequest, http: Request, who: CallerDep) -> dict:
-    started = perf_counter()
-    result = searcher.suggest(request.subject, request.body, request.tags, request.language, request.k,
-                              Filters(public_only=not who.sees_internal), request.prefer)
-    return answered(http, "suggest", result, started)
+async def suggest(searcher: SearcherDep, request: SuggestRequest, http: Request, who: CallerDep) -> Response:
+    filters = Filters(public_only=not who.sees_internal)
+    return await run_in_threadpool(respond, http, "suggest", SUGGEST_JSON, lambda: searcher.suggest(
+        request.subject, request.body, request.tags, request.language, request.k, filters, request.prefer))
 
 
 @router.get("/articles/{article_id:path}", summary="One article: metadata and rendered HTML",
