@@ -8,7 +8,9 @@ Calls: the `kind: query` items of eval/tickets-dev and eval/tickets-check as GET
 with a subject as POST /api/suggest (k=5), as bench/growth.py sends them; each round appends its number to every
 text after the first, so every timed call is new to both servers' query-vector memory (the encoding is included, as
 for a user). Prints p50 / p90 per tree, B / A, the per-call ratio's median and whether the answers' article ids
-agree. Usage:
+agree. `--blocks N`: instead of call by call, each server in turn answers a block of N calls while the other is
+idle, so that what a server does in the background after a call (the event log's writer) slows its own next
+calls and not the other's. Usage:
   git worktree add --detach /tmp/wt-before HEAD
   .venv/bin/python bench/http_ab.py --a /tmp/wt-before --b . --index-dir IDX [--b-index-dir IDX2] [--rounds 2]
 """
@@ -71,6 +73,8 @@ def main() -> None:
     parser.add_argument("--b-index-dir", type=Path, help="B's index (default: --index-dir)")
     parser.add_argument("--model-cache", type=Path, default=REPO_ROOT / "var" / "models")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--blocks", type=int, default=0, help="calls per block, servers taking turns (0: call by "
+                        "call)")
     args = parser.parse_args()
     queries = load_queries()
     work = Path(tempfile.mkdtemp(prefix="kb-http-ab-"))
@@ -91,7 +95,8 @@ def main() -> None:
         load = os.getloadavg()
         print(f"A = {args.a} ({args.index_dir}), B = {args.b} ({args.b_index_dir or args.index_dir}); "
               f"{len(queries['search'])} searches and {len(queries['suggest'])} suggests x {args.rounds} rounds, "
-              f"every call new to both; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+              f"every call new to both, {f'blocks of {args.blocks}' if args.blocks else 'call by call'}; "
+              f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
         for kind in ("search", "suggest"):
             for item in queries[kind][-5:]:  # warm-up: lazy loads (these five are timed again, remembered)
                 for side in SIDES:
@@ -100,15 +105,17 @@ def main() -> None:
         for kind in ("search", "suggest"):
             wall = {side: [] for side in SIDES}
             ratios, differ = [], 0
-            for round_no in range(args.rounds):
-                for i, item in enumerate(queries[kind]):
-                    call = variant(kind, item, round_no)
-                    order = SIDES if (i + round_no) % 2 == 0 else SIDES[::-1]
-                    got = {side: ask(conns[side], kind, call) for side in order}
+            calls = [variant(kind, item, round_no) for round_no in range(args.rounds) for item in queries[kind]]
+            size = args.blocks or 1
+            for number, start in enumerate(range(0, len(calls), size)):
+                block = calls[start:start + size]
+                order = SIDES if number % 2 == 0 else SIDES[::-1]
+                got = {side: [ask(conns[side], kind, call) for call in block] for side in order}
+                for k in range(len(block)):
                     for side in SIDES:
-                        wall[side].append(got[side][0])
-                    ratios.append(got["B"][0] / got["A"][0])
-                    differ += got["A"][1] != got["B"][1]
+                        wall[side].append(got[side][k][0])
+                    ratios.append(got["B"][k][0] / got["A"][k][0])
+                    differ += got["A"][k][1] != got["B"][k][1]
             row = {side: {"p50": round(statistics.median(wall[side]), 2),
                           "p90": round(statistics.quantiles(wall[side], n=10)[-1], 2)} for side in SIDES}
             row["b_over_a_p50"] = round(row["B"]["p50"] / row["A"]["p50"], 3)

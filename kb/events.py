@@ -111,12 +111,15 @@ class EventLog:
     def record_answer(self, kind: str, source: str, answer_id: str | None, query: str | None,
                       results: Iterable[tuple[str, float]] = (), language: str | None = None,
                       product: str | None = None, confidence: float | None = None, confident: bool | None = None,
-                      latency_ms: float | None = None) -> bool:
+                      latency_ms: float | None = None, embedded: str | None = None) -> bool:
         """Queue a search or suggest answer: the cleaned query (redacted by the writer), the articles returned as
-        (article id, score) in order. False when it was dropped (queue full) or could not be queued."""
+        (article id, score) in order. `embedded`: what the answer embedded instead of the query's words (the English
+        rendering of an Indonesian search); the topic vector is then its vector, so the writer reuses the one the
+        search computed, as long as redaction changes neither text. False when it was dropped (queue full) or could
+        not be queued."""
         try:
             return self._put(("answer", time.time(), kind, source, answer_id, language, product, query,
-                              tuple(results), confidence, confident, latency_ms))
+                              tuple(results), confidence, confident, latency_ms, embedded))
         except Exception:  # noqa: BLE001 - recording must never fail the request it records
             self._count_error("queue")
             return False
@@ -328,18 +331,22 @@ class EventLog:
         self.health.succeeded()
 
     def _row(self, event: tuple) -> tuple[tuple, list[tuple], str | None]:
-        """(events row, results rows, redacted query text to embed or None) of a queued event."""
+        """(events row, results rows, redacted text to embed as its topic or None) of a queued event."""
         if event[0] == "answer":
-            _, at, kind, source, answer_id, language, product, query, results, confidence, confident, latency = event
+            (_, at, kind, source, answer_id, language, product, query, results, confidence, confident, latency,
+             embedded) = event
             if kind not in ANSWER_KINDS:
                 raise ValueError(f"not an answer kind: {kind!r}")
             text = redact(str(query or "")).strip()[:MAX_TEXT]
+            topic = text
+            if embedded and text == str(query or "").strip()[:MAX_TEXT] and redact(embedded) == embedded:
+                topic = embedded.strip()[:MAX_TEXT]  # nothing to redact in either: the vector the answer computed
             ranked = [(position, _clip(aid, MAX_ID), float(score)) for position, (aid, score) in enumerate(results, 1)]
             values = (*stamp(at), kind, _clip(source, MAX_FIELD), _clip(answer_id, 64), _clip(language, MAX_FIELD),
                       _clip(product, MAX_FIELD), text if self.store_text else None, query_key(text), None,
                       None if confidence is None else float(confidence), None if confident is None else int(confident),
                       None if latency is None else round(float(latency), 3), len(ranked), None, None, None)
-            return values, ranked, text
+            return values, ranked, topic
         _, at, kind, source, answer_id, article_id, position, product, helpful = event
         if kind not in ACTIONS:
             raise ValueError(f"not an action: {kind!r}")

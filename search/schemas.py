@@ -95,6 +95,8 @@ class SearchHit(BaseModel):
 
 class SearchResponse(BaseModel):
     query: str = Field(description="The search words as received (trimmed).")
+    searched_as: str | None = Field(None, description="The words embedded for the dense search when they differ from "
+                                    "`query`: the English rendering of an Indonesian query; null otherwise.")
     total: int = Field(description="Number of results.")
     confident: bool | None = Field(description="Whether the best result is a good answer; null for mode=lexical.")
     confidence: float | None = Field(description="Calibrated probability behind `confident`; null for mode=lexical.")

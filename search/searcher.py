@@ -245,7 +245,8 @@ class Searcher:
                             "product": article["product"], "language": article["language"],
                             "url": self.url(article_id), "score": round(score, 4), "passages": passages})
         confidence = self.assess(dense, query, code_hits) if mode != "lexical" else {"confident": None, "confidence": None}
-        return {"query": q, "total": len(results), **confidence, "results": results}
+        return {"query": q, "searched_as": query.dense if query.dense != q else None, "total": len(results),
+                **confidence, "results": results}
 
     def suggest(self, subject: str = "", body: str = "", tags: Sequence[str] = (), language: str | None = None,
                 k: int = 5, filters: Filters = Filters(), prefer: str | None = None) -> dict:

@@ -672,6 +672,32 @@ def test_the_topic_vector_is_the_searchs_own_when_redaction_changed_nothing(serv
         assert np.array_equal(np.frombuffer(row["topic_vector"], dtype=np.int8), expected)
 
 
+def test_an_indonesian_searchs_topic_is_the_rendering_it_embedded(service):
+    """The search embeds the English rendering of Indonesian words: the writer takes that vector (no second run of
+    the model beside the requests), unless redaction changes the words; the stored query stays the agent's."""
+    client, settings = service
+    queries = client.app.state.kb.queries
+    words = "outlook minta kata sandi terus"
+    answer = client.get("/api/search", params={"q": words}).json()
+    rendering = answer["searched_as"]
+    assert answer["query"] == words and rendering and rendering != words
+    assert client.get("/api/search", params={"q": "outlook password"}).json()["searched_as"] is None
+    assert client.app.state.kb.events.flush(10)
+    before = queries.hits, queries.misses
+    client.get("/api/search", params={"q": "teams rapat tidak ada suara"})
+    client.get("/api/search", params={"q": "teams rapat tidak ada suara, hubungi 0812-3456-7890"})
+    rows_ = events_of(client, settings, "search")
+    assert [r["query"] for r in rows_] == [words, "outlook password", "teams rapat tidak ada suara",
+                                           "teams rapat tidak ada suara, hubungi [phone]"]
+    # each search embedded its rendering and its own words (the content holds Indonesian articles): 4 misses; the
+    # writer reused the first rendering (1 hit) and embedded the second's redacted words (1 miss)
+    assert (queries.hits - before[0], queries.misses - before[1]) == (1, 5)
+    topics = [np.frombuffer(r["topic_vector"], dtype=np.int8) for r in rows_]
+    expected = quantise(TinyEncoder().encode_queries([rendering, "outlook password", rows_[3]["query"]]))
+    assert [np.array_equal(t, np.frombuffer(e, dtype=np.int8)) for t, e in zip(topics[:2] + topics[3:], expected)] \
+        == [True, True, True]
+
+
 def test_stats_are_what_metrics_read(service):
     client, _ = service
     client.get("/api/search", params={"q": "outlook"})

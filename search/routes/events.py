@@ -49,12 +49,13 @@ def answered(request: Request, kind: str, result: dict, started: float, source: 
         if kind == "search":
             query, language = result.get("query"), detect_language(result.get("query") or "")
             ranked = [(hit["id"], hit["score"]) for hit in result.get("results", ())]
-        else:
+        else:  # a suggest's query text is what it embedded
             query, language = result["query"].get("text"), result["query"].get("language")
             ranked = [(hit["id"], hit["score"]) for hit in result.get("articles", ())]
         events.record_answer(kind, event_source(request, source), result["answer_id"], query, ranked,
                              language=language, product=product, confidence=result.get("confidence"),
-                             confident=result.get("confident"), latency_ms=latency_ms)
+                             confident=result.get("confident"), latency_ms=latency_ms,
+                             embedded=result.get("searched_as") if kind == "search" else None)
     except Exception:  # noqa: BLE001 - an odd result shape must not turn an answer into a 500
         log.exception("could not queue an answer event")
     return result
