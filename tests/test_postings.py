@@ -122,6 +122,23 @@ def test_a_selection_gets_the_best_admitted_passages(tmp_path):
     reader.close()
 
 
+def test_searches_at_once_each_get_their_own_zeroed_arrays(tmp_path):
+    """The scores arrays are lent to one search at a time and given back zeroed: searches in four threads answer as
+    one after the other does, and no more arrays are made than ran at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    backend, reader = written(tmp_path)
+    asked = [TermQuery(words, WEIGHTS[n % 3]) for n, words in enumerate(queries(reader, 80, seed=3))]
+    alone = [reader.lexical_search(query, 20) for query in asked]
+    assert len(reader.postings._scratch) == 1
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            assert list(pool.map(lambda query: reader.lexical_search(query, 20), asked)) == alone
+    assert 1 <= len(reader.postings._scratch) <= 4
+    assert all(not scores.any() and not hit.any() for scores, hit in reader.postings._scratch)
+    reader.close()
+
+
 def test_a_phrase_is_scored_by_fts5_and_added(tmp_path, monkeypatch):
     backend, reader = written(tmp_path)
     calls = []
