@@ -22,8 +22,8 @@ SUGGEST_JSON = TypeAdapter(SuggestResponse)
 
 def respond(http: Request, kind: str, schema: TypeAdapter, call: Callable[[], dict], **labels: Any) -> Response:
     """Run a search or suggest `call`, record it (`answered`) and give it as the route's response model would:
-    validated, JSON by pydantic. The route hands this whole step to one worker thread; FastAPI would take three hops
-    (the endpoint, then the response's validation) and validate on its own (docs/benchmarks.md, "What HTTP adds")."""
+    validated, JSON by pydantic. The route hands this whole step to one worker thread, where FastAPI takes two hops
+    for a plain `def` route (the endpoint, then the response's validation; docs/benchmarks.md, "What HTTP adds")."""
     started = perf_counter()
     result = answered(http, kind, call(), started, **labels)
     return Response(schema.dump_json(schema.validate_python(result, from_attributes=True)),
