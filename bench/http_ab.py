@@ -20,6 +20,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -98,7 +99,7 @@ def main() -> None:
               f"every call new to both, {f'blocks of {args.blocks}' if args.blocks else 'call by call'}; "
               f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
         for kind in ("search", "suggest"):
-            for item in queries[kind][-5:]:  # warm-up: lazy loads (these five are timed again, remembered)
+            for item in queries[kind][-5:]:  # warm-up (lazy loads), on texts no timed call asks
                 for side in SIDES:
                     ask(conns[side], kind, variant(kind, item, 99))
         results = {}
@@ -130,6 +131,7 @@ def main() -> None:
     finally:
         for server in servers.values():
             server.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
