@@ -24,6 +24,7 @@ log = logging.getLogger("kb.embedder")
 QUERY_ENGINES = ("torch", "onnx", "onnx-int8")
 # Models whose 8-bit query encoder was measured to rank as the fp32 one (docs/quality.md); others run fp32 ONNX.
 INT8_MEASURED = frozenset({"all-MiniLM-L6-v2"})
+BESIDE_MAX_BYTES = 100_000_000  # largest export that gets a second session for work beside the requests
 
 
 def onnx_engine_for(model_name: str, query_engine: str) -> str | None:
@@ -41,6 +42,21 @@ class TextEncoder(Protocol):
     multilingual: bool  # reads Indonesian itself (no need to embed an English rendering of a query)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def encode_queries_beside(self, texts: Sequence[str]) -> np.ndarray:
+        """`encode_queries` for work beside the requests (the event log's topic vectors): a one-thread ONNX session of
+        its own, made on first use, so that it never takes the threads a request's encoding runs on. The same vectors
+        (the same export). A session holds its export in memory: only for exports up to BESIDE_MAX_BYTES (MiniLM's
+        23 MB int8 and 90 MB fp32 ones, not multilingual-e5-small's 470 MB); else, or without a loaded ONNX engine,
+        `encode_queries` itself."""
+        with self._lock:
+            if self._beside is None and self._onnx is not None:
+                small = Path(self._onnx.path).stat().st_size <= BESIDE_MAX_BYTES
+                self._beside = self._onnx.with_threads(1) if small else False
+        if not self._beside:
+            return self.encode_queries(texts)
+        prepared = self._prepare(texts, self._prefixes[0])
+        return self._beside.encode(prepared) if prepared else self.encode_queries(texts)
 
     def encode_passages(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray: ...
 
@@ -74,6 +90,7 @@ class Embedder:
         self.queries_without_torch = queries_without_torch and self.onnx_engine is not None
         self._light: OnnxQueryEncoder | None | bool = None  # False: looked, none usable
         self._light_dim = 0
+        self._beside: OnnxQueryEncoder | None | bool = None  # encode_queries_beside's session (False: none)
         self._lock = threading.Lock()
 
     def load(self):
@@ -176,6 +193,21 @@ class Embedder:
         if self._onnx is not None and prepared:
             return self._onnx.encode(prepared)
         return self._encode(prepared, batch_size=32)
+
+    def encode_queries_beside(self, texts: Sequence[str]) -> np.ndarray:
+        """`encode_queries` for work beside the requests (the event log's topic vectors): a one-thread ONNX session of
+        its own, made on first use, so that it never takes the threads a request's encoding runs on. The same vectors
+        (the same export). A session holds its export in memory: only for exports up to BESIDE_MAX_BYTES (MiniLM's
+        23 MB int8 and 90 MB fp32 ones, not multilingual-e5-small's 470 MB); else, or without a loaded ONNX engine,
+        `encode_queries` itself."""
+        with self._lock:
+            if self._beside is None and self._onnx is not None:
+                small = Path(self._onnx.path).stat().st_size <= BESIDE_MAX_BYTES
+                self._beside = self._onnx.with_threads(1) if small else False
+        if not self._beside:
+            return self.encode_queries(texts)
+        prepared = self._prepare(texts, self._prefixes[0])
+        return self._beside.encode(prepared) if prepared else self.encode_queries(texts)
 
     def encode_passages(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         self.load()

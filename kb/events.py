@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import queue
 import secrets
 import threading
@@ -27,6 +28,7 @@ ACTIONS = ("open", "copy", "insert", "link", "feedback")
 BATCH = 500                  # events per transaction at most
 LINGER = 0.5                 # seconds the writer collects events before a transaction (flush and close cut it short)
 ENCODE_BATCH = 32            # queries per encode_queries call of the writer
+WRITER_NICENESS = 10         # added to the writer thread's niceness (at most 19): requests first on a busy machine
 RETENTION_EVERY = 24 * 3600  # seconds between retention runs
 ROLLUP_EVERY = 600           # seconds between looks for days to roll up (a day closed, later events on a closed day)
 REFUSE_SECONDS = 5.0         # after a failed write, POST /api/events answers 503 this long before one is tried again
@@ -184,6 +186,11 @@ class EventLog:
 
     # ---- writer thread ----------------------------------------------------------------------------------
     def _run(self) -> None:
+        try:  # the writer yields the CPU to requests: a lower priority for this thread only (Linux), where allowed
+            me = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, me, min(19, os.getpriority(os.PRIO_PROCESS, me) + WRITER_NICENESS))
+        except (AttributeError, OSError):
+            pass
         try:
             try:
                 self._kept.write(lambda db: None)  # the file and its tables exist from the start, for the reports
@@ -362,10 +369,12 @@ class EventLog:
         if self.encoder is None or not wanted:
             return topics
         wanted.sort(key=lambda k: len(texts[k]))  # batches of similar length: little padding
+        # beside the requests: a session of the encoder's own when it has one (kb/embedder.py), not the requests'
+        encode = getattr(self.encoder, "encode_queries_beside", None) or self.encoder.encode_queries
         try:
             for lo in range(0, len(wanted), ENCODE_BATCH):
                 chunk = wanted[lo:lo + ENCODE_BATCH]
-                for k, blob in zip(chunk, quantise(self.encoder.encode_queries([texts[k] for k in chunk]))):
+                for k, blob in zip(chunk, quantise(encode([texts[k] for k in chunk]))):
                     topics[k] = blob
         except Exception as exc:  # noqa: BLE001 - events are still written, without topics
             self._say("encode", "topic vectors of analytics events could not be computed: %s", exc)

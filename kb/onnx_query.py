@@ -82,7 +82,11 @@ class OnnxQueryEncoder:
         # No busy-waiting after a run: spinning threads stole the CPU from FAISS and SQLite (11 ms searches).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.tokenizer, self.max_length = tokenizer, max_length
+        self.path, self.tokenizer, self.max_length = path, tokenizer, max_length
+
+    def with_threads(self, threads: int) -> "OnnxQueryEncoder":
+        """Another session of the same export and tokenizer, with `threads` threads of its own."""
+        return OnnxQueryEncoder(self.path, self.tokenizer, self.max_length, threads)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         batch = self.tokenizer(texts, return_tensors="np", truncation=True, max_length=self.max_length,

@@ -26,7 +26,12 @@ class RecentVectors:
     def __getattr__(self, name: str) -> Any:  # model_id, dim, multilingual, encode_passages, load, ...
         return getattr(self.encoder, name)
 
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+    def encode_queries_beside(self, texts: Sequence[str]) -> np.ndarray:
+        """`encode_queries` for work beside the requests: what is missing goes to the encoder's own
+        `encode_queries_beside` when it has one (kb/embedder.py: a session that never takes the requests' threads)."""
+        return self.encode_queries(texts, beside=True)
+
+    def encode_queries(self, texts: Sequence[str], beside: bool = False) -> np.ndarray:
         texts = list(texts)
         with self._lock:
             known = {t: self._vectors[t] for t in set(texts) if t in self._vectors}
@@ -36,7 +41,8 @@ class RecentVectors:
             self.misses += sum(t not in known for t in texts)
         missing = list(dict.fromkeys(t for t in texts if t not in known))
         if missing:
-            fresh = self.encoder.encode_queries(missing)
+            encode = getattr(self.encoder, "encode_queries_beside", None) if beside else None
+            fresh = (encode or self.encoder.encode_queries)(missing)
             known.update(zip(missing, fresh))
             with self._lock:
                 for text, vector in zip(missing, fresh):

@@ -1,5 +1,8 @@
 """Embedder: offline packaged model, normalised vectors, ONNX query encoder identical to torch (its 8-bit version, the
 default, close to it), safe fallback."""
+import copy
+import threading
+
 import numpy as np
 import pytest
 
@@ -40,6 +43,24 @@ def test_the_default_engine_is_the_int8_one(embedder):
     from kb.settings import load_settings
 
     assert load_settings({}).query_engine == "onnx-int8" and embedder.active_query_engine == "onnx-int8"
+
+
+def test_encoding_beside_the_requests_has_a_one_thread_session_and_the_same_vectors(embedder):
+    assert np.allclose(embedder.encode_queries_beside(TEXTS), embedder.encode_queries(TEXTS), atol=1e-6)
+    beside = embedder._beside
+    assert beside is not None and beside.session is not embedder._onnx.session and beside.path == embedder._onnx.path
+    assert beside.session.get_session_options().intra_op_num_threads == 1
+    embedder.encode_queries_beside(TEXTS[:1])
+    assert embedder._beside is beside  # made once
+
+
+def test_a_large_export_gets_no_second_session(embedder, monkeypatch):
+    import kb.embedder as embedder_module
+
+    twin = copy.copy(embedder)
+    twin._beside, twin._lock = None, threading.Lock()
+    monkeypatch.setattr(embedder_module, "BESIDE_MAX_BYTES", 1000)
+    assert np.array_equal(twin.encode_queries_beside(TEXTS), twin.encode_queries(TEXTS)) and twin._beside is False
 
 
 def test_related_texts_are_closer_than_unrelated(embedder):

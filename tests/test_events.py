@@ -3,6 +3,7 @@ The log's own cases run on SQLite and on a real PostgreSQL (the `side_db` fixtur
 import html
 import json
 import logging
+import os
 import re
 import signal
 import sqlite3
@@ -21,7 +22,7 @@ from indexer.build import build_index
 from kb.database import Database, as_database
 from kb.errors import BadRequest, StoreUnavailable
 import kb.events as events_module
-from kb.events import BATCH, EventLog, query_key, quantise, stamp
+from kb.events import BATCH, WRITER_NICENESS, EventLog, query_key, quantise, stamp
 from kb.feedback import FeedbackStore
 from kb.keys import KeyStore
 from kb.settings import load_settings
@@ -92,6 +93,13 @@ def test_answer_and_action_are_written_redacted_with_key_topic_and_results(log_,
     assert (action["kind"], action["article_id"], action["position"], action["product"], action["query"],
             action["topic_vector"]) == ("open", "Outlook/a", 1, "Outlook", None, None)
     assert log_.stats() == {"queued": 0, "dropped": 0, "written": 2, "errors": 0}
+
+
+def test_the_writer_thread_runs_at_a_lower_priority_than_the_requests(log_):
+    log_.start()
+    assert log_.flush(10)
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert os.getpriority(os.PRIO_PROCESS, log_._thread.native_id) == min(19, base + WRITER_NICENESS)
 
 
 def test_writer_batches_up_to_500_events_a_transaction(log_, tmp_path):
