@@ -43,21 +43,6 @@ class TextEncoder(Protocol):
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
 
-    def encode_queries_beside(self, texts: Sequence[str]) -> np.ndarray:
-        """`encode_queries` for work beside the requests (the event log's topic vectors): a one-thread ONNX session of
-        its own, made on first use, so that it never takes the threads a request's encoding runs on. The same vectors
-        (the same export). A session holds its export in memory: only for exports up to BESIDE_MAX_BYTES (MiniLM's
-        23 MB int8 and 90 MB fp32 ones, not multilingual-e5-small's 470 MB); else, or without a loaded ONNX engine,
-        `encode_queries` itself."""
-        with self._lock:
-            if self._beside is None and self._onnx is not None:
-                small = Path(self._onnx.path).stat().st_size <= BESIDE_MAX_BYTES
-                self._beside = self._onnx.with_threads(1) if small else False
-        if not self._beside:
-            return self.encode_queries(texts)
-        prepared = self._prepare(texts, self._prefixes[0])
-        return self._beside.encode(prepared) if prepared else self.encode_queries(texts)
-
     def encode_passages(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray: ...
 
 

@@ -50,12 +50,8 @@ def test_everything_else_is_the_encoders():
 
 
 class BesideEncoder(CountingEncoder):
-    def __init__(self):
-        super().__init__()
-        self.beside: list[list[str]] = []
-
-    def encode_queries_beside(self, texts):
-        self.beside.append(list(texts))
+    def encode_queries_beside(self, texts):  # recorded as a batch starting with "beside"
+        self.batches.append(["beside", *texts])
         return TinyEncoder.encode_queries(self, texts)
 
 
@@ -64,7 +60,7 @@ def test_work_beside_the_requests_shares_the_memory_and_encodes_with_the_encoder
     recent = RecentVectors(encoder)
     asked = recent.encode_queries(["outlook password"])  # a request
     topics = recent.encode_queries_beside(["outlook password", "teams camera [email]"])  # the event log's writer
-    assert encoder.batches == [["outlook password"]] and encoder.beside == [["teams camera [email]"]]
+    assert encoder.batches == [["outlook password"], ["beside", "teams camera [email]"]]
     assert np.array_equal(topics[0], asked[0]) and (recent.hits, recent.misses) == (1, 2)
     plain = RecentVectors(CountingEncoder())  # an encoder without a session of its own: its encode_queries
     assert plain.encode_queries_beside(["x"]).shape == (1, 64) and plain.encoder.batches == [["x"]]
