@@ -84,7 +84,7 @@ def test_large_indexes_probe_a_smaller_share_of_their_lists(tmp_path):
 
 def test_probing_every_list_gives_exactly_the_flat_answer(tmp_path):
     backend, reader, vectors = written(tmp_path)
-    reader.ann.nprobe = reader.ann.nlist  # recall is exact then: the rescored candidates are the flat top
+    reader.ann.nprobe = reader.ann.nlist  # every list probed: the 200 rescored of 600 hold the flat top 10 here
     queries = np.random.default_rng(9).normal(size=(30, DIM)).astype(np.float32)
     for q in queries / np.linalg.norm(queries, axis=1, keepdims=True):
         assert same(reader.dense_search(q, 10), exact(reader, q, 10))
