@@ -7,6 +7,7 @@ column. The service, `kb eval` (its ablations drop a signal by name) and the stu
 """
 from __future__ import annotations
 
+from concurrent import futures
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
     from search.searcher import Query, Searcher
 
 Scores = dict[int, float]
+# Threads that embed a query and search the dense index while the request's thread runs the other signals; more
+# than the cores, so that concurrent requests do not queue behind each other for them.
+AHEAD = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="kb-dense")
 
 
 @dataclass
@@ -75,6 +79,7 @@ class DenseSignal:
     """Cosine of the query's embedding(s) and the passage's; with several query texts, the best of them."""
 
     name = "dense"
+    embeds = True  # finds in collect's worker thread, beside the other signals
 
     def find(self, probe):
         found: Scores = {}
@@ -140,8 +145,16 @@ SIGNALS: tuple[Signal, ...] = (DenseSignal(), LexicalSignal(), CodeSignal(), Lan
 
 def collect(probe: Probe, signals: tuple[Signal, ...] = SIGNALS, lexical_only: bool = False) -> Candidates:
     """Every signal's proposals, then every signal's score of their union (lexical_only: proposals without the
-    dense signal, nothing embedded)."""
-    found = {s.name: s.find(probe) for s in signals if not (lexical_only and s.name == "dense")}
+    dense signal, nothing embedded). The signals that embed the query find theirs in a worker thread while the
+    others find theirs in the caller's: the encoder and FAISS release the interpreter, so BM25 runs beside them."""
+    finders = [s for s in signals if not (lexical_only and s.name == "dense")]
+    ahead = [s for s in finders if getattr(s, "embeds", False)] if len(finders) > 1 else []
+    pending = {s.name: AHEAD.submit(s.find, probe) for s in ahead}
+    try:
+        here = {s.name: s.find(probe) for s in finders if s.name not in pending}
+    finally:  # never leave a search running on a version the caller may release
+        futures.wait(pending.values())
+    found = {s.name: pending[s.name].result() if s.name in pending else here[s.name] for s in finders}
     if lexical_only:
         return Candidates(found)
     rows = sorted(set().union(*found.values()))

@@ -1,10 +1,14 @@
 """Retrieval signals over the real fixture index: candidates, their union's scores, the combiner, the language."""
 import dataclasses
+import threading
+import time
 from types import SimpleNamespace
+
+import pytest
 
 from search.fusion import FusionWeights, LinearCombiner, fuse_scores
 from search.searcher import Query
-from search.signals import Candidates, LanguageSignal, Probe, collect
+from search.signals import SIGNALS, Candidates, DenseSignal, LanguageSignal, LexicalSignal, Probe, collect
 
 
 def test_every_candidate_of_any_signal_gets_every_scoring_signal(searcher):
@@ -28,6 +32,56 @@ def test_lexical_only_embeds_nothing(searcher):
                   None, 10)
     found = collect(probe, lexical_only=True)
     assert found.get("lexical") and "dense" not in found.signals
+
+
+class Overlap:
+    """An encoder that waits (up to 10 s) for the lexical signal to start before embedding, and a lexical signal that
+    says when it starts: both finish only if they run at the same time."""
+
+    def __init__(self, encoder):
+        self.encoder, self.lexical_started, self.encoder_thread = encoder, threading.Event(), None
+
+    def encode_queries(self, texts):
+        self.encoder_thread = threading.current_thread()
+        assert self.lexical_started.wait(10), "the lexical signal did not run while the query was embedded"
+        return self.encoder.encode_queries(texts)
+
+    def signals(self, fail: bool = False):
+        started = self.lexical_started
+
+        class Lexical(LexicalSignal):
+            def find(self, probe):
+                started.set()
+                if fail:
+                    raise RuntimeError("lexical failed")
+                return super().find(probe)
+
+        return tuple(Lexical() if s.name == "lexical" else s for s in SIGNALS)
+
+
+def test_the_query_is_embedded_while_the_lexical_signal_runs(searcher):
+    overlap = Overlap(searcher.encoder)
+    probe = Probe(SimpleNamespace(**{**vars(searcher), "encoder": overlap}), Query("password", "password"), None, 10)
+    found = collect(probe, overlap.signals())
+    assert overlap.encoder_thread is not threading.current_thread()
+    assert found.signals == searcher.collect(Query("password", "password"), limit=10).signals  # same scores as one thread
+
+
+def test_a_failing_signal_waits_for_the_dense_search_before_raising(searcher):
+    overlap, finished = Overlap(searcher.encoder), []
+
+    class Dense(DenseSignal):
+        def find(self, probe):
+            time.sleep(0.2)  # still searching when the lexical signal fails
+            found = super().find(probe)
+            finished.append(True)
+            return found
+
+    signals = tuple(Dense() if s.name == "dense" else s for s in overlap.signals(fail=True))
+    probe = Probe(SimpleNamespace(**{**vars(searcher), "encoder": overlap}), Query("password", "password"), None, 10)
+    with pytest.raises(RuntimeError, match="lexical failed"):
+        collect(probe, signals)
+    assert finished == [True]  # the caller could release the version only once the search was done
 
 
 def test_linear_combiner_is_the_fusion_of_the_arms(searcher):
