@@ -10,7 +10,9 @@ text after the first, so every timed call is new to both servers' query-vector m
 for a user). Prints p50 / p90 per tree, B / A, the per-call ratio's median and whether the answers' article ids
 agree. `--blocks N`: instead of call by call, each server in turn answers a block of N calls while the other is
 idle, so that what a server does in the background after a call (the event log's writer) slows its own next
-calls and not the other's. Usage:
+calls and not the other's. `--clients N` (with --blocks): N client threads, one connection each, share a block's
+calls, so both servers are compared under concurrent load; the table then adds each server's calls a second over
+its blocks. Usage:
   git worktree add --detach /tmp/wt-before HEAD
   .venv/bin/python bench/http_ab.py --a /tmp/wt-before --b . --index-dir IDX [--b-index-dir IDX2] [--rounds 2]
 """
@@ -26,6 +28,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -57,6 +60,21 @@ def ask(conn: http.client.HTTPConnection, kind: str, item) -> tuple[float, list[
     return wall, [hit["id"] for hit in answer.get("results", answer.get("articles", []))]
 
 
+def answer_block(pool: ThreadPoolExecutor, conns: list, kind: str, block: list) -> list[tuple[float, list[str]]]:
+    """Every call of a block, in order: client thread c (its own connection) asks calls c, c + N, c + 2N, ..."""
+    if len(conns) == 1:
+        return [ask(conns[0], kind, call) for call in block]
+    got: list = [None] * len(block)
+
+    def client(c: int) -> None:
+        for k in range(c, len(block), len(conns)):
+            got[k] = ask(conns[c], kind, block[k])
+
+    for future in [pool.submit(client, c) for c in range(len(conns))]:
+        future.result()
+    return got
+
+
 def variant(kind: str, item, round_no: int):
     """The call of this round: the item itself in round 0, its text with the round number appended after."""
     if round_no == 0:
@@ -76,7 +94,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--blocks", type=int, default=0, help="calls per block, servers taking turns (0: call by "
                         "call)")
+    parser.add_argument("--clients", type=int, default=1, help="client threads sharing a block's calls")
     args = parser.parse_args()
+    if args.clients < 1 or (args.clients > 1 and args.blocks < args.clients):
+        parser.error("--clients N needs --blocks of at least N calls")
     queries = load_queries()
     work = Path(tempfile.mkdtemp(prefix="kb-http-ab-"))
     servers = {}
@@ -91,27 +112,34 @@ def main() -> None:
         with httpx.Client(timeout=60.0) as client:
             for server in servers.values():
                 server.wait_healthy(client, 900)
-        conns = {side: http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-                 for side, server in servers.items()}
+        conns = {side: [http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+                        for _ in range(args.clients)] for side, server in servers.items()}
+        pool = ThreadPoolExecutor(max_workers=args.clients)
         load = os.getloadavg()
         print(f"A = {args.a} ({args.index_dir}), B = {args.b} ({args.b_index_dir or args.index_dir}); "
               f"{len(queries['search'])} searches and {len(queries['suggest'])} suggests x {args.rounds} rounds, "
-              f"every call new to both, {f'blocks of {args.blocks}' if args.blocks else 'call by call'}; "
+              f"every call new to both, {f'blocks of {args.blocks}' if args.blocks else 'call by call'}, "
+              f"{args.clients} client(s); "
               f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
         for kind in ("search", "suggest"):
             for item in queries[kind][-5:]:  # warm-up (lazy loads), on texts no timed call asks
                 for side in SIDES:
-                    ask(conns[side], kind, variant(kind, item, 99))
+                    ask(conns[side][0], kind, variant(kind, item, 99))
         results = {}
         for kind in ("search", "suggest"):
             wall = {side: [] for side in SIDES}
+            busy = {side: 0.0 for side in SIDES}  # seconds each server spent answering its blocks
             ratios, differ = [], 0
             calls = [variant(kind, item, round_no) for round_no in range(args.rounds) for item in queries[kind]]
             size = args.blocks or 1
             for number, start in enumerate(range(0, len(calls), size)):
                 block = calls[start:start + size]
                 order = SIDES if number % 2 == 0 else SIDES[::-1]
-                got = {side: [ask(conns[side], kind, call) for call in block] for side in order}
+                got = {}
+                for side in order:
+                    started = time.perf_counter()
+                    got[side] = answer_block(pool, conns[side], kind, block)
+                    busy[side] += time.perf_counter() - started
                 for k in range(len(block)):
                     for side in SIDES:
                         wall[side].append(got[side][k][0])
@@ -122,10 +150,13 @@ def main() -> None:
             row["b_over_a_p50"] = round(row["B"]["p50"] / row["A"]["p50"], 3)
             row["per_call_ratio_median"] = round(statistics.median(ratios), 3)
             row["calls"], row["article_lists_differ"] = len(ratios), differ
+            for side in SIDES:
+                row[side]["calls_per_s"] = round(len(ratios) / busy[side], 1)
             results[kind] = row
             print(f"| {kind} | A p50 {row['A']['p50']} / p90 {row['A']['p90']} ms | B p50 {row['B']['p50']} / p90 "
                   f"{row['B']['p90']} ms | B/A p50 {row['b_over_a_p50']} | per call {row['per_call_ratio_median']} "
-                  f"| article lists differ {differ} of {len(ratios)} |", flush=True)
+                  f"| article lists differ {differ} of {len(ratios)} | calls/s A {row['A']['calls_per_s']} / B "
+                  f"{row['B']['calls_per_s']} |", flush=True)
         results["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
         print(json.dumps(results))
     finally:

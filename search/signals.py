@@ -7,7 +7,10 @@ column. The service, `kb eval` (its ablations drop a signal by name) and the stu
 """
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from concurrent import futures
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -22,9 +25,32 @@ if TYPE_CHECKING:
     from search.searcher import Query, Searcher
 
 Scores = dict[int, float]
-# Threads that embed a query and search the dense index while the request's thread runs the other signals; more
-# than the cores, so that concurrent requests do not queue behind each other for them.
-AHEAD = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="kb-dense")
+
+
+class Ahead:
+    """A thread that embeds a query and searches the dense index while the request's thread runs the other signals,
+    lent only to a query collected while no other is: with other requests at work the cores are busy already, and a
+    second thread per request only adds hand-offs (bench/http_ab.py --clients 4 measured them)."""
+
+    def __init__(self) -> None:
+        self._pool = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-dense")  # one lender at a time
+        self._lock = threading.Lock()
+        self._collecting = 0
+
+    @contextmanager
+    def turn(self) -> Iterator[futures.ThreadPoolExecutor | None]:
+        """The pool while this is the only query being collected in the process, else None."""
+        with self._lock:
+            self._collecting += 1
+            alone = self._collecting == 1
+        try:
+            yield self._pool if alone else None
+        finally:
+            with self._lock:
+                self._collecting -= 1
+
+
+AHEAD = Ahead()
 
 
 @dataclass
@@ -145,15 +171,17 @@ SIGNALS: tuple[Signal, ...] = (DenseSignal(), LexicalSignal(), CodeSignal(), Lan
 
 def collect(probe: Probe, signals: tuple[Signal, ...] = SIGNALS, lexical_only: bool = False) -> Candidates:
     """Every signal's proposals, then every signal's score of their union (lexical_only: proposals without the
-    dense signal, nothing embedded). The signals that embed the query find theirs in a worker thread while the
-    others find theirs in the caller's: the encoder and FAISS release the interpreter, so BM25 runs beside them."""
+    dense signal, nothing embedded). While no other query is collected, the signals that embed the query find theirs
+    in a worker thread and the others theirs in the caller's: the encoder and FAISS release the interpreter, so BM25
+    runs beside them on an idle core."""
     finders = [s for s in signals if not (lexical_only and s.name == "dense")]
-    ahead = [s for s in finders if getattr(s, "embeds", False)] if len(finders) > 1 else []
-    pending = {s.name: AHEAD.submit(s.find, probe) for s in ahead}
-    try:
-        here = {s.name: s.find(probe) for s in finders if s.name not in pending}
-    finally:  # never leave a search running on a version the caller may release
-        futures.wait(pending.values())
+    with AHEAD.turn() as pool:
+        ahead = [s for s in finders if getattr(s, "embeds", False)] if pool and len(finders) > 1 else []
+        pending = {s.name: pool.submit(s.find, probe) for s in ahead}
+        try:
+            here = {s.name: s.find(probe) for s in finders if s.name not in pending}
+        finally:  # never leave a search running on a version the caller may release
+            futures.wait(pending.values())
     found = {s.name: pending[s.name].result() if s.name in pending else here[s.name] for s in finders}
     if lexical_only:
         return Candidates(found)

@@ -8,7 +8,7 @@ import pytest
 
 from search.fusion import FusionWeights, LinearCombiner, fuse_scores
 from search.searcher import Query
-from search.signals import SIGNALS, Candidates, DenseSignal, LanguageSignal, LexicalSignal, Probe, collect
+from search.signals import AHEAD, SIGNALS, Candidates, DenseSignal, LanguageSignal, LexicalSignal, Probe, collect
 
 
 def test_every_candidate_of_any_signal_gets_every_scoring_signal(searcher):
@@ -65,6 +65,24 @@ def test_the_query_is_embedded_while_the_lexical_signal_runs(searcher):
     found = collect(probe, overlap.signals())
     assert overlap.encoder_thread is not threading.current_thread()
     assert found.signals == searcher.collect(Query("password", "password"), limit=10).signals  # same scores as one thread
+
+
+def test_while_another_query_is_collected_the_signals_run_in_the_callers_thread(searcher):
+    class Recording:
+        thread = None
+
+        def encode_queries(self, texts):
+            Recording.thread = threading.current_thread()
+            return searcher.encoder.encode_queries(texts)
+
+    probe = Probe(SimpleNamespace(**{**vars(searcher), "encoder": Recording()}), Query("password", "password"),
+                  None, 10)
+    with AHEAD.turn() as pool:  # another request's query
+        assert pool is not None
+        found = collect(probe)
+    assert Recording.thread is threading.current_thread() and found.get("dense") and found.get("lexical")
+    collect(Probe(probe.searcher, Query("outlook", "outlook"), None, 10))
+    assert Recording.thread is not threading.current_thread()  # alone again: the worker embeds
 
 
 def test_a_failing_signal_waits_for_the_dense_search_before_raising(searcher):
