@@ -91,6 +91,22 @@ def test_probing_every_list_gives_exactly_the_flat_answer(tmp_path):
     reader.close()
 
 
+def test_among_equal_scores_the_lists_keep_the_keys_the_flat_index_keeps(tmp_path):
+    """A knowledge base holding one passage 16 times (a replicated corpus, a shared include): at the limit, both
+    searches keep the lowest keys among equal scores, so the answer does not depend on which index served it."""
+    backend = open_backend(tmp_path / "index", ann_min_passages=0)
+    articles, passages, vectors = articles_and_passages(60)
+    vectors[100:116] = vectors[100]
+    backend.write(backend.new_name(), articles, passages, vectors, {"model": MODEL, "dim": DIM})
+    reader = backend.open(model_id=MODEL)
+    reader.ann.nprobe = reader.ann.nlist
+    for limit in (3, 5, 10):
+        flat = exact(reader, vectors[100], limit)
+        assert set(flat) == set(range(100, 100 + limit))
+        assert set(reader.dense_search(vectors[100], limit)) == set(flat)
+    reader.close()
+
+
 def test_a_tiny_version_has_one_list_and_exact_answers(tmp_path):
     backend, reader, vectors = written(tmp_path, n_articles=3)
     assert reader.ann.nlist == 1 and reader.ann.nprobe == 1

@@ -71,7 +71,7 @@ class Approximate:
         _, rows = self.index.search(query, fetch, params=params)
         rows = rows[0][rows[0] >= 0]
         scores = matrix[rows] @ query[0]
-        best = np.argsort(-scores, kind="stable")[:limit]
+        best = np.lexsort((rows, -scores))[:limit]  # equal scores: the lowest keys, as the flat index keeps them
         return {int(rows[i]): float(scores[i]) for i in best}
 
 
