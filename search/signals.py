@@ -7,6 +7,7 @@ column. The service, `kb eval` (its ablations drop a signal by name) and the stu
 """
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -33,6 +34,10 @@ class Ahead:
     second thread per request only adds hand-offs (bench/http_ab.py --clients 4 measured them)."""
 
     def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)  # a forked child has none of the parent's threads
+
+    def _reset(self) -> None:
         self._pool = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-dense")  # one lender at a time
         self._lock = threading.Lock()
         self._collecting = 0

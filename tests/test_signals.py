@@ -1,7 +1,9 @@
 """Retrieval signals over the real fixture index: candidates, their union's scores, the combiner, the language."""
 import dataclasses
+import os
 import threading
 import time
+from concurrent import futures
 from types import SimpleNamespace
 
 import pytest
@@ -83,6 +85,22 @@ def test_while_another_query_is_collected_the_signals_run_in_the_callers_thread(
     assert Recording.thread is threading.current_thread() and found.get("dense") and found.get("lexical")
     collect(Probe(probe.searcher, Query("outlook", "outlook"), None, 10))
     assert Recording.thread is not threading.current_thread()  # alone again: the worker embeds
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_child_still_runs_the_dense_signal_ahead(searcher):
+    """The parent's worker thread does not exist in a forked child: the child gets a pool of its own (without it, its
+    first query would wait forever for a thread its pool believes idle)."""
+    collect(Probe(searcher, Query("password", "password"), None, 10))  # the parent's worker thread is started
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if a query is answered within 30 s
+        outcome = futures.ThreadPoolExecutor(1).submit(collect, Probe(searcher, Query("outlook", "outlook"), None, 10))
+        try:
+            os._exit(0 if outcome.result(timeout=30).get("dense") else 1)
+        except BaseException:  # noqa: BLE001
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_a_failing_signal_waits_for_the_dense_search_before_raising(searcher):
