@@ -178,3 +178,46 @@ def test_start_wait_tries_again_with_a_bounded_backoff_and_only_for_an_engine_ou
     with pytest.raises(IndexUnavailable, match=r"\(try 1\)"):
         when_reached(attempt, 0, sleep, lambda: now[0])
     assert len(tries) == 1
+
+
+class NotLoadedClient:
+    """A client whose collection answers "not loaded" (code 101) `failures` times, loaded again or not."""
+
+    def __init__(self, failures: int):
+        self.failures, self.loads, self.searches = failures, 0, 0
+
+    def search(self, collection, **kwargs):
+        from pymilvus.exceptions import MilvusException
+
+        self.searches += 1
+        if self.searches <= self.failures:
+            raise MilvusException(code=101, message=f"Collection '{collection}' is in state 'released'")
+        return [["hit"]]
+
+    def load_collection(self, collection, **kwargs):
+        self.loads += 1
+
+
+def connected(client):
+    from kb.index.milvus.connection import Connection
+
+    connection = Connection("http://127.0.0.1:1", timeout=5)
+    connection._client = client
+    return connection
+
+
+def test_a_collection_found_released_after_its_load_is_loaded_again():
+    """Right after a restart, a request's two calls at once (search/signals.py) met a collection "released" just after
+    a load had returned: the call loads and asks again, a bounded number of times."""
+    client = NotLoadedClient(failures=2)
+    assert connected(client).search("kb_v1", data=["x"]) == [["hit"]]
+    assert client.loads == 2 and client.searches == 3
+
+
+def test_a_collection_that_stays_unloaded_is_a_503_not_a_500():
+    from kb.index.milvus.connection import LOAD_ATTEMPTS
+
+    client = NotLoadedClient(failures=100)
+    with pytest.raises(IndexUnavailable, match="kb_v1 is not loaded"):
+        connected(client).search("kb_v1", data=["x"])
+    assert client.loads == LOAD_ATTEMPTS and client.searches == LOAD_ATTEMPTS + 1

@@ -16,6 +16,8 @@ LOCAL = frozenset({"create_schema", "prepare_index_params"})  # made by the clie
 UNBOUNDED = LOCAL | frozenset({"insert", "upsert", "delete", "flush", "create_collection", "drop_collection",
                                "create_alias", "alter_alias", "create_index", "load_collection"})  # a build's steps
 NOT_LOADED = 101  # Milvus' code for a collection that is not loaded: a restarted milvus-lite loads none again
+LOAD_ATTEMPTS = 3  # loads of a collection found not loaded before a call gives up (right after a restart milvus-lite
+#                   once answered "released" to a call made just after its load had returned, when two ran at once)
 FAIL_FAST_SECONDS = 1.0  # after a call found the engine out of reach, calls fail at once for this long
 
 
@@ -63,6 +65,7 @@ class Connection:
         self.uri, self.timeout = uri, timeout
         self._client = None
         self._guard = threading.Lock()
+        self._loading = threading.Lock()  # held while a collection found not loaded is loaded again
         self.down: str | None = None  # why the last call got no answer; None when it did
         self._down_at = 0.0
 
@@ -85,13 +88,17 @@ class Connection:
             kwargs.setdefault("timeout", self.timeout)
         try:
             client = self._connected()
-            try:
-                result = getattr(client, name)(*args, **kwargs)
-            except MilvusException as exc:
-                if exc.code != NOT_LOADED or not args or not isinstance(args[0], str):
-                    raise
-                client.load_collection(args[0])
-                result = getattr(client, name)(*args, **kwargs)
+            for attempt in range(LOAD_ATTEMPTS + 1):
+                try:
+                    result = getattr(client, name)(*args, **kwargs)
+                    break
+                except MilvusException as exc:
+                    if exc.code != NOT_LOADED or not args or not isinstance(args[0], str):
+                        raise
+                    if attempt == LOAD_ATTEMPTS:  # loaded and still not: the engine cannot serve it now (503)
+                        raise self._unavailable(f"collection {args[0]} is not loaded") from None
+                    with self._loading:  # the calls of one request at once (search/signals.py) load in turn
+                        client.load_collection(args[0])
         except IndexUnavailable:
             raise
         except Exception as exc:
