@@ -95,7 +95,8 @@ class Probe:
 
 
 class Signal(Protocol):
-    """One named source of evidence about a passage's relevance to a query."""
+    """One named source of evidence about a passage's relevance to a query (`embeds = True` on a signal that embeds
+    the query: collect() lets it find in a worker thread while the others find in the caller's)."""
 
     name: str
 
