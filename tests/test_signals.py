@@ -1,6 +1,7 @@
 """Retrieval signals over the real fixture index: candidates, their union's scores, the combiner, the language."""
 import dataclasses
 import os
+import signal
 import threading
 import time
 from concurrent import futures
@@ -99,8 +100,14 @@ def test_a_forked_child_still_runs_the_dense_signal_ahead(searcher):
             os._exit(0 if outcome.result(timeout=30).get("dense") else 1)
         except BaseException:  # noqa: BLE001
             os._exit(2)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    deadline = time.monotonic() + 60  # a child stuck anywhere is killed, never waited for without end
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child did not answer within 60 s")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
 
 
 def test_a_failing_signal_waits_for_the_dense_search_before_raising(searcher):
