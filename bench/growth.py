@@ -404,16 +404,17 @@ def over_http(index_dir: Path, queries: dict, requests: int, warmup: int) -> dic
         startup_s = time.perf_counter() - started
         tickets, short = queries["suggest"], queries["search"]
 
-        def suggest(client: httpx.Client, i: int) -> httpx.Response:
-            return client.post(f"{server.url}/api/suggest", json={**tickets[i % len(tickets)], "k": 5})
+        def suggest(client: httpx.Client, i: int, mark: str = "") -> httpx.Response:
+            ticket = tickets[i % len(tickets)]
+            return client.post(f"{server.url}/api/suggest", json={**ticket, "body": ticket["body"] + mark, "k": 5})
 
-        def search(client: httpx.Client, i: int) -> httpx.Response:
-            return client.get(f"{server.url}/api/search", params={"q": short[i % len(short)], "k": 10})
+        def search(client: httpx.Client, i: int, mark: str = "") -> httpx.Response:
+            return client.get(f"{server.url}/api/search", params={"q": short[i % len(short)] + mark, "k": 10})
 
         with httpx.Client(timeout=60.0) as client:
-            for i in range(warmup):  # from the end of the lists: the service keeps the vectors of recent queries
+            for i in range(warmup):  # texts no timed call sends: the service keeps the vectors of recent queries
                 for call in (search, suggest):
-                    response = call(client, -1 - i)
+                    response = call(client, -1 - i, " warm-up")
                     if response.status_code != 200:
                         raise RuntimeError(f"warm-up failed: {response.status_code} {response.text[:300]}")
         figures = {"startup_s": round(startup_s, 1)}
