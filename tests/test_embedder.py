@@ -153,6 +153,45 @@ def test_int8_query_encoder_is_quantised_once_and_stays_close_to_torch(embedder,
     assert light.active_query_engine == "onnx-int8" and quantised.stat().st_mtime_ns == made
 
 
+def operators(path) -> dict[str, int]:
+    import collections
+
+    import onnx
+
+    return collections.Counter(node.op_type for node in onnx.load(str(path)).graph.node)
+
+
+def test_the_export_has_one_fused_attention_per_layer(fp32, tmp_path):
+    """The export traces attention in its plain form, which ONNX Runtime's optimizer fuses into one node per layer
+    (QAttention once quantised): the faster graph, with the vectors the tests above compare to torch's."""
+    from kb.onnx_query import quantize_int8
+
+    layers = fp32.load()[0].auto_model.config.num_hidden_layers
+    ops = operators(fp32_export(fp32.cache_dir))
+    assert ops["Attention"] == layers and ops["Softmax"] == 0 and ops["EmbedLayerNormalization"] == 1
+    quantize_int8(fp32_export(fp32.cache_dir), tmp_path / "int8.onnx")
+    assert operators(tmp_path / "int8.onnx")["QAttention"] == layers
+
+
+def test_an_export_the_optimizer_fails_on_stays_unfused_and_the_model_keeps_its_attention(embedder, tmp_path,
+                                                                                       monkeypatch, caplog):
+    from onnxruntime.transformers import optimizer
+
+    from kb.onnx_query import export_onnx
+
+    def refuse(*args, **kwargs):
+        raise ValueError("unknown graph")
+
+    monkeypatch.setattr(optimizer, "optimize_model", refuse)
+    transformer = embedder.load()[0].auto_model
+    before = transformer.config._attn_implementation
+    export_onnx(transformer, tmp_path / "plain.onnx")
+    assert transformer.config._attn_implementation == before  # the passage encoder runs as it did
+    ops = operators(tmp_path / "plain.onnx")
+    assert ops["Attention"] == 0 and ops["Softmax"] == transformer.config.num_hidden_layers
+    assert "left unfused (unknown graph)" in caplog.text and list(tmp_path.iterdir()) == [tmp_path / "plain.onnx"]
+
+
 def test_a_broken_int8_file_falls_back_to_the_fp32_export(fp32, tmp_path):
     import shutil
 
