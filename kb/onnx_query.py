@@ -17,7 +17,7 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 AGREEMENT = {"onnx": 0.999, "onnx-int8": 0.98}
 # How the export is made, part of its file's key so that a cache made otherwise is exported again. "fused-1": the
 # attention traced in its plain ("eager") form, which ONNX Runtime's transformer optimizer fuses into one Attention
-# node per layer (the SDPA form does not fuse): 0.79 of the time for a short query, 0.72 for a ticket in 8 bits
+# node per layer (the SDPA form does not fuse): 0.79 of the time for a short query, 0.69 for a ticket in 8 bits
 # (docs/benchmarks.md, "Fused attention in the query encoder").
 EXPORT_FORMAT = "fused-1"
 
