@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -20,6 +22,7 @@ AGREEMENT = {"onnx": 0.999, "onnx-int8": 0.98}
 # node per layer (the SDPA form does not fuse): 0.79 of the time for a short query, 0.69 for a ticket in 8 bits
 # (docs/benchmarks.md, "Fused attention in the query encoder").
 EXPORT_FORMAT = "fused-1"
+FUSE_TIMEOUT_S = 900  # the fusion's child process: multilingual-e5-small's 470 MB export fuses in about 15 s
 
 
 def export_path(cache_dir: Path, model_dir: Path) -> Path:
@@ -89,24 +92,34 @@ def export_onnx(transformer, target: Path) -> None:
 
 def fuse(path: Path, config) -> None:
     """Rewrite the exported BERT graph in place with ONNX Runtime's transformer optimizer: one Attention node per layer,
-    skip + layer norm and bias + GELU fused (about 670 nodes -> 46 for MiniLM), the same vectors. A graph it cannot
-    read is left as exported (slower, not wrong)."""
+    skip + layer norm and bias + GELU fused (669 nodes -> 46 for MiniLM), the same vectors. In a child process: the
+    optimizer's copies of the graph (about four times the file) stayed in this process's memory after it returned
+    (MiniLM: the service's RSS 1.20 GB after its first start instead of 0.83). A graph the child cannot fuse is left as
+    exported (slower, not wrong)."""
+    command = fusion_command(path, int(config.num_attention_heads), int(config.hidden_size))
+    package_root = str(Path(__file__).resolve().parent.parent)  # so that the child imports this `kb`
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
+    try:
+        subprocess.run(command, check=True, capture_output=True, text=True, timeout=FUSE_TIMEOUT_S, env=env)
+    except subprocess.CalledProcessError as exc:
+        lines = (exc.stderr or "").strip().splitlines()
+        log.warning("query encoder export left unfused (%s)", lines[-1] if lines else f"exit status {exc.returncode}")
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("query encoder export left unfused (%s)", exc)
+
+
+def fusion_command(path: Path, heads: int, hidden: int) -> list[str]:
+    """The child process `fuse` runs."""
+    return [sys.executable, "-m", "kb.onnx_query", "fuse", str(path), str(heads), str(hidden)]
+
+
+def fuse_here(path: Path, heads: int, hidden: int) -> None:
+    """`fuse`'s work, in the process that calls it (the child's)."""
     from onnxruntime.transformers import optimizer
 
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # it reports each fusion on the root logger
-    try:
-        fused = optimizer.optimize_model(str(path), model_type="bert", num_heads=int(config.num_attention_heads),
-                                         hidden_size=int(config.hidden_size), opt_level=1)
-        fused.save_model_to_file(str(path))
-    except Exception as exc:  # noqa: BLE001 - only a missed speed-up
-        failure = exc
-    else:
-        return
-    finally:
-        root.setLevel(level)
-    log.warning("query encoder export left unfused (%s)", failure)
+    logging.getLogger().setLevel(logging.ERROR)  # it reports each fusion on the root logger
+    fused = optimizer.optimize_model(str(path), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0)
+    fused.save_model_to_file(str(path))
 
 
 class OnnxQueryEncoder:
@@ -166,3 +179,7 @@ def load_query_encoder(model, model_dir: Path, cache_dir: Path, engine: str = "o
             log.warning("%s query encoder unavailable (%s)", name, exc)
     log.warning("no ONNX query encoder; using torch")
     return None, "torch"
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["fuse"]:
+    fuse_here(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
