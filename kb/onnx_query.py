@@ -95,31 +95,36 @@ def fuse(path: Path, config) -> None:
     skip + layer norm and bias + GELU fused (669 nodes -> 46 for MiniLM), the same vectors. In a child process: the
     optimizer's copies of the graph (about four times the file) stayed in this process's memory after it returned
     (MiniLM: the service's RSS 1.20 GB after its first start instead of 0.83). A graph the child cannot fuse is left as
-    exported (slower, not wrong)."""
-    command = fusion_command(path, int(config.num_attention_heads), int(config.hidden_size))
+    exported (slower, not wrong); the child writes a file of its own, which replaces `path` only once it has exited
+    cleanly."""
+    fused = path.with_name(f"{path.name}.fused")
+    command = fusion_command(path, fused, int(config.num_attention_heads), int(config.hidden_size))
     package_root = str(Path(__file__).resolve().parent.parent)  # so that the child imports this `kb`
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
     try:
         subprocess.run(command, check=True, capture_output=True, text=True, timeout=FUSE_TIMEOUT_S, env=env)
+        os.replace(fused, path)
     except subprocess.CalledProcessError as exc:
         lines = (exc.stderr or "").strip().splitlines()
         log.warning("query encoder export left unfused (%s)", lines[-1] if lines else f"exit status {exc.returncode}")
     except (OSError, subprocess.SubprocessError) as exc:
         log.warning("query encoder export left unfused (%s)", exc)
+    finally:
+        fused.unlink(missing_ok=True)
 
 
-def fusion_command(path: Path, heads: int, hidden: int) -> list[str]:
+def fusion_command(source: Path, target: Path, heads: int, hidden: int) -> list[str]:
     """The child process `fuse` runs."""
-    return [sys.executable, "-m", "kb.onnx_query", "fuse", str(path), str(heads), str(hidden)]
+    return [sys.executable, "-m", "kb.onnx_query", "fuse", str(source), str(target), str(heads), str(hidden)]
 
 
-def fuse_here(path: Path, heads: int, hidden: int) -> None:
-    """`fuse`'s work, in the process that calls it (the child's)."""
+def fuse_here(source: Path, target: Path, heads: int, hidden: int) -> None:
+    """`fuse`'s work, in the process that calls it (the child's): the fused graph of `source` written to `target`."""
     from onnxruntime.transformers import optimizer
 
     logging.getLogger().setLevel(logging.ERROR)  # it reports each fusion on the root logger
-    fused = optimizer.optimize_model(str(path), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0)
-    fused.save_model_to_file(str(path))
+    fused = optimizer.optimize_model(str(source), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0)
+    fused.save_model_to_file(str(target))
 
 
 class OnnxQueryEncoder:
@@ -182,4 +187,4 @@ def load_query_encoder(model, model_dir: Path, cache_dir: Path, engine: str = "o
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["fuse"]:
-    fuse_here(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    fuse_here(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))

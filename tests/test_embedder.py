@@ -180,8 +180,10 @@ def test_an_export_the_optimizer_fails_on_stays_unfused_and_the_model_keeps_its_
     from kb import onnx_query
     from kb.onnx_query import export_onnx
 
-    monkeypatch.setattr(onnx_query, "fusion_command",  # the fusion's child process fails
-                        lambda path, heads, hidden: [sys.executable, "-c", "raise ValueError('unknown graph')"])
+    def failing(source, target, heads, hidden):  # the fusion's child writes half a file, then fails
+        return [sys.executable, "-c", f"open({str(target)!r}, 'wb').write(b'half'); raise ValueError('unknown graph')"]
+
+    monkeypatch.setattr(onnx_query, "fusion_command", failing)
     transformer = embedder.load()[0].auto_model
     before = transformer.config._attn_implementation
     export_onnx(transformer, tmp_path / "plain.onnx")
