@@ -140,6 +140,7 @@ class ServiceState:
             self.watcher.stop()
         self.jobs.wait(timeout=60)
         self.events.close()  # writes what is still queued
+        self.usage.close()  # the same for the counts of returned articles
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -84,11 +84,14 @@ def test_searches_feed_never_returned_without_keeping_query_text(service, tmp_pa
 
 def test_a_usage_log_failure_never_fails_the_search(service, caplog):
     class Broken:
-        def record(self, ids):
+        def record_later(self, ids):
             raise OSError("disk full")
 
         def returned(self):
             return {}
+
+        def close(self):
+            pass
 
     service.app.state.kb.usage = Broken()
     response = service.get("/api/search", params={"q": "outlook password"})

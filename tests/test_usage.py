@@ -21,6 +21,35 @@ def test_counts_each_article_once_per_response(side_db):
     log.close()
 
 
+def test_counts_recorded_later_are_written_by_the_log_s_thread_and_before_its_reads(side_db, monkeypatch):
+    """The service's way (record_later): no write in the caller's thread; the writer thread writes one transaction
+    within LINGER seconds; this log's reads and close write what is pending first."""
+    import time
+
+    from kb import usage
+
+    monkeypatch.setattr(usage, "LINGER", 0.2)
+    log, other = UsageLog(side_db("usage")), UsageLog(side_db("usage"))  # `other` reads the store, pending nothing
+    writes = []
+    write = log._write
+    monkeypatch.setattr(log, "_write", lambda counts: (writes.append(threading.current_thread().name),
+                                                       write(counts)))
+    log.record_later(["Outlook/a", "Teams/b", "Outlook/a"])
+    log.record_later(["Outlook/a"])
+    log.record_later([])
+    deadline = time.monotonic() + 10
+    while other.returned() != {"Outlook/a": 2, "Teams/b": 1} and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert other.returned() == {"Outlook/a": 2, "Teams/b": 1}
+    assert writes and set(writes) == {"usage-writer"}  # written by the writer's thread, not the caller's
+    log.record_later(["Teams/b"])
+    assert log.returned() == {"Outlook/a": 2, "Teams/b": 2}  # a read of this log writes what is pending first
+    log.record_later(["Teams/c"])
+    log.close()
+    assert other.returned() == {"Outlook/a": 2, "Teams/b": 2, "Teams/c": 1}  # and so does close
+    other.close()
+
+
 def test_reading_never_creates_the_file_recording_creates_folder_and_file(tmp_path):
     path = tmp_path / "new" / "folder" / "usage.sqlite"
     log = UsageLog(path)

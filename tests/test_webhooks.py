@@ -61,7 +61,7 @@ class Service:
         self.suggests, self.recorded = 0, []
         self.before = (0, 0)
         searcher, usage = self.state.searcher, self.state.usage
-        original_suggest, original_record = searcher.suggest, usage.record
+        original_suggest, original_record = searcher.suggest, usage.record_later
 
         def counting_suggest(*args, **kwargs):
             self.suggests += 1
@@ -71,7 +71,7 @@ class Service:
             self.recorded.append(sorted(set(ids)))
             return original_record(ids)
 
-        searcher.suggest, usage.record = counting_suggest, counting_record
+        searcher.suggest, usage.record_later = counting_suggest, counting_record
 
     def post(self, path: str, payload=None, **kwargs) -> httpx.Response:
         self.before = self.suggests, len(self.recorded)

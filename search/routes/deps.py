@@ -48,7 +48,8 @@ SearcherDep = Annotated[Searcher, Depends(leased_searcher)]
 
 
 def record_returned(request: Request, result: dict) -> None:
-    """Count the articles a search or suggest response lists in the usage log (ids only, never the query).
+    """Count the articles a search or suggest response lists in the usage log (ids only, never the query), written
+    by the log's own thread: the response never waits for the store.
 
     A failure is logged and swallowed: counting must never fail the search it counts.
     """
@@ -57,6 +58,6 @@ def record_returned(request: Request, result: dict) -> None:
         return
     try:
         ids = [hit["id"] for hit in (*result.get("results", ()), *result.get("articles", ()))]
-        usage.record(ids + [answer["article_id"] for answer in result.get("answers", ())])
+        usage.record_later(ids + [answer["article_id"] for answer in result.get("answers", ())])
     except Exception:  # noqa: BLE001 - a full disk or a locked file must not turn a search into a 500
         log.exception("could not record returned articles in the usage log")
