@@ -26,7 +26,7 @@ FUSE_TIMEOUT_S = 900  # the fusion's child process: multilingual-e5-small's 470 
 
 
 def export_path(cache_dir: Path, model_dir: Path) -> Path:
-    """Where the export of the model in `model_dir` lives: keyed by a hash of its weights file."""
+    """Where the export of the model in `model_dir` lives: keyed by a hash of its weights file and EXPORT_FORMAT."""
     weights = model_dir / "model.safetensors"
     stamp = f"{weights}:{weights.stat().st_size}:{weights.stat().st_mtime_ns}"
     digest = hashlib.sha256(f"{stamp}:{EXPORT_FORMAT}".encode()).hexdigest()
