@@ -158,10 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(**overrides)
         import torch
 
+        embedder = TimedEmbedder(settings.model, precision=settings.encode_precision)
         print(f"index:   {index_dir}")
         print(f"settings: batch_size={settings.batch_size} passage_max_words={settings.passage_max_words} "
               f"passage_min_words={settings.passage_min_words}; torch threads={torch.get_num_threads()}, "
-              f"cpus={os.cpu_count()}")
+              f"cpus={os.cpu_count()}; passages embedded in {embedder.precision} "
+              f"(KB_ENCODE_PRECISION={settings.encode_precision})")
         load1 = os.getloadavg()[0]
         if load1 > 0.5:
             print(f"WARNING: 1-minute load average is {load1:.2f} before the run: other processes share the CPUs, "
@@ -169,7 +171,6 @@ def main(argv: list[str] | None = None) -> int:
         rss_start = peak_rss_mb()
 
         # ---- 1. full build -----------------------------------------------------------------
-        embedder = TimedEmbedder(settings.model)
         profiler = cProfile.Profile() if args.profile else None
         started, cpu = time.perf_counter(), time.process_time()
         if profiler:
@@ -209,8 +210,9 @@ def main(argv: list[str] | None = None) -> int:
             runs = []
             for _ in range(max(1, args.raw_repeat)):
                 started, cpu = time.perf_counter(), time.process_time()
-                vectors = model.encode(texts, batch_size=settings.batch_size, normalize_embeddings=True,
-                                       show_progress_bar=False)
+                with embedder.passage_context():  # the build's precision: like is compared with like
+                    vectors = model.encode(texts, batch_size=settings.batch_size, normalize_embeddings=True,
+                                           show_progress_bar=False)
                 runs.append((time.perf_counter() - started, time.process_time() - cpu))
             raw_s, raw_cpu_s = min(runs)
             stored = version.vectors()
@@ -277,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
                    "peak_rss_mb": round(rss_build, 1), **raw,
                    "nochange_seconds": round(nochange_s, 3), "nochange_model_loaded": loaded,
                    "nochange_new_version": again.build_id is not None, **cli,
-                   "batch_size": settings.batch_size, "torch_threads": torch.get_num_threads(),
+                   "batch_size": settings.batch_size, "precision": embedder.precision,
+                   "torch_threads": torch.get_num_threads(),
                    "profiled": bool(args.profile), "loadavg_1m_before": round(load1, 2), "final_peak_rss_mb": round(peak_rss_mb(), 1)}
         if args.keep and args.index_dir is None:
             print(f"\nindex kept in {index_dir}")

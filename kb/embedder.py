@@ -1,6 +1,9 @@
 """Embedder: loads the packaged sentence-transformers model offline and encodes queries and passages."""
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
 import importlib
 import json
 import logging
@@ -25,6 +28,7 @@ QUERY_ENGINES = ("torch", "onnx", "onnx-int8")
 # Models whose 8-bit query encoder was measured to rank as the fp32 one (docs/quality.md); others run fp32 ONNX.
 INT8_MEASURED = frozenset({"all-MiniLM-L6-v2"})
 BESIDE_MAX_BYTES = 100_000_000  # largest export that gets a second session for work beside the requests
+PRECISIONS = ("auto", "fp32", "bf16")  # of passage embedding (KB_ENCODE_PRECISION)
 
 
 def onnx_engine_for(model_name: str, query_engine: str) -> str | None:
@@ -32,6 +36,39 @@ def onnx_engine_for(model_name: str, query_engine: str) -> str | None:
     if query_engine == "onnx-int8":
         return "onnx-int8" if model_name in INT8_MEASURED else "onnx"
     return "onnx" if query_engine == "onnx" else None
+
+
+def passage_precision(requested: str) -> str:
+    """The precision passages are embedded in: `auto` is bf16 where the CPU has AMX tiles, whose bf16 matrix units
+    made MiniLM 2.7x and multilingual-e5-small 3.2x faster than fp32 here with vectors within cosine 0.99995 of fp32
+    (docs/benchmarks.md, "Passages embedded in bf16"), else fp32: without such units torch emulates bf16, slower than
+    fp32. (torch.cpu says so through a private function: if it is gone, fp32.)"""
+    if requested != "auto":
+        return requested
+    try:
+        import torch
+
+        return "bf16" if torch.cpu._is_amx_tile_supported() else "fp32"
+    except Exception:  # noqa: BLE001 - an older or newer torch without the probe: the safe choice
+        return "fp32"
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: its allocator has no such call
+        return None
+
+
+def release_freed_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing). A batch of passages
+    frees hundreds of MB of activations that glibc otherwise keeps for later: without it a build's RSS grew with every
+    batch it embedded (3,072 passages in batches of 512: 1.59 GB in bf16, 0.71 GB with a trim after each batch;
+    docs/benchmarks.md, "Passages embedded in bf16")."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 class TextEncoder(Protocol):
@@ -54,12 +91,16 @@ class Embedder:
     """
 
     def __init__(self, model_name: str = "all-MiniLM-L6-v2", query_engine: str = "torch",
-                 cache_dir: Path | None = None, queries_without_torch: bool = False):
+                 cache_dir: Path | None = None, queries_without_torch: bool = False, precision: str = "fp32"):
         if model_name not in PACKAGED_MODELS:
             raise IndexMismatch(f"model {model_name!r} is not packaged here; known: {sorted(PACKAGED_MODELS)}")
         if query_engine not in QUERY_ENGINES:
             raise BadRequest(f"query engine must be one of {', '.join(QUERY_ENGINES)}, got {query_engine!r}")
+        if precision not in PRECISIONS:
+            raise BadRequest(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.model_name, self.query_engine = model_name, query_engine
+        self.requested_precision = precision
+        self._precision: str | None = None  # resolved on the first passage encoded (`auto` asks torch)
         self.onnx_engine = onnx_engine_for(model_name, query_engine)
         self.cache_dir = cache_dir or Path("var/models")
         self.model_id = MODEL_IDS[model_name]
@@ -196,7 +237,27 @@ class Embedder:
 
     def encode_passages(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         self.load()
-        return self._encode(self._prepare(texts, self._prefixes[1]), batch_size=batch_size)
+        try:
+            with self.passage_context():
+                return self._encode(self._prepare(texts, self._prefixes[1]), batch_size=batch_size)
+        finally:
+            release_freed_memory()
+
+    @property
+    def precision(self) -> str:
+        """fp32 or bf16: what passages are embedded in."""
+        if self._precision is None:
+            self._precision = passage_precision(self.requested_precision)
+        return self._precision
+
+    def passage_context(self):
+        """Where passages are encoded: torch's bf16 autocast (matrix products in bf16, norms and softmax in fp32)
+        or nothing. Thread-local, as autocast is: a build in a background thread does not change the requests'."""
+        if self.precision != "bf16":
+            return contextlib.nullcontext()
+        import torch
+
+        return torch.autocast("cpu", dtype=torch.bfloat16)
 
     def count_tokens(self, text: str) -> int:
         """Word pieces the model sees for `text` as a passage (before truncation)."""
@@ -269,4 +330,4 @@ def make_embedder(settings, for_queries: bool = True, queries_without_torch: boo
     for processes that only encode a few queries (kb search): torch loads only if no verified export exists."""
     engine = settings.query_engine if for_queries else "torch"
     return Embedder(settings.model, query_engine=engine, cache_dir=settings.model_cache_dir,
-                    queries_without_torch=queries_without_torch and for_queries)
+                    queries_without_torch=queries_without_torch and for_queries, precision=settings.encode_precision)

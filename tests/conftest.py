@@ -76,11 +76,14 @@ def tiny_encoder() -> TinyEncoder:
 
 @pytest.fixture(scope="session")
 def embedder(tmp_path_factory):
-    """The real packaged all-MiniLM-L6-v2 with the service's default query encoder, loaded once."""
+    """The real packaged all-MiniLM-L6-v2 with the service's default query encoder and passage precision, loaded
+    once."""
     from kb.embedder import Embedder
     from kb.settings import load_settings
 
-    embedder = Embedder(query_engine=load_settings({}).query_engine, cache_dir=tmp_path_factory.mktemp("models"))
+    defaults = load_settings({})
+    embedder = Embedder(query_engine=defaults.query_engine, cache_dir=tmp_path_factory.mktemp("models"),
+                        precision=defaults.encode_precision)
     embedder.load()
     return embedder
 

@@ -87,6 +87,55 @@ def test_unknown_model_and_engine_are_refused():
         Embedder(query_engine="tensorflow")
 
 
+def test_passages_in_bf16_stay_within_cosine_of_fp32(embedder):
+    bf16 = Embedder(precision="bf16", cache_dir=embedder.cache_dir)
+    full = Embedder(precision="fp32", cache_dir=embedder.cache_dir)
+    assert (bf16.precision, full.precision) == ("bf16", "fp32")
+    a, b = full.encode_passages(TEXTS), bf16.encode_passages(TEXTS)
+    assert b.dtype == np.float32 and np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    assert np.min(np.sum(a * b, axis=1)) >= 0.9999
+    assert np.max(np.abs(a - b)) > 1e-5  # the products really ran in bf16
+    assert np.array_equal(full.encode_passages(TEXTS), a)  # autocast stays inside the bf16 embedder's calls
+
+
+def test_encoding_passages_gives_the_freed_heap_back(embedder, monkeypatch):
+    import kb.embedder
+
+    kb.embedder.release_freed_memory()  # glibc's malloc_trim here: callable, no error
+    calls = []
+    monkeypatch.setattr(kb.embedder, "release_freed_memory", lambda: calls.append(1))
+    embedder.encode_passages(TEXTS[:1])
+    embedder.encode_queries(TEXTS[:1])  # a query's few kB are left to the allocator
+    assert calls == [1]
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_has_amx(monkeypatch):
+    import torch
+
+    from kb.embedder import passage_precision
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert passage_precision("auto") == "bf16" and Embedder(precision="auto").precision == "bf16"
+    assert passage_precision("fp32") == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert passage_precision("auto") == "fp32" and passage_precision("bf16") == "bf16"
+
+    def gone():
+        raise AttributeError("_is_amx_tile_supported")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", gone)
+    assert passage_precision("auto") == "fp32"
+
+
+def test_the_settings_precision_reaches_the_embedder():
+    from kb.embedder import make_embedder
+    from kb.settings import load_settings
+
+    assert make_embedder(load_settings({"KB_ENCODE_PRECISION": "bf16"})).requested_precision == "bf16"
+    assert make_embedder(load_settings({})).requested_precision == "auto"
+    with pytest.raises(BadRequest, match="precision"):
+        Embedder(precision="fp16")
+
+
 def test_queries_without_torch_match_torch_exactly(fp32):
     """The checked export read by ONNX Runtime and `tokenizers` alone: torch's query vectors, torch not loaded."""
     light = Embedder(query_engine="onnx", cache_dir=fp32.cache_dir, queries_without_torch=True)

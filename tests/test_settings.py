@@ -23,7 +23,8 @@ def test_none_override_keeps_environment():
     assert load_settings({"KB_INDEX_DIR": "/x"}, index_dir=None).index_dir == Path("/x")
 
 
-@pytest.mark.parametrize("env", [{"KB_PORT": "eighty"}, {"KB_PORT": "70000"}, {"KB_LEXICAL_WEIGHT": "high"}])
+@pytest.mark.parametrize("env", [{"KB_PORT": "eighty"}, {"KB_PORT": "70000"}, {"KB_LEXICAL_WEIGHT": "high"},
+                                 {"KB_ENCODE_PRECISION": "fp16"}])
 def test_bad_values_are_clear_errors(env):
     with pytest.raises(BadRequest) as info:
         load_settings(env)
