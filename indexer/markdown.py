@@ -308,12 +308,19 @@ def markdown_to_text(markdown: str) -> str:
     return "\n\n".join(text for text in blocks if text)
 
 
+@lru_cache(maxsize=1)
+def block_parser() -> MarkdownIt:
+    """`parser()`'s block rules without its inline pass: where blocks such as fenced code start and end (inline
+    parsing, half of a whole parse, never moves a block)."""
+    return MarkdownIt("commonmark", {"html": False, "linkify": False}).enable(["table"]).disable("inline")
+
+
 def code_line_indexes(texts: list[str]) -> set[int]:
     """Indexes of lines inside fenced code blocks (left untouched by DocFX cleanup)."""
     inside: set[int] = set()
-    for node in parse_tree("\n".join(texts)).walk():
-        if node.type == "fence" and node.map:
-            inside.update(range(node.map[0], node.map[1]))
+    for token in block_parser().parse("\n".join(texts)):
+        if token.type == "fence" and token.map:
+            inside.update(range(token.map[0], token.map[1]))
     return inside
 
 
