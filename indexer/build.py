@@ -9,16 +9,16 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
 
 from indexer import failures
 from indexer.cache import EmbeddingCache, hash_text
-from indexer.chunking import split_article
-from indexer.parse import discover, parse_article
-from kb.articles import Article, Passage, Problem
+from indexer.parse import discover
+from indexer.parse_ahead import Parsed, ParsedFiles
+from kb.articles import Article, Problem
 from kb.errors import ContentError, IndexDamaged, IndexMismatch, KBError
 from kb.embedder import TextEncoder
 from kb.index import ArticleRecord, IndexBackend, IndexReader, IndexWriter, PassageRecord, backend_for
@@ -27,6 +27,9 @@ from kb.settings import Settings
 log = logging.getLogger("kb.build")
 Progress = Callable[[str, int, int], None]
 BATCH_PASSAGES = 4096  # passages parsed, embedded and written per batch of a build: what its memory holds
+# A full build of at least this many files parses them in a worker process, ahead of the encoder (indexer.parse_ahead);
+# below it, starting the worker (a new interpreter, ~0.3 s) costs about what the parsing would.
+PARSE_AHEAD_MIN_FILES = 500
 
 
 def _ignore_progress(stage: str, done: int, total: int) -> None:
@@ -191,12 +194,16 @@ def _build_from(backend: IndexBackend, settings: Settings, encoder: TextEncoder,
     files = discover(settings.content_dir)
     kept, changed = _scan(settings.content_dir, files, old_articles, report, progress, on_progress)
     if previous is None:
-        report.build_id = _write(backend, settings, encoder, None, kept, _parse(settings, changed, kept, report),
-                                 len(changed), strict, report, progress, on_progress)
+        with contextlib.closing(_parse(settings, changed, ahead=len(changed) >= PARSE_AHEAD_MIN_FILES)) as parsed:
+            if parsed.ahead:  # the model loads now (asked its dimension), while the worker parses the first files
+                _ = encoder.dim
+            report.build_id = _write(backend, settings, encoder, None, kept,
+                                     _publishable(settings, changed, parsed, kept, report), len(changed), strict,
+                                     report, progress, on_progress)
     else:
-        fresh = list(_parse(settings, changed, kept, report))
+        fresh = list(_publishable(settings, changed, _parse(settings, changed), kept, report))
         _check(settings, kept, len(fresh), strict, report)
-        report.deleted = len(set(old_articles) - kept - {a.article_id for a, _ in fresh})
+        report.deleted = len(set(old_articles) - kept - {a.article_id for a, _, _ in fresh})
         if not fresh and not report.deleted:
             report.reused, report.articles = len(kept), len(kept)
             report.passages = sum(old_articles[a][2] for a in kept)
@@ -233,14 +240,19 @@ def _scan(content_root: Path, files: list[Path], old_articles: dict, report: Bui
     return kept, changed
 
 
-def _parse(settings: Settings, changed: list[_Changed], kept: set[str],
-           report: BuildReport) -> Iterator[tuple[Article, str]]:
-    """Parse the changed files in order: publishable articles with their source hash; problems and drafts counted,
-    and an article that no longer parses added to `kept` (its previous version stays)."""
-    content_root = settings.content_dir
-    for item in changed:
-        article, problems = parse_article(item.path, content_root)
-        report.problems.extend(problems)
+def _parse(settings: Settings, changed: list[_Changed], *, ahead: bool = False) -> ParsedFiles:
+    """The changed files parsed and chunked in order (`ahead`: by a worker process, see indexer.parse_ahead)."""
+    return ParsedFiles([item.path for item in changed], settings.content_dir, settings.passage_max_words,
+                       settings.passage_min_words, ahead=ahead)
+
+
+def _publishable(settings: Settings, changed: list[_Changed], parsed: Iterable[Parsed], kept: set[str],
+                 report: BuildReport) -> Iterator[tuple[Article, str, Parsed]]:
+    """Publishable articles with their source hash and what parsing found; problems and drafts counted, and an article that
+    no longer parses added to `kept` (its previous version stays)."""
+    for item, result in zip(changed, parsed):
+        article = result.article
+        report.problems.extend(result.problems)
         if article is None:
             if item.had_version:
                 report.problems.append(Problem(item.rel, 0, "kept the previously indexed version of this article",
@@ -250,7 +262,7 @@ def _parse(settings: Settings, changed: list[_Changed], kept: set[str],
         if article.status == "draft":
             report.drafts += 1
             continue
-        yield article, hash_source(item.path, content_root, list(article.includes))
+        yield article, hash_source(item.path, settings.content_dir, list(article.includes)), result
 
 
 def _check(settings: Settings, kept: set[str], fresh: int, strict: bool, report: BuildReport) -> None:
@@ -263,12 +275,12 @@ def _check(settings: Settings, kept: set[str], fresh: int, strict: bool, report:
 
 
 def _write(backend: IndexBackend, settings: Settings, encoder: TextEncoder, previous: _Previous | None,
-           kept: set[str], fresh: Iterator[tuple[Article, str]], to_parse: int, strict: bool, report: BuildReport,
-           progress: bool, on_progress: Progress) -> str:
-    """Chunk, embed and write the fresh articles in batches of about BATCH_PASSAGES passages, then commit the
-    version: from scratch, or as a patch of the previous one. The version is opened at the first batch (or at the
-    end: a build that only deletes), so a build with nothing to publish never asks the encoder for its dimension;
-    a failed check discards it. Progress: a bar of passages written (a batch's new embeddings as they come), and
+           kept: set[str], fresh: Iterator[tuple[Article, str, Parsed]], to_parse: int, strict: bool,
+           report: BuildReport, progress: bool, on_progress: Progress) -> str:
+    """Embed and write the fresh articles in batches of about BATCH_PASSAGES passages, then commit the version:
+    from scratch, or as a patch of the previous one. The version is opened at the first batch (or at the end: a
+    build that only deletes), so a build with nothing to publish never asks the encoder for its dimension; a failed
+    check discards it. Progress: a bar of passages written (a batch's new embeddings as they come), and
     ("embedding", articles parsed, articles to parse) per batch, then ("writing", 0, passages) before the commit."""
     build_id = backend.new_name()
     # The previous version knows the dimension: asking the encoder would load the model even when every passage
@@ -278,17 +290,16 @@ def _write(backend: IndexBackend, settings: Settings, encoder: TextEncoder, prev
     hashes: list[str] = [aid + previous.articles[aid][1] for aid in kept] if previous else []
     writer: IndexWriter | None = None
     cache: EmbeddingCache | None = None
-    batch: list[tuple[ArticleRecord, list[Passage]]] = []
+    batch: list[tuple[ArticleRecord, Parsed]] = []
     parsed = size = passages = 0
     try:
         with tqdm(desc="passages", unit="psg", disable=not progress) as bar:
             on_progress("embedding", 0, to_parse)
-            for article, source_hash in fresh:
-                chunks = split_article(article, settings.passage_max_words, settings.passage_min_words)
-                batch.append((ArticleRecord.of(article, source_hash), chunks))
+            for article, source_hash, parsed_file in fresh:
+                batch.append((ArticleRecord.of(article, source_hash), parsed_file))
                 hashes.append(article.article_id + source_hash)
                 parsed += 1
-                size += len(chunks)
+                size += len(parsed_file.passages)
                 if size >= BATCH_PASSAGES:
                     if strict and report.errors:  # the build will fail: stop embedding, go on finding errors
                         batch, size = [], 0
@@ -330,18 +341,20 @@ def _open(backend: IndexBackend, settings: Settings, encoder: TextEncoder, build
 
 
 def _flush(settings: Settings, encoder: TextEncoder, cache: EmbeddingCache, writer: IndexWriter,
-           batch: list[tuple[ArticleRecord, list[Passage]]], report: BuildReport,
+           batch: list[tuple[ArticleRecord, Parsed]], report: BuildReport,
            advance: Callable[[int], object]) -> int:
     """Embed one batch's passages (the cache first) and add them to the version; returns how many. `advance(n)`:
     n more passages embedded, or written from the cache."""
-    passages = [p for _, chunks in batch for p in chunks]
+    passages = [p for _, parsed in batch for p in parsed.passages]
     if not batch:
         return 0
     vectors, embedded = cache.embed([p.embed_text() for p in passages],
                                     lambda texts: encoder.encode_passages(texts, batch_size=settings.batch_size),
                                     progress=advance)
     report.embedded += embedded
-    writer.add([record for record, _ in batch], [PassageRecord.of(p, hash_text(p.embed_text())) for p in passages],
+    sentences = [s for _, parsed in batch for s in parsed.sentences]
+    writer.add([record for record, _ in batch],
+               [PassageRecord.of(p, hash_text(p.embed_text()), s) for p, s in zip(passages, sentences)],
                vectors if len(passages) else np.zeros((0, writer.dim), np.float32))
     advance(len(passages) - embedded)
     return len(passages)

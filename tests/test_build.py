@@ -419,6 +419,31 @@ def test_a_streamed_build_equals_the_one_shot_build(content_copy, tmp_path, tiny
     assert (streamed_version.path / store.VECTORS).read_bytes() == (reference_version.path / store.VECTORS).read_bytes()
 
 
+def test_a_build_parsed_ahead_by_a_worker_equals_the_one_shot_build(content_copy, tmp_path, tiny_encoder,
+                                                                    monkeypatch):
+    """The worker process parses the files (in messages of 2) while batches of 7 passages are embedded: the same
+    version, key for key, as parsing everything in the build's process."""
+    import indexer.build
+    from indexer import parse_ahead
+
+    monkeypatch.setattr(indexer.build, "BATCH_PASSAGES", 7)
+    monkeypatch.setattr(indexer.build, "PARSE_AHEAD_MIN_FILES", 1)
+    monkeypatch.setattr(parse_ahead, "FILES_PER_MESSAGE", 2)
+    workers = []
+    original = parse_ahead.ParsedFiles._start
+    monkeypatch.setattr(parse_ahead.ParsedFiles, "_start", lambda self: workers.append(self) or original(self))
+    ahead = settings_for(content_copy, tmp_path / "ahead")
+    report = build_index(ahead, tiny_encoder, full=True, progress=False)
+    reference = settings_for(content_copy, tmp_path / "reference")
+    one_shot(reference, tiny_encoder)
+    assert len(workers) == 1 and workers[0].paths and report.problems == []
+    got, expected = snapshot(ahead, tiny_encoder.model_id), snapshot(reference, tiny_encoder.model_id)
+    assert got == expected and got["counts"] == {"articles": 8, "passages": report.passages}
+    keys = "SELECT row, passage_id, sentences FROM passages ORDER BY row"
+    assert store.open_current(ahead.index_dir, tiny_encoder.model_id).db().execute(keys).fetchall() == \
+        store.open_current(reference.index_dir, tiny_encoder.model_id).db().execute(keys).fetchall()
+
+
 def test_a_streamed_build_holds_one_batch_of_passages(content_copy, tmp_path, tiny_encoder, monkeypatch):
     """Passages reach the encoder and the version batch by batch (about BATCH_PASSAGES each), not all at once."""
     import indexer.build

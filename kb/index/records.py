@@ -51,9 +51,10 @@ class PassageRecord:
     sentences: tuple[tuple[int, int], ...] | None = field(default=None, compare=False)
 
     @classmethod
-    def of(cls, passage: Passage, text_hash: str) -> PassageRecord:
+    def of(cls, passage: Passage, text_hash: str,
+           sentences: tuple[tuple[int, int], ...] | None = None) -> PassageRecord:
         return cls(passage.passage_id, passage.article_id, tuple(passage.heading_path), passage.anchor,
-                   passage.text, text_hash)
+                   passage.text, text_hash, sentences)
 
 
 @dataclass(frozen=True)
