@@ -99,6 +99,30 @@ def read_embed_texts(version) -> tuple[list[str], int]:
     return texts, mismatches
 
 
+def children_cpu_seconds() -> float:
+    """CPU of this process's ended children so far (the build's parsing worker, once it has ended)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def raw_cold_child(index_dir: Path, batch_size: int | None) -> int:
+    """--raw-cold-of: in this fresh process, load the model (untimed), then time one encode of the version's passage
+    texts in the service's precision; prints the figures as JSON."""
+    settings = load_settings()
+    texts, _ = read_embed_texts(open_backend(index_dir).open(check=False))
+    embedder = Embedder(settings.model, precision=settings.encode_precision)
+    started = time.perf_counter()
+    model = embedder.load()
+    load_s = time.perf_counter() - started
+    started = time.perf_counter()
+    with embedder.passage_context():
+        model.encode(texts, batch_size=batch_size or settings.batch_size, normalize_embeddings=True,
+                     show_progress_bar=False)
+    print(json.dumps({"raw_passages": len(texts), "raw_cold_seconds": round(time.perf_counter() - started, 3),
+                      "load_seconds": round(load_s, 3)}))
+    return 0
+
+
 def rate(count: float, seconds: float) -> float:
     return count / seconds if seconds > 0 else float("nan")
 
@@ -121,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="override KB_BATCH_SIZE (default: the setting, 64)")
     parser.add_argument("--skip-raw", action="store_true", help="skip the raw SentenceTransformer.encode run")
+    parser.add_argument("--raw-cold", action="store_true",
+                        help="also run the raw encode in a fresh process (model loaded untimed, then one encode): "
+                             "as cold as the build's own first batches, where the in-process raw run is warm")
+    parser.add_argument("--raw-cold-of", type=Path, default=None, help=argparse.SUPPRESS)  # that child's mode
     parser.add_argument("--raw-repeat", type=int, default=1, metavar="R",
                         help="run the raw encode R times and report the fastest (default 1)")
     parser.add_argument("--skip-cli", action="store_true",
@@ -129,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the full build under cProfile and print the top N functions by cumulative "
                              "time (slows the build; the timing figures then include profiler overhead)")
     args = parser.parse_args(argv)
+    if args.raw_cold_of is not None:
+        return raw_cold_child(args.raw_cold_of, args.batch_size)
 
     content = args.content.resolve()
     if not content.is_dir():
@@ -173,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         # ---- 1. full build -----------------------------------------------------------------
         profiler = cProfile.Profile() if args.profile else None
         started, cpu = time.perf_counter(), time.process_time()
+        children_cpu = children_cpu_seconds()
         if profiler:
             profiler.enable()
         report = build_index(settings, embedder, full=True, progress=True)
@@ -180,13 +211,15 @@ def main(argv: list[str] | None = None) -> int:
             profiler.disable()
         build_s = time.perf_counter() - started
         build_cpu_s = time.process_time() - cpu
+        worker_cpu_s = children_cpu_seconds() - children_cpu
         rss_build = peak_rss_mb()
         other_s = build_s - embedder.load_seconds - embedder.encode_seconds
         print()
         print(f"full build: {report.summary()}")
         print(f"  articles           {report.articles}")
         print(f"  passages           {report.passages}  ({report.embedded} embedded)")
-        print(f"  wall               {build_s:.2f} s  (process CPU {build_cpu_s:.2f} s)")
+        print(f"  wall               {build_s:.2f} s  (process CPU {build_cpu_s:.2f} s; its parsing worker's "
+              f"{worker_cpu_s:.2f} s)")
         print(f"    model load       {embedder.load_seconds:.2f} s")
         print(f"    encode           {embedder.encode_seconds:.2f} s  ({embedder.encode_calls} calls, "
               f"process CPU {embedder.encode_cpu_seconds:.2f} s)")
@@ -241,6 +274,20 @@ def main(argv: list[str] | None = None) -> int:
                       "(1.0 = the build's encode calls run at raw speed)")
             print(f"  sanity             {mismatches} embed-text hash mismatches, "
                   f"max |raw - indexed| vector diff {max_diff:.2e}")
+        if args.raw_cold:
+            command = [sys.executable, str(Path(__file__).resolve()), "--raw-cold-of", str(index_dir),
+                       "--batch-size", str(settings.batch_size)]
+            child = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+            cold = json.loads(child.stdout.strip().splitlines()[-1])
+            cold_ratio = rate(report.passages, build_s) / rate(cold["raw_passages"], cold["raw_cold_seconds"])
+            cold_ratio_no_load = rate(report.passages, build_s - embedder.load_seconds) / \
+                rate(cold["raw_passages"], cold["raw_cold_seconds"])
+            raw.update({"raw_cold_seconds": cold["raw_cold_seconds"], "raw_cold_load_seconds": cold["load_seconds"],
+                        "pipeline_raw_cold_ratio": round(cold_ratio, 3),
+                        "pipeline_raw_cold_ratio_excl_load": round(cold_ratio_no_load, 3)})
+            print(f"raw encode in a fresh process: {cold['raw_cold_seconds']:.2f} s (model load before it "
+                  f"{cold['load_seconds']:.2f} s, untimed); pipeline / raw cold {cold_ratio:.3f}, excluding the "
+                  f"build's model load {cold_ratio_no_load:.3f}")
 
         # ---- 3. no-change re-index, new Embedder ------------------------------------------
         fresh = Embedder(settings.model)
@@ -268,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr.strip()[-300:]}")
 
         figures = {"bench": "index_build", "content": str(args.content), "limit": args.limit,
+                   "worker_cpu_seconds": round(worker_cpu_s, 3),
                    "articles": report.articles, "passages": report.passages, "embedded": report.embedded,
                    "problems": len(report.problems), "build_seconds": round(build_s, 3),
                    "model_load_seconds": round(embedder.load_seconds, 3),
