@@ -183,8 +183,8 @@ def test_start_wait_tries_again_with_a_bounded_backoff_and_only_for_an_engine_ou
 class NotLoadedClient:
     """A client whose collection answers "not loaded" (code 101) `failures` times, loaded again or not."""
 
-    def __init__(self, failures: int):
-        self.failures, self.loads, self.searches = failures, 0, 0
+    def __init__(self, failures: int, stuck: bool = False):
+        self.failures, self.stuck, self.loads, self.searches = failures, stuck, 0, 0
 
     def search(self, collection, **kwargs):
         from pymilvus.exceptions import MilvusException
@@ -194,14 +194,19 @@ class NotLoadedClient:
             raise MilvusException(code=101, message=f"Collection '{collection}' is in state 'released'")
         return [["hit"]]
 
-    def load_collection(self, collection, **kwargs):
+    def load_collection(self, collection, timeout=None, **kwargs):
+        from pymilvus.exceptions import MilvusException
+
+        assert timeout is not None, "a load without a timeout may wait for ever"
         self.loads += 1
+        if self.stuck:  # pymilvus' own end of a load that never reaches 100%
+            raise MilvusException(message=f"wait for loading collection timeout, collection: {collection}")
 
 
-def connected(client):
+def connected(client, timeout: float = 5):
     from kb.index.milvus.connection import Connection
 
-    connection = Connection("http://127.0.0.1:1", timeout=5)
+    connection = Connection("http://127.0.0.1:1", timeout=timeout)
     connection._client = client
     return connection
 
@@ -221,3 +226,38 @@ def test_a_collection_that_stays_unloaded_is_a_503_not_a_500():
     with pytest.raises(IndexUnavailable, match="kb_v1 is not loaded"):
         connected(client).search("kb_v1", data=["x"])
     assert client.loads == LOAD_ATTEMPTS and client.searches == LOAD_ATTEMPTS + 1
+
+
+def test_a_load_that_does_not_finish_in_time_is_a_503_not_a_hang():
+    """After a restart a search met its collection not loaded, and pymilvus' load, given no timeout, waited without
+    end (a CI run: past the client's 120 s). The load gets the connection's timeout; when it runs out, a 503."""
+    client = NotLoadedClient(failures=100, stuck=True)
+    with pytest.raises(IndexUnavailable, match="kb_v1 did not load: wait for loading collection timeout"):
+        connected(client).search("kb_v1", data=["x"])
+    assert client.loads == 1 and client.searches == 1
+
+
+def test_a_load_in_progress_is_waited_for_at_most_the_timeout():
+    """Another request's load holds the loading lock: this one waits the timeout for it, then answers 503."""
+    import threading
+    import time
+
+    client = NotLoadedClient(failures=100)
+    connection = connected(client, timeout=0.2)
+    outcome: list = []
+
+    def search() -> None:
+        started = time.monotonic()
+        try:
+            connection.search("kb_v1", data=["x"])
+        except IndexUnavailable as exc:
+            outcome.append((exc.message, time.monotonic() - started))
+
+    connection._loading.acquire()  # another request's load that takes its time
+    waiting = threading.Thread(target=search)
+    waiting.start()
+    waiting.join(timeout=5)
+    connection._loading.release()
+    waiting.join()
+    assert outcome and "kb_v1 is being loaded" in outcome[0][0] and 0.2 <= outcome[0][1] < 5
+    assert client.loads == 0

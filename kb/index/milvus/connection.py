@@ -97,8 +97,7 @@ class Connection:
                         raise
                     if attempt == LOAD_ATTEMPTS:  # loaded and still not: the engine cannot serve it now (503)
                         raise self._unavailable(f"collection {args[0]} is not loaded") from None
-                    with self._loading:  # the calls of one request at once (search/signals.py) load in turn
-                        client.load_collection(args[0])
+                    self._load(client, args[0])
         except IndexUnavailable:
             raise
         except Exception as exc:
@@ -109,6 +108,25 @@ class Connection:
         if self.down is not None:
             self._reached()
         return result
+
+    def _load(self, client, collection: str) -> None:
+        """Load a collection a call found not loaded (Milvus restarted), within the timeout: pymilvus waits for a load
+        without end when given none (seen: a search after a restart hung past 120 s). The calls of one request at
+        once (search/signals.py) load in turn; a load that does not finish in time is a 503, and the next request
+        asks again."""
+        from pymilvus.exceptions import MilvusException
+
+        bound = self.timeout if self.timeout > 0 else None
+        if not self._loading.acquire(timeout=-1 if bound is None else bound):
+            raise self._unavailable(f"collection {collection} is being loaded")
+        try:
+            client.load_collection(collection, timeout=bound)
+        except MilvusException as exc:
+            if out_of_reach(exc) is not None:
+                raise
+            raise self._unavailable(f"collection {collection} did not load: {exc.message}") from None
+        finally:
+            self._loading.release()
 
     def _connected(self):
         with self._guard:
