@@ -248,8 +248,8 @@ def _parse(settings: Settings, changed: list[_Changed], *, ahead: bool = False) 
 
 def _publishable(settings: Settings, changed: list[_Changed], parsed: Iterable[Parsed], kept: set[str],
                  report: BuildReport) -> Iterator[tuple[Article, str, Parsed]]:
-    """Publishable articles with their source hash and what parsing found; problems and drafts counted, and an article that
-    no longer parses added to `kept` (its previous version stays)."""
+    """Publishable articles with their source hash and what parsing found; problems and drafts counted, and an
+    article that no longer parses added to `kept` (its previous version stays)."""
     for item, result in zip(changed, parsed):
         article = result.article
         report.problems.extend(result.problems)
