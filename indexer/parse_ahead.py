@@ -184,10 +184,14 @@ def main() -> None:
     lower_priority()
     per_message, content_root, max_words, min_words, paths = pickle.load(sys.stdin.buffer)
     out = sys.stdout.buffer
-    for index, start in enumerate(range(0, len(paths), per_message)):
-        parsed = [parse_file(path, content_root, max_words, min_words) for path in paths[start:start + per_message]]
-        pickle.dump((index, parsed), out, pickle.HIGHEST_PROTOCOL)
-        out.flush()
+    try:
+        for index, start in enumerate(range(0, len(paths), per_message)):
+            parsed = [parse_file(path, content_root, max_words, min_words)
+                      for path in paths[start:start + per_message]]
+            pickle.dump((index, parsed), out, pickle.HIGHEST_PROTOCOL)
+            out.flush()
+    except BrokenPipeError:  # the build is gone (killed, or it stopped reading): nothing to say on its stderr
+        os._exit(0)
 
 
 if __name__ == "__main__":  # run as the module itself, so what it pickles is indexer.parse_ahead.Parsed

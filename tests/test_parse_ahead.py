@@ -132,3 +132,31 @@ def test_the_worker_runs_below_the_build_priority(content, monkeypatch, tmp_path
                                f"open({str(report)!r}, 'w').write(str(os.nice(0)))\n")
     parse_all(discover(content), content, ahead=True)
     assert report.read_text() == "19"
+
+
+def test_a_worker_whose_build_was_killed_exits_without_a_traceback(tmp_path):
+    """The build's process SIGKILLed while its worker waits to send more: the worker's next write finds the pipe
+    closed, and it ends quietly (its stderr is the build's, a service log)."""
+    import signal
+    import textwrap
+
+    root = tmp_path / "content"
+    root.mkdir()
+    for n in range(300):  # about 1 MB of messages: more than the pipe holds, so the worker is still writing
+        (root / f"a{n:03}.md").write_text(f"# Article {n}\n\n" + "Words of a paragraph. " * 150, encoding="utf-8")
+    build = textwrap.dedent(f"""
+        import os, signal, sys
+        from indexer import parse_ahead
+        from indexer.parse import discover
+        from pathlib import Path
+        files = parse_ahead.ParsedFiles(discover(Path({str(root)!r})), Path({str(root)!r}), 180, 40, ahead=True)
+        parsed = iter(files)
+        first = next(parsed)
+        print(files._worker.pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    process = subprocess.Popen([sys.executable, "-c", build], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               cwd=parse_ahead.PACKAGE_ROOT, text=True)
+    out, err = process.communicate(timeout=60)  # returns when the worker, which shares stderr, has ended too
+    assert process.returncode == -signal.SIGKILL and out.strip().isdigit(), err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
