@@ -261,3 +261,50 @@ def test_a_load_in_progress_is_waited_for_at_most_the_timeout():
     waiting.join()
     assert outcome and "kb_v1 is being loaded" in outcome[0][0] and 0.2 <= outcome[0][1] < 5
     assert client.loads == 0
+
+
+class StuckLoads:
+    """A pymilvus client whose loads never finish: pymilvus ends a load given a timeout with its own error; given
+    none it waits for ever (here: an error that says so, so that the old code fails rather than hangs)."""
+
+    def __init__(self, client):
+        self.client, self.loads = client, []
+
+    def load_collection(self, collection, timeout=None, **kwargs):
+        from pymilvus.exceptions import MilvusException
+
+        self.loads.append((collection, timeout))
+        if timeout is None:
+            raise AssertionError(f"a load of {collection} without a timeout waits for ever")
+        raise MilvusException(message=f"wait for loading collection timeout, collection: {collection}")
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
+def test_a_version_whose_collections_do_not_load_is_unavailable_at_open_not_a_hang(tmp_path):
+    """A replica opening a version (at start, at a swap) loads its collections: a load that never finishes is a bounded
+    wait and IndexUnavailable (the start wait and the next poll try again), not a replica stuck for ever."""
+    from kb.index import open_backend
+    from kb.index.milvus import MilvusBackend
+    from kb.index.milvus.connection import OPEN_LOAD_SECONDS
+    from tests.test_index_contract import ARTICLES, DIM, MODEL, PASSAGES, VECTORS
+
+    backend = open_backend(tmp_path / "index", "milvus")
+    name = backend.new_name()
+    backend.write(name, ARTICLES, PASSAGES, VECTORS, {"model": MODEL, "dim": DIM, "content_hash": "c"})
+    connection = backend.client
+    real = connection._connected()
+    connection._client = stuck = StuckLoads(real)
+    try:
+        with pytest.raises(IndexUnavailable, match=f"collection kb_{name} did not load: wait for loading"):
+            backend.open(model_id=MODEL)
+        with pytest.raises(IndexUnavailable, match="did not load"):
+            MilvusBackend(tmp_path / "index")  # the registry, loaded by every backend as it is made
+        assert len(stuck.loads) == 2
+        assert all(timeout == max(connection.timeout, OPEN_LOAD_SECONDS) for _, timeout in stuck.loads)
+        assert connection.down is None  # Milvus answered: a load that does not finish is no engine out of reach
+    finally:
+        connection._client = real
+    with backend.open(model_id=MODEL) as reader:  # loads that finish open the version as before
+        assert reader.size == len(PASSAGES)

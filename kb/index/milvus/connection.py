@@ -14,7 +14,12 @@ log = logging.getLogger("kb.index")
 TIMEOUT = 10.0  # seconds a call waits for Milvus' answer (build steps excepted): KB_MILVUS_TIMEOUT's default
 LOCAL = frozenset({"create_schema", "prepare_index_params"})  # made by the client alone: no timeout to pass
 UNBOUNDED = LOCAL | frozenset({"insert", "upsert", "delete", "flush", "create_collection", "drop_collection",
-                               "create_alias", "alter_alias", "create_index", "load_collection"})  # a build's steps
+                               "create_alias", "alter_alias", "create_index"})  # a build's steps
+# A version's collections loaded when it is opened (a service starting or taking a new version, a build reading its
+# base) wait at most this long, or the call's timeout when longer: a large collection takes its time to load, but a
+# load that never finishes must not hold a replica's start or its swaps for ever (pymilvus waits without end when
+# given no timeout). One that runs out is IndexUnavailable; the next try (the start wait, the next poll) asks again.
+OPEN_LOAD_SECONDS = 60.0
 NOT_LOADED = 101  # Milvus' code for a collection that is not loaded: a restarted milvus-lite loads none again
 LOAD_ATTEMPTS = 3  # loads of a collection found not loaded before a call gives up (right after a restart milvus-lite
 #                   once answered "released" to a call made just after its load had returned, when two ran at once)
@@ -57,7 +62,8 @@ def out_of_reach(exc: BaseException) -> str | None:
 
 class Connection:
     """A MilvusClient for `uri`, made on first use (a service starts while Milvus is out of reach), whose calls
-    (`connection.search(...)`, as on the client) wait at most `timeout` seconds, build steps excepted. A call that
+    (`connection.search(...)`, as on the client) wait at most `timeout` seconds (a load at least OPEN_LOAD_SECONDS),
+    build steps excepted. A call that
     gets no answer raises IndexUnavailable (503); for FAIL_FAST_SECONDS after, calls raise it at once, so that one
     request waits the timeout rather than every call of every request; then the next call tries again."""
 
@@ -85,7 +91,8 @@ class Connection:
         if down is not None and time.monotonic() - self._down_at < FAIL_FAST_SECONDS:
             raise self._unavailable(down)
         if name not in UNBOUNDED and self.timeout > 0:
-            kwargs.setdefault("timeout", self.timeout)
+            kwargs.setdefault("timeout", max(self.timeout, OPEN_LOAD_SECONDS) if name == "load_collection"
+                              else self.timeout)
         try:
             client = self._connected()
             for attempt in range(LOAD_ATTEMPTS + 1):
@@ -102,6 +109,8 @@ class Connection:
             raise
         except Exception as exc:
             why = out_of_reach(exc)
+            if why is None and name == "load_collection" and isinstance(exc, MilvusException) and args:
+                raise self._unavailable(f"collection {args[0]} did not load: {exc.message}") from None
             if why is None:
                 raise
             raise self._lost(why) from None
