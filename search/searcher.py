@@ -14,6 +14,7 @@ from kb.errors import ArticleNotFound, BadRequest
 from kb.index import IndexReader, PassageRecord, Selection
 from kb.settings import Settings
 from search.confidence import calibration_for, features
+from search.coverage import Coverage
 from search.fusion import FusionWeights, LinearCombiner, rank
 from search.glossary import Glossary, load_glossary
 from search.lexical import search_codes
@@ -24,6 +25,7 @@ from search.tickets import TicketQuery, build_query, detect_language, extract_co
 MODES = ("fused", "dense", "lexical")
 WORD = re.compile(r"\w+", re.UNICODE)
 CODE_MATCH_CONFIDENCE = 0.9  # a query of only error codes, all found in one passage (dev set: 3 of 3 right)
+OUTSIDE_CONFIDENCE = 0.1  # at most, for a query about another vendor's product the knowledge base never mentions
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class Query:
     alternatives: tuple[str, ...] = ()  # further texts to embed; a passage scores its best cosine over all
     language: str = "en"
     prefer: str | None = None  # the agent's language: its articles rank first on a mixed knowledge base
+    head: str = ""  # the ticket's subject or the search's words (search/coverage.py)
 
 
 def make_query(ticket: TicketQuery, fallback: str, glossary: Glossary | None, embed: str = "both",
@@ -69,10 +72,13 @@ def make_query(ticket: TicketQuery, fallback: str, glossary: Glossary | None, em
         if english and english != dense:
             lexical = f"{lexical} {glossary.translate(lexical)}"
             if embed == "original":
-                return Query(dense=dense, lexical=lexical, codes=ticket.codes, language="id", prefer=prefer)
+                return Query(dense=dense, lexical=lexical, codes=ticket.codes, language="id", prefer=prefer,
+                             head=ticket.head)
             return Query(dense=english, lexical=lexical, codes=ticket.codes,
-                         alternatives=(dense,) if embed == "both" else (), language="id", prefer=prefer)
-    return Query(dense=dense, lexical=lexical, codes=ticket.codes, language=ticket.language, prefer=prefer)
+                         alternatives=(dense,) if embed == "both" else (), language="id", prefer=prefer,
+                         head=ticket.head)
+    return Query(dense=dense, lexical=lexical, codes=ticket.codes, language=ticket.language, prefer=prefer,
+                 head=ticket.head)
 
 
 def is_code_only(query: Query) -> bool:
@@ -115,6 +121,8 @@ class Searcher:
         self.embed = "original" if getattr(encoder, "multilingual", False) else \
             "both" if self.has_indonesian else "rendering"
         self.term_df = version.term_df()
+        self.coverage = Coverage.of([a["title"] for a in self.articles.values()],
+                                    {a["product"] for a in self.articles.values()}, self.term_df)
         if settings.translate_indonesian:  # the dictionary's senses resolved by what this knowledge base's text says
             self.glossary = load_glossary().for_vocabulary(self.term_df)
 
@@ -158,10 +166,14 @@ class Searcher:
 
         A query made of nothing but error codes is judged by exact matching instead, because cosines of hex
         strings say nothing (0x800CCC0E lands near 0x8007007A): confident (at least CODE_MATCH_CONFIDENCE)
-        when one passage contains every code, never when none contains any.
+        when one passage contains every code, never when none contains any. A query whose head names another
+        vendor's product that the knowledge base never mentions, and none it covers, is never confident (at most
+        OUTSIDE_CONFIDENCE; search/coverage.py).
         """
         top, gap = features(dense)
         probability = self.calibrations.get(query.language, self.calibrations["en"]).probability(top, gap)
+        if self.coverage.outside(query.head):
+            probability = min(probability, OUTSIDE_CONFIDENCE)
         if query.codes and is_code_only(query):
             found = {r: n for r, n in search_codes(self.version, list(query.codes)).items() if r in code_hits}
             if not found:
@@ -233,7 +245,7 @@ class Searcher:
         k = validate_k(k)
         if mode not in MODES:
             raise BadRequest(f"mode must be one of {', '.join(MODES)}")
-        ticket = TicketQuery(text=q, lexical=q, codes=tuple(extract_codes(q)), language=detect_language(q))
+        ticket = TicketQuery(text=q, lexical=q, codes=tuple(extract_codes(q)), language=detect_language(q), head=q)
         query = make_query(ticket, q, self.glossary, self.embed, normalise_language(prefer) if prefer else None)
         scores, dense, code_hits = self.retrieve(query, filters, mode)
         results, grouped = [], self.group_articles(scores, k)

@@ -21,6 +21,7 @@ class TicketQuery:
     lexical: str  # subject + cleaned body + tags as plain words
     codes: tuple[str, ...]  # error codes and versions, de-duplicated, in order of appearance
     language: str  # "en" | "id"
+    head: str = ""  # what the ticket is about in a line: its subject, else its first kept sentence
 
 
 _HISTORY = re.compile(
@@ -216,4 +217,5 @@ def build_query(subject: str = "", body: str = "", tags: Sequence[str] = (), lan
     kept = [s for s, sc in zip(sentences, scores) if sc > float("-inf")]
     lexical = " ".join(_WORD.findall(" ".join([subject, *kept, *tags])))
     lang = normalise_language(language) if language else detect_language(subject + "\n" + cleaned)
-    return TicketQuery(text=text, lexical=lexical, codes=tuple(codes), language=lang)
+    return TicketQuery(text=text, lexical=lexical, codes=tuple(codes), language=lang,
+                       head=subject or next(iter(kept), ""))

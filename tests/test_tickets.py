@@ -387,6 +387,13 @@ def test_build_query_english_outlook():
     assert q.language == "en"
 
 
+def test_a_tickets_head_is_its_subject_else_its_first_kept_sentence():
+    assert build_query("RE: Outlook cannot send", EN_OUTLOOK_GMAIL).head == "Outlook cannot send"
+    head = build_query("", EN_OUTLOOK_GMAIL).head
+    assert head and head in EN_OUTLOOK_GMAIL and "I hope you are well" not in head  # pleasantries are not kept
+    assert build_query("", "").head == ""
+
+
 def test_build_query_indonesian_drops_pleasantries():
     q = build_query("Outlook tidak bisa kirim email", ID_OUTLOOK_GMAIL)
     assert q.language == "id"
