@@ -92,6 +92,9 @@ def verdict(result: dict) -> str | None:
     figure = f"confidence {confidence:.2f}" if confidence is not None else "confidence unknown"
     if result["confident"]:
         return f"good match ({figure})"
+    if result.get("not_covered"):
+        return f"no good article found ({figure}): no article mentions {result['not_covered']}; " \
+               "the closest matches follow"
     return f"no good article found ({figure}); the closest matches follow"
 
 

@@ -54,8 +54,8 @@ class Coverage:
         return cls(covered_products(titles, products), frozenset(p for p in others if not term_df.get(p)))
 
     def outside(self, head: str) -> str | None:
-        """The uncovered product `head` names when it names no covered one, else None."""
-        words = TOKEN.findall((head or "").lower())
-        if not self.uncovered or any(w in self.covered for w in words):
+        """The uncovered product `head` names (as written there) when it names no covered one, else None."""
+        words = TOKEN.findall(head or "")
+        if not self.uncovered or any(w.lower() in self.covered for w in words):
             return None
-        return next((w for w in words if w in self.uncovered), None)
+        return next((w for w in words if w.lower() in self.uncovered), None)

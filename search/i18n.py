@@ -42,6 +42,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "audience_internal": "Internal",
         "no_good_article": "No good article found",
         "no_good_article_help": "The articles below are the closest matches, but none looks like a clear answer.",
+        "not_covered": "No article here mentions {product}: this knowledge base does not cover it. The articles below "
+                       "are about other products.",
         "good_match": "Good match found",
         "confidence": "Confidence {percent}%",
         "empty_help_title": "How to search",
@@ -246,6 +248,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "audience_internal": "Internal",
         "no_good_article": "Tidak ada artikel yang cocok",
         "no_good_article_help": "Artikel di bawah ini paling mendekati, tetapi tidak ada yang tampak sebagai jawaban yang jelas.",
+        "not_covered": "Tidak ada artikel di sini yang menyebut {product}: basis pengetahuan ini tidak membahasnya. "
+                       "Artikel di bawah ini tentang produk lain.",
         "good_match": "Ditemukan artikel yang cocok",
         "confidence": "Keyakinan {percent}%",
         "empty_help_title": "Cara mencari",

@@ -100,6 +100,9 @@ class SearchResponse(BaseModel):
     total: int = Field(description="Number of results.")
     confident: bool | None = Field(description="Whether the best result is a good answer; null for mode=lexical.")
     confidence: float | None = Field(description="Calibrated probability behind `confident`; null for mode=lexical.")
+    not_covered: str | None = Field(None, description="A product the query names that no article mentions (another "
+                                    "vendor's, such as Zoom on a Microsoft 365 knowledge base), when it names no "
+                                    "product the knowledge base covers: why `confident` is false; null otherwise.")
     results: list[SearchHit]
     answer_id: str | None = Field(None, description="Id of this answer (16 hexadecimal characters): send it back with "
                                                     "POST /api/events and POST /api/feedback.")
@@ -135,6 +138,9 @@ class SuggestResponse(BaseModel):
     query: SuggestQuery
     confident: bool = Field(description="Whether the knowledge base has a good answer for the ticket.")
     confidence: float = Field(description="Calibrated probability behind `confident`.")
+    not_covered: str | None = Field(None, description="A product the query names that no article mentions (another "
+                                    "vendor's, such as Zoom on a Microsoft 365 knowledge base), when it names no "
+                                    "product the knowledge base covers: why `confident` is false; null otherwise.")
     answers: list[Passage] = Field(description="The k best passages, at most 2 from one article.")
     articles: list[SuggestedArticle] = Field(description="The k best articles.")
     answer_id: str | None = Field(None, description="Id of this answer (16 hexadecimal characters): send it back with "

@@ -168,11 +168,12 @@ class Searcher:
         strings say nothing (0x800CCC0E lands near 0x8007007A): confident (at least CODE_MATCH_CONFIDENCE)
         when one passage contains every code, never when none contains any. A query whose head names another
         vendor's product that the knowledge base never mentions, and none it covers, is never confident (at most
-        OUTSIDE_CONFIDENCE; search/coverage.py).
+        OUTSIDE_CONFIDENCE; search/coverage.py), and `not_covered` names that product.
         """
         top, gap = features(dense)
         probability = self.calibrations.get(query.language, self.calibrations["en"]).probability(top, gap)
-        if self.coverage.outside(query.head):
+        outside = self.coverage.outside(query.head)
+        if outside:
             probability = min(probability, OUTSIDE_CONFIDENCE)
         if query.codes and is_code_only(query):
             found = {r: n for r, n in search_codes(self.version, list(query.codes)).items() if r in code_hits}
@@ -181,7 +182,7 @@ class Searcher:
             elif max(found.values()) >= len(set(query.codes)):
                 probability = max(probability, CODE_MATCH_CONFIDENCE)
         return {"confident": probability >= self.settings.confidence_threshold,
-                "confidence": round(probability, 3)}
+                "confidence": round(probability, 3), "not_covered": outside}
 
     # ---- results ---------------------------------------------------------------------------
     def url(self, article_id: str, anchor: str = "") -> str:

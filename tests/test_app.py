@@ -38,6 +38,18 @@ def test_suggest_contract(client):
     assert body["articles"][0]["id"] == "Outlook/outlook-password-prompt"
 
 
+def test_a_question_about_a_product_the_knowledge_base_never_mentions_says_so(client):
+    """`not_covered` names the product (as the caller wrote it) that made `confident` false; null otherwise."""
+    body = client.post("/api/suggest", json={"subject": "Webex: screen share button grey",
+                                             "body": "I can't share my screen in meetings."}).json()
+    assert body["confident"] is False and body["not_covered"] == "Webex" and body["articles"]
+    found = client.get("/api/search", params={"q": "people in the webex meeting can't hear me"}).json()
+    assert found["confident"] is False and found["not_covered"] == "webex"
+    plain = client.get("/api/search", params={"q": "people in the meeting can't hear me"}).json()
+    assert plain["confident"] is True and plain["not_covered"] is None
+    assert client.get("/api/search", params={"q": "webex", "mode": "lexical"}).json()["not_covered"] is None
+
+
 def test_article_contract(client):
     body = client.get("/api/articles/id/teams-kamera-tidak-berfungsi").json()
     assert body["language"] == "id" and body["html"].startswith("<")

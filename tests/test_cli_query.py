@@ -55,6 +55,15 @@ def test_the_verdict_comes_first_with_the_confidence(cli_env):
     assert "\nno good article found (confidence 0." in ticket.stdout and ticket.returncode == 0
 
 
+def test_the_verdict_names_a_product_no_article_mentions():
+    from cli.query import verdict
+
+    assert verdict({"confident": False, "confidence": 0.1, "not_covered": "Zoom"}) == \
+        "no good article found (confidence 0.10): no article mentions Zoom; the closest matches follow"
+    assert verdict({"confident": False, "confidence": 0.1, "not_covered": None}) == \
+        "no good article found (confidence 0.10); the closest matches follow"
+
+
 def test_lexical_mode_has_no_verdict(cli_env):
     run = kb("search", "password", "--mode", "lexical", "--quiet", env=cli_env)
     assert run.returncode == 0 and run.stdout.startswith("1. ") and "confidence" not in run.stdout

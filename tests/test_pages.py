@@ -74,6 +74,16 @@ def test_no_results_state_suggests_what_to_try(client):
 def test_unconfident_search_says_no_good_article(client):
     body = client.get("/", params={"q": "how do I bake sourdough bread with rye flour"}).text
     assert STRINGS["en"]["no_good_article"] in body
+    assert STRINGS["en"]["no_good_article_help"] in body
+
+
+def test_a_search_about_a_product_the_knowledge_base_never_mentions_names_it(client):
+    body = client.get("/", params={"q": "people in the Webex meeting can't hear me"}).text
+    assert STRINGS["en"]["no_good_article"] in body and STRINGS["en"]["no_good_article_help"] not in body
+    assert STRINGS["en"]["not_covered"].format(product="Webex") in body
+    body = client.get("/", params={"q": "orang di rapat Webex tidak bisa mendengar saya", "lang": "id"}).text
+    client.cookies.clear()  # ?lang= remembered the choice
+    assert STRINGS["id"]["not_covered"].format(product="Webex") in body
 
 
 @pytest.mark.parametrize("hostile", ["<script>alert(1)</script>", '"><img src=x onerror=alert(1)>',

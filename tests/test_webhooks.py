@@ -25,7 +25,7 @@ from tests.test_writeback import Helpdesk
 SECRET = "dGhpc19zZWNyZXRfaXNfZm9yX3Rlc3Rpbmdfb25seQ=="
 SUBJECT = "Outlook keeps asking for my password"
 DESCRIPTION = "Hi,\nOutlook prompts for credentials again and again after the quuxwobble update.\nThanks,\nRina"
-SHAPE = {"query", "confident", "confidence", "answers", "articles", "answer_id"}
+SHAPE = {"query", "confident", "confidence", "not_covered", "answers", "articles", "answer_id"}
 
 
 def plain(body: dict) -> dict:
