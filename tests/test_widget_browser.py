@@ -223,7 +223,7 @@ def test_the_key_goes_in_a_header_and_a_weak_match_says_so(page, server, hosts):
         seen.append(route.request)
         route.fulfill(status=200, content_type="application/json", body=json.dumps({
             "query": {"text": "printer on fire", "codes": [], "language": "en"}, "confident": False,
-            "confidence": 0.12, "articles": [],
+            "confidence": 0.12, "not_covered": "Zoom<img src=x onerror=alert(3)>", "articles": [],
             "answers": [{"article_id": "Outlook/outlook-password-prompt", "passage_id": "p1", "title": "<b>Title</b>",
                          "heading_path": ["Cause"], "anchor": "cause", "url": "/articles/Outlook/outlook-password-prompt#cause",
                          "snippet": "x", "highlights": [], "score": 0.1,
@@ -239,7 +239,10 @@ def test_the_key_goes_in_a_header_and_a_weak_match_says_so(page, server, hosts):
     request = seen[0]
     assert request.headers.get("x-api-key") == "kb_test_key" and request.method == "POST"
     assert json.loads(request.post_data)["subject"] == "Printer on fire"
-    assert widget.locator(".widget-confidence.warn").inner_text().startswith("No good article found")
+    cue = widget.locator(".widget-confidence.warn")
+    assert cue.inner_text().startswith("No good article found")
+    assert "No article here mentions Zoom<img src=x onerror=alert(3)>: this knowledge base" in cue.inner_text()
+    assert cue.locator("img").count() == 0  # the product as text, never markup
     answer = widget.locator("li.answer").first
     assert answer.locator(".answer-title a").inner_text() == "<b>Title</b>"
     assert answer.locator(".answer-snippet mark").inner_text() == "marked"

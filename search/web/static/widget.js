@@ -163,6 +163,9 @@
       if (typeof result.confidence === "number") {
         cue += " · " + msg("Confidence").replace("{percent}", String(Math.round(result.confidence * 100)));
       }
+      if (!result.confident && result.not_covered) {  // why: a product no article mentions (textContent: no markup)
+        cue += " · " + msg("NotCovered").replace("{product}", String(result.not_covered));
+      }
       confidenceEl.textContent = cue;
       confidenceEl.className = "widget-confidence " + (result.confident ? "good" : "warn");
       confidenceEl.hidden = false;
