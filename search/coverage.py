@@ -15,7 +15,7 @@ from search.lexical import STOP_WORDS, TOKEN
 OTHER_PRODUCTS_FILE = files("search").joinpath("other_products.txt")
 TITLE_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]+")
 MIN_TITLES = 2  # a covered product is named, capitalised, in at least this many titles
-CAPITALISED_SHARE = 0.9  # ... and capitalised in at least this share of its places in titles (past the first word)
+CAPITALISED_SHARE = 0.9  # ... and capitalised in at least this share of the titles that hold it
 
 
 @lru_cache(maxsize=1)

@@ -63,9 +63,9 @@ def out_of_reach(exc: BaseException) -> str | None:
 class Connection:
     """A MilvusClient for `uri`, made on first use (a service starts while Milvus is out of reach), whose calls
     (`connection.search(...)`, as on the client) wait at most `timeout` seconds (a load at least OPEN_LOAD_SECONDS),
-    build steps excepted. A call that
-    gets no answer raises IndexUnavailable (503); for FAIL_FAST_SECONDS after, calls raise it at once, so that one
-    request waits the timeout rather than every call of every request; then the next call tries again."""
+    build steps excepted. A call that gets no answer raises IndexUnavailable (503); for FAIL_FAST_SECONDS after, calls
+    raise it at once, so that one request waits the timeout rather than every call of every request; then the next
+    call tries again."""
 
     def __init__(self, uri: str, timeout: float):
         self.uri, self.timeout = uri, timeout
