@@ -63,10 +63,14 @@ def metrics(ranking: list[str], relevant: dict[str, int]) -> dict[str, float]:
 
 
 def build_corpus_index(dataset: Path, encoder: TextEncoder, settings: Settings) -> Path:
-    """One passage per corpus document, indexed once into var/eval/<name>-<hash> and reused."""
+    """One passage per corpus document, indexed once into var/eval/<name>-<hash> and reused: the hash is of the corpus,
+    the model and the precision its passages are embedded in, so that another KB_MODEL or KB_ENCODE_PRECISION gets an
+    index of its own (the first version's folder held the corpus hash only: another model met an index it could not
+    open)."""
     corpus = read_jsonl(dataset / "corpus.jsonl")
     digest = hashlib.sha256((dataset / "corpus.jsonl").read_bytes()).hexdigest()[:12]
-    index_dir = settings.index_dir.parent / "eval" / f"{dataset.name}-{digest}"
+    embedded_by = f"{digest} {encoder.model_id} {getattr(encoder, 'precision', 'fp32')}".encode()
+    index_dir = settings.index_dir.parent / "eval" / f"{dataset.name}-{hashlib.sha256(embedded_by).hexdigest()[:12]}"
     backend = backend_for(settings, index_dir)
     if backend.current():
         return index_dir

@@ -23,3 +23,32 @@ def test_readers_name_file_and_line(tmp_path):
         read_qrels(qrels)
     qrels.write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td3\t0\n")
     assert read_qrels(qrels) == {"q1": {"d1": 1}}
+
+
+def test_a_corpus_gets_an_index_per_model_and_precision(tmp_path, tiny_encoder):
+    """Another KB_MODEL (or precision) met the first model's index in var/eval and could not open it."""
+    import json
+
+    from kb.index import backend_for
+    from kb.settings import load_settings
+    from search.evaluation import build_corpus_index
+    from tests.conftest import TinyEncoder
+
+    dataset = tmp_path / "faq"
+    dataset.mkdir()
+    (dataset / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "title": f"t{i}", "text": f"text {i}"})
+                                                  + "\n" for i in range(3)))
+    settings = load_settings({"KB_INDEX_DIR": str(tmp_path / "var" / "index")})
+
+    class OtherModel(TinyEncoder):
+        model_id = "test/other"
+
+    first = build_corpus_index(dataset, tiny_encoder, settings)
+    assert build_corpus_index(dataset, tiny_encoder, settings) == first  # reused
+    other = build_corpus_index(dataset, OtherModel(), settings)
+    assert other != first and other.parent == first.parent == tmp_path / "var" / "eval"
+    with backend_for(settings, other).open(model_id="test/other") as version:
+        assert version.size == 3
+    bf16 = TinyEncoder()
+    bf16.precision = "bf16"
+    assert build_corpus_index(dataset, bf16, settings) not in (first, other)
