@@ -257,7 +257,8 @@ class Searcher:
             results.append({"id": article_id, "title": article["title"], "summary": article["summary"],
                             "product": article["product"], "language": article["language"],
                             "url": self.url(article_id), "score": round(score, 4), "passages": passages})
-        confidence = self.assess(dense, query, code_hits) if mode != "lexical" else {"confident": None, "confidence": None}
+        confidence = self.assess(dense, query, code_hits) if mode != "lexical" else \
+            {"confident": None, "confidence": None, "not_covered": None}
         return {"query": q, "searched_as": query.dense if query.dense != q else None, "total": len(results),
                 **confidence, "results": results}
 
