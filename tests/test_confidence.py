@@ -34,7 +34,11 @@ def test_auc():
 def test_each_model_has_its_own_calibration():
     minilm, e5 = calibration_for(MODEL_IDS["all-MiniLM-L6-v2"]), calibration_for(MODEL_IDS["multilingual-e5-small"])
     assert minilm == Calibration() and calibration_for("test/tiny-bow") == minilm
-    assert calibration_for(MODEL_IDS["all-MiniLM-L6-v2"], "id") == minilm  # one fit for both languages
+    minilm_id = calibration_for(MODEL_IDS["all-MiniLM-L6-v2"], "id")  # the same slopes, a higher intercept
+    assert (minilm_id.w_top, minilm_id.w_gap) == (minilm.w_top, minilm.w_gap) and minilm_id.bias > minilm.bias
+    for top, gap in ((0.5, 0.05), (0.55, 0.1), (0.6, 0.02)):  # confident in Indonesian from the English fit's 0.35
+        english = minilm.probability(top, gap)
+        assert (minilm_id.probability(top, gap) >= 0.5) == (english >= 0.35), (top, gap, english)
     # A cosine of 0.85 with a small gap is a strong MiniLM match but an ordinary e5 one.
     assert minilm.probability(0.85, 0.03) > 0.9 and e5.probability(0.85, 0.03) < 0.5
     # e5 gives Indonesian queries lower cosines: the same match counts for more in Indonesian.
