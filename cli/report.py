@@ -46,6 +46,7 @@ def load_catalog(settings: Settings):
     from kb.embedder import MODEL_IDS
     from search.reports import Catalog
     from kb.index import backend_for
+    from search.coverage import Coverage
     from search.related import article_vectors
 
     try:
@@ -56,7 +57,9 @@ def load_catalog(settings: Settings):
     if view.version.size == 0:
         return Catalog(view.articles)
     vectors = article_vectors(view)
-    return Catalog(view.articles, vectors.ids, vectors.centroids)
+    coverage = Coverage.of([a["title"] for a in view.articles.values()], {a["product"] for a in view.articles.values()},
+                           view.version.term_df())
+    return Catalog(view.articles, vectors.ids, vectors.centroids, coverage)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -156,7 +159,8 @@ def print_gaps(g: dict) -> None:
     for topic in g["topics"]:
         near = topic["nearest_article"]
         print(f"  {topic['rank']:>2}. {topic['size']:,} events, {topic['trend']} ({topic['first_half']} -> "
-              f"{topic['second_half']}); nearest: " + (f"{near['title']} ({near['cosine']:.2f})" if near else "-"))
+              f"{topic['second_half']}); nearest: " + (f"{near['title']} ({near['cosine']:.2f})" if near else "-") +
+              (f"; no article mentions {topic['not_covered']}" if topic.get("not_covered") else ""))
         for example in topic["examples"]:
             print(f"        \"{example}\"")
     if not g["topics"]:

@@ -123,9 +123,18 @@ def nearest_articles(reports: Reports, centroids: np.ndarray) -> list[dict | Non
             for t, b in enumerate(best)]
 
 
+def not_covered(reports: Reports, examples: list[str]) -> str | None:
+    """The other vendor's product that a topic's examples are about (the first example that names one no article
+    mentions, and no product the knowledge base covers: search/coverage.py), or None."""
+    coverage = reports.catalog.coverage
+    return next((found for found in map(coverage.outside, examples) if found), None) if coverage else None
+
+
 def gap_report(reports: Reports, filters: ReportFilters, limit: int = 30) -> dict:
-    """Topics of content gaps, most events first (what to write next), each with its trend, examples and the
-    nearest existing article (cosine of the topic's centroid to the article centroids of the index in service)."""
+    """Topics of content gaps, most events first (what to write next), each with its trend, examples, the nearest
+    existing article (cosine of the topic's centroid to the article centroids of the index in service) and, when its
+    examples are about another vendor's product that no article mentions, that product (`not_covered`: write about
+    it, or route such tickets elsewhere)."""
     rows = gap_rows(reports, filters)
     threshold = threshold_for(reports.model)
     grouping = group_topics(rows["vectors"], rows["counts"], threshold)
@@ -150,7 +159,7 @@ def gap_report(reports: Reports, filters: ReportFilters, limit: int = 30) -> dic
             "not_confident": int(rows["not_confident"][members].sum()),
             "not_helpful": int(rows["not_helpful"][members].sum()),
             "first_half": size - late, "second_half": late, "trend": label, "change": change,
-            "examples": examples, "nearest_article": nearest[t]})
+            "examples": examples, "nearest_article": nearest[t], "not_covered": not_covered(reports, examples)})
     clustered = int(grouping.sizes.sum())
     notes = rows["notes"]
     if rows["without_vector"]:

@@ -39,14 +39,14 @@ def queries_rows(report: dict) -> tuple[list[str], Iterable[list]]:
 def gaps_rows(report: dict) -> tuple[list[str], Iterable[list]]:
     header = ["rank", "size", "queries", "not_confident", "not_helpful", "first_half", "second_half", "trend",
               "change", "example_1", "example_2", "example_3", "nearest_article_id", "nearest_article_title",
-              "nearest_cosine"]
+              "nearest_cosine", "not_covered"]
 
     def row(t: dict) -> list:
         near = t["nearest_article"] or {}
         examples = (t["examples"] + [None, None, None])[:3]
         return [t["rank"], t["size"], t["queries"], t["not_confident"], t["not_helpful"], t["first_half"],
                 t["second_half"], t["trend"], t["change"], *examples, near.get("id"), near.get("title"),
-                near.get("cosine")]
+                near.get("cosine"), t.get("not_covered")]
 
     return header, (row(t) for t in report["topics"])
 

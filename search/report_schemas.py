@@ -156,6 +156,9 @@ class GapTopic(BaseModel):
     examples: list[str] = Field(description="Up to 3 redacted queries, most asked first; empty without stored text.")
     nearest_article: NearestArticle | None = Field(description="null without an index or with another model's "
                                                                "vectors.")
+    not_covered: str | None = Field(None, description="The other vendor's product its examples are about that no "
+                                    "article mentions (a Zoom question on a Microsoft 365 knowledge base): write about "
+                                    "it, or route such tickets; null otherwise, and without stored text.")
 
 
 class GapsResponse(BaseModel):

@@ -12,6 +12,7 @@ import numpy as np
 
 from kb.database import Connection, Database, as_database
 from kb.errors import BadRequest, KBError
+from search.coverage import Coverage
 
 ANSWERS = "('search', 'suggest')"
 DEFAULT_DAYS = 30          # a report without `since` covers the 30 days up to `until` (default: today, UTC)
@@ -114,13 +115,14 @@ class Catalog:
     articles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     ids: Sequence[str] = ()
     centroids: np.ndarray | None = None   # (len(ids), dim) float32, L2-normalised
+    coverage: Coverage | None = None  # which other vendors' products no article mentions (search/coverage.py)
 
     @classmethod
     def from_searcher(cls, searcher) -> Catalog:
         from search.related import article_vectors
 
         vectors = article_vectors(searcher)
-        return cls(searcher.articles, vectors.ids, vectors.centroids)
+        return cls(searcher.articles, vectors.ids, vectors.centroids, searcher.coverage)
 
     def title(self, article_id: str) -> str:
         return str(self.articles.get(article_id, {}).get("title") or article_id)

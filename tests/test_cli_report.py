@@ -70,3 +70,17 @@ def test_bad_input_exits_2_with_a_message(log, capsys):
     assert main(["report", *RANGE, "--limit", "0"]) == 2
     with pytest.raises(SystemExit):
         main(["report", "--json", "--csv"])
+
+
+def test_a_gap_about_a_product_no_article_mentions_is_named(tmp_path, monkeypatch, index_dir, capsys):
+    from tests.report_log import SYNTHETIC, LogWriter
+
+    log = LogWriter(tmp_path / "webex.sqlite", vector=lambda text: SYNTHETIC["vpn drops"])
+    for name in ("w1", "w2"):
+        log.answer(name, 1, "search", "page", "en", "webex screen share greyed out", 0, 10, [A])
+    log.close()
+    monkeypatch.setenv("KB_ANALYTICS_DB", str(tmp_path / "webex.sqlite"))
+    monkeypatch.setenv("KB_INDEX_DIR", str(index_dir))
+    monkeypatch.setenv("KB_MODEL", "all-MiniLM-L6-v2")
+    assert main(["report", *RANGE]) == 0
+    assert "; no article mentions webex\n" in capsys.readouterr().out

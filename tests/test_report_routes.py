@@ -269,6 +269,22 @@ def test_reports_read_what_the_service_records(tmp_path, index_dir, side_db):
         assert gaps["topics"][0]["nearest_article"]["id"] == search["results"][0]["id"]
 
 
+def test_a_gap_about_a_product_no_article_mentions_names_it_in_the_api_csv_and_page(tmp_path, index_dir):
+    from search.i18n import STRINGS
+
+    with client_for(tmp_path, index_dir) as client:
+        for _ in range(2):
+            found = client.get("/api/search", params={"q": "webex screen share greyed out", "k": 3}).json()
+            assert found["not_covered"] == "webex" and found["confident"] is False
+        assert client.app.state.kb.events.flush()
+        topic = client.get("/api/analytics/gaps").json()["topics"][0]
+        assert (topic["size"], topic["not_covered"]) == (2, "webex")
+        header, row = client.get("/api/analytics/gaps", params={"format": "csv"}).text.splitlines()[:2]
+        assert header.endswith(",not_covered") and row.endswith(",webex")
+        page = client.get("/reports", headers=HTML).text
+        assert STRINGS["en"]["gap_not_covered"].format(product="webex") in page
+
+
 def test_an_unreadable_log_is_a_503_that_says_so(tmp_path, index_dir):
     with client_for(tmp_path, index_dir, analytics_db=tmp_path / "broken.sqlite") as client:
         client.app.state.kb.events.flush()

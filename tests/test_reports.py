@@ -431,3 +431,28 @@ def test_csv_neutralises_formulas_and_names_files_safely():
     assert filename("gaps", f(product="Support process/../x", language="id").to_dict()) == \
         "kb-gaps-2026-03-01-2026-03-14-id-Support_process_.._x.csv"
     assert START.weekday() == 6
+
+
+def test_a_gap_topic_about_a_product_no_article_mentions_names_it(tmp_path):
+    """Questions about another vendor's product land in the gaps (never confident); the topic says which product, so
+    that the manager decides between writing about it and routing such tickets."""
+    from search.coverage import Coverage
+    from tests.report_log import LogWriter
+
+    log = LogWriter(tmp_path / "zoom.sqlite",  # two topics: the zoom questions, the teams ones
+                    vector=lambda text: SYNTHETIC["vpn drops" if "zoom" in text else "teams camera"])
+    log.answer("z1", 0, "search", "page", "en", "zoom waiting room", 0, 10, [B])
+    log.answer("z2", 0, "search", "page", "en", "zoom waiting room", 0, 10, [B])
+    log.answer("z3", 1, "search", "page", "en", "zoom waiting room not working", 0, 10, [B])
+    log.answer("t1", 1, "search", "page", "en", "teams camera", 0, 10, [D])
+    log.answer("t2", 2, "search", "page", "en", "teams camera", 0, 10, [D])
+    log.close()
+    ids = list(ARTICLE_VECTORS)
+    coverage = Coverage.of([a["title"] for a in ARTICLES.values()], {a["product"] for a in ARTICLES.values()},
+                           {"teams": 3, "camera": 2}, frozenset({"zoom", "slack"}))
+    catalog = Catalog(ARTICLES, ids, np.stack([unit(ARTICLE_VECTORS[a]) for a in ids]).astype(np.float32), coverage)
+    topics = {t["examples"][0]: t for t in Reports(tmp_path / "zoom.sqlite", catalog, today=TODAY).gaps(f())["topics"]}
+    assert topics["zoom waiting room"]["not_covered"] == "zoom" and topics["zoom waiting room"]["size"] == 3
+    assert topics["teams camera"]["not_covered"] is None  # a product the knowledge base covers
+    without = Reports(tmp_path / "zoom.sqlite", Catalog(ARTICLES, ids), today=TODAY).gaps(f())["topics"]
+    assert all(t["not_covered"] is None for t in without)  # no index in service: nothing to say
