@@ -57,9 +57,8 @@ def load_catalog(settings: Settings):
     if view.version.size == 0:
         return Catalog(view.articles)
     vectors = article_vectors(view)
-    coverage = Coverage.of([a["title"] for a in view.articles.values()], {a["product"] for a in view.articles.values()},
-                           view.version.term_df())
-    return Catalog(view.articles, vectors.ids, vectors.centroids, coverage)
+    return Catalog(view.articles, vectors.ids, vectors.centroids, Coverage.of_articles(view.articles,
+                                                                                       view.version.term_df()))
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -53,6 +53,11 @@ class Coverage:
         others = other_products() if others is None else others
         return cls(covered_products(titles, products), frozenset(p for p in others if not term_df.get(p)))
 
+    @classmethod
+    def of_articles(cls, articles: Mapping[str, Mapping], term_df: Mapping[str, int]) -> Coverage:
+        """The coverage of an index's articles (id -> metadata with "title" and "product", as Searcher.articles)."""
+        return cls.of([a["title"] for a in articles.values()], {a["product"] for a in articles.values()}, term_df)
+
     def outside(self, head: str) -> str | None:
         """The uncovered product `head` names (as written there) when it names no covered one, else None."""
         words = TOKEN.findall(head or "")

@@ -6,13 +6,15 @@ import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from kb.database import Connection, Database, as_database
 from kb.errors import BadRequest, KBError
-from search.coverage import Coverage
+
+if TYPE_CHECKING:
+    from search.coverage import Coverage
 
 ANSWERS = "('search', 'suggest')"
 DEFAULT_DAYS = 30          # a report without `since` covers the 30 days up to `until` (default: today, UTC)

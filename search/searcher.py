@@ -121,8 +121,7 @@ class Searcher:
         self.embed = "original" if getattr(encoder, "multilingual", False) else \
             "both" if self.has_indonesian else "rendering"
         self.term_df = version.term_df()
-        self.coverage = Coverage.of([a["title"] for a in self.articles.values()],
-                                    {a["product"] for a in self.articles.values()}, self.term_df)
+        self.coverage = Coverage.of_articles(self.articles, self.term_df)
         if settings.translate_indonesian:  # the dictionary's senses resolved by what this knowledge base's text says
             self.glossary = load_glossary().for_vocabulary(self.term_df)
 

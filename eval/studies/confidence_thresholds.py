@@ -20,7 +20,8 @@ THRESHOLDS = (0.5, 0.45, 0.4, 0.35, 0.3, 0.25)
 
 
 def english_scale(probability: float, language: str) -> float:
-    """An Indonesian probability as the English fit gave it (undoing the intercept shift); capped ones stay."""
+    """An Indonesian probability as the English fit gave it (undoing the intercept shift). 0 and 1 (the exact-code
+    rule) stay; a probability the coverage rule capped at 0.1 falls further, under every threshold either way."""
     if language != "id" or probability in (0.0, 1.0):
         return probability
     z = math.log(probability / (1 - probability)) - INDONESIAN_SHIFT
