@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -83,7 +83,8 @@ class _Previous:
 def settings_fingerprint(settings: Settings, encoder: TextEncoder) -> dict:
     """Settings that change what gets indexed: a version built with others is rebuilt, not reused."""
     return {"model": encoder.model_id, "passage_max_words": settings.passage_max_words,
-            "passage_min_words": settings.passage_min_words}
+            "passage_min_words": settings.passage_min_words,
+            "title_vectors": 1}  # articles' titles embedded (search/signals.py TitleSignal): older versions rebuilt
 
 
 # path -> ((mtime ns, ctime ns, size, inode), sha256 of the bytes). Builds in one long-lived process
@@ -348,16 +349,28 @@ def _flush(settings: Settings, encoder: TextEncoder, cache: EmbeddingCache, writ
     passages = [p for _, parsed in batch for p in parsed.passages]
     if not batch:
         return 0
-    vectors, embedded = cache.embed([p.embed_text() for p in passages],
-                                    lambda texts: encoder.encode_passages(texts, batch_size=settings.batch_size),
-                                    progress=advance)
+
+    def encode(texts: list[str]) -> np.ndarray:
+        return encoder.encode_passages(texts, batch_size=settings.batch_size)
+
+    vectors, embedded = cache.embed([p.embed_text() for p in passages], encode, progress=advance)
     report.embedded += embedded
     sentences = [s for _, parsed in batch for s in parsed.sentences]
-    writer.add([record for record, _ in batch],
+    writer.add(with_title_vectors([record for record, _ in batch], cache, encode),
                [PassageRecord.of(p, hash_text(p.embed_text()), s) for p, s in zip(passages, sentences)],
                vectors if len(passages) else np.zeros((0, writer.dim), np.float32))
     advance(len(passages) - embedded)
     return len(passages)
+
+
+def with_title_vectors(articles: list[ArticleRecord], cache: EmbeddingCache,
+                       encode: Callable[[list[str]], np.ndarray]) -> list[ArticleRecord]:
+    """The articles with their titles' embeddings (the cache first; an article without a title gets none)."""
+    titled = [a for a in articles if a.title.strip()]
+    vectors, _ = cache.embed([a.title for a in titled], encode)
+    found = {a.id: v for a, v in zip(titled, vectors)}
+    return [replace(a, title_vector=np.asarray(found[a.id], dtype="<f4").tobytes()) if a.id in found else a
+            for a in articles]
 
 
 def _library_versions() -> dict:

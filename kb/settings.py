@@ -42,6 +42,7 @@ class Settings:
     candidates: int = _setting(100, "KB_CANDIDATES", "Passages taken from each retrieval arm before fusion.")
     lexical_weight: float = _setting(0.07, "KB_LEXICAL_WEIGHT", "Weight of the min-max normalised BM25 score added to the normalised dense score.")
     lexical_weight_id: float = _setting(0.3, "KB_LEXICAL_WEIGHT_ID", "Lexical weight for Indonesian queries: the model reads English only, so BM25 counts for more.")
+    title_weight: float = _setting(0.05, "KB_TITLE_WEIGHT", "Weight of the min-max normalised cosine between the query and a passage's article title.")
     lexical_budget: float = _setting(0.3, "KB_LEXICAL_BUDGET", "On a knowledge base of over KB_LEXICAL_BUDGET_ABOVE passages, the lexical query keeps its rarest words while their summed passage counts (the BM25 postings it reads) stay within this share of the passages (its 3 rarest always; words no passage has cost nothing). 0: no budget.")
     lexical_budget_above: int = _setting(50_000, "KB_LEXICAL_BUDGET_ABOVE", "Passages above which KB_LEXICAL_BUDGET bounds the lexical query (0: always).")
     query_max_words: int = _setting(200, "KB_QUERY_MAX_WORDS", "Words of a ticket kept for the embedded query (subject first, then its most informative sentences, in their order; MiniLM reads the first 256 word pieces, about 160-200 words).")

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from indexer.build import with_title_vectors
 from indexer.cache import EmbeddingCache, hash_text
 from kb.articles import Passage
 from kb.index import ArticleRecord, PassageRecord, backend_for
@@ -62,14 +63,17 @@ def metrics(ranking: list[str], relevant: dict[str, int]) -> dict[str, float]:
             "R@10": len(found) / len(relevant), "MRR@10": rr, "nDCG@10": dcg / idcg if idcg else 0.0}
 
 
+SERVICE = "service (all signals)"  # the ranking the service gives: every signal, the service's weights
+
+
 def build_corpus_index(dataset: Path, encoder: TextEncoder, settings: Settings) -> Path:
     """One passage per corpus document, indexed once into var/eval/<name>-<hash> and reused: the hash is of the corpus,
     the model and the precision its passages are embedded in, so that another KB_MODEL or KB_ENCODE_PRECISION gets an
     index of its own (the first version's folder held the corpus hash only: another model met an index it could not
-    open)."""
+    open), and marks versions whose titles are embedded (folders from before have none)."""
     corpus = read_jsonl(dataset / "corpus.jsonl")
     digest = hashlib.sha256((dataset / "corpus.jsonl").read_bytes()).hexdigest()[:12]
-    embedded_by = f"{digest} {encoder.model_id} {getattr(encoder, 'precision', 'fp32')}".encode()
+    embedded_by = f"{digest} {encoder.model_id} {getattr(encoder, 'precision', 'fp32')} titles".encode()
     index_dir = settings.index_dir.parent / "eval" / f"{dataset.name}-{hashlib.sha256(embedded_by).hexdigest()[:12]}"
     backend = backend_for(settings, index_dir)
     if backend.current():
@@ -78,11 +82,14 @@ def build_corpus_index(dataset: Path, encoder: TextEncoder, settings: Settings) 
                         d.get("text", "")) for d in corpus]
     cache = EmbeddingCache(index_dir, encoder.model_id, encoder.dim)
     try:
-        vectors, _ = cache.embed([p.embed_text() for p in passages],
-                                 lambda texts: encoder.encode_passages(texts, settings.batch_size))
+        def encode(texts: list[str]):
+            return encoder.encode_passages(texts, settings.batch_size)
+
+        vectors, _ = cache.embed([p.embed_text() for p in passages], encode)
+        articles = with_title_vectors([ArticleRecord(p.article_id, p.article_id, p.title, body=p.text)
+                                       for p in passages], cache, encode)
     finally:
         cache.close()
-    articles = [ArticleRecord(p.article_id, p.article_id, p.title, body=p.text) for p in passages]
     records = [PassageRecord(p.passage_id, p.article_id, (), "", p.text, hash_text(p.embed_text())) for p in passages]
     manifest = {"model": encoder.model_id, "dim": encoder.dim, "normalised": True,
                 "content_hash": digest, "settings": {"eval": str(dataset)}}
@@ -110,13 +117,17 @@ def evaluate_beir(dataset: Path, encoder: TextEncoder, settings: Settings, weigh
         **{f"fused w={w:g}": (lambda w: lambda d, l, c: fuse_scores(d, l, c, FusionWeights(lexical=w)))(w)
            for w in weights},
     }
-    totals = {name: {"R@1": 0.0, "R@10": 0.0, "MRR@10": 0.0, "nDCG@10": 0.0} for name in variants}
+    totals = {name: {"R@1": 0.0, "R@10": 0.0, "MRR@10": 0.0, "nDCG@10": 0.0} for name in [*variants, SERVICE]}
     started = time.perf_counter()
     for query, vector in zip(queries, vectors):
         relevant = qrels[query.get("_id", query.get("id"))]
-        dense, lexical, codes = searcher.candidates(Query(query["text"], query["text"]), vector=vector)
-        for name, combine in variants.items():
-            for metric, value in metrics(rank_docs(searcher, combine(dense, lexical, codes)), relevant).items():
+        asked = Query(query["text"], query["text"])
+        found = searcher.collect(asked, vector=vector)
+        dense, lexical, codes = found.get("dense"), found.get("lexical"), found.get("codes")
+        rankings = {name: combine(dense, lexical, codes) for name, combine in variants.items()}
+        rankings[SERVICE] = found.combined(searcher.combiner_for(asked))
+        for name, scores in rankings.items():
+            for metric, value in metrics(rank_docs(searcher, scores), relevant).items():
                 totals[name][metric] += value
     n = max(len(queries), 1)
     return {"dataset": str(dataset), "queries": len(queries), "docs": searcher.version.size,

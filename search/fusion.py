@@ -23,19 +23,22 @@ def normalise_minmax(scores: dict[int, float]) -> dict[int, float]:
     return {row: (s - low) / span for row, s in scores.items()}
 
 
+FINDERS = frozenset({"dense", "lexical", "codes"})  # signals that propose rows; the others (language, title) only score
+
+
 @dataclass(frozen=True)
 class LinearCombiner:
     """score = sum of weight x signal (search/signals.py names them); signals in `normalised` are min-max scaled per
     query first. A row counts when the dense or lexical signal holds it (the dense one holds the exact cosine of
-    every candidate), or, without either, when any signal does."""
+    every candidate), or, without either, when another signal that proposes rows (FINDERS) does."""
 
     weights: Mapping[str, float]
-    normalised: frozenset[str] = frozenset({"dense", "lexical"})
+    normalised: frozenset[str] = frozenset({"dense", "lexical", "title"})
 
     def combine(self, signals: Mapping[str, dict[int, float]]) -> dict[int, float]:
         rows = set(signals.get("dense", {})) | set(signals.get("lexical", {}))
         if not signals.get("dense"):  # an ablation without the dense signal: every proposed row still counts
-            rows = rows.union(*signals.values())
+            rows = rows.union(*(scores for name, scores in signals.items() if name in FINDERS))
         total = dict.fromkeys(rows, 0.0)
         for name, weight in self.weights.items():
             scores = signals.get(name) or {}

@@ -101,6 +101,17 @@ def validate_k(k: int) -> int:
     return k
 
 
+def title_rows(version: IndexReader, row_article: list[str]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(the version's title embeddings, the row of that matrix for each passage key or -1), or (None, None) for a
+    version without them (search/signals.py TitleSignal)."""
+    found = version.title_vectors()
+    if found is None:
+        return None, None
+    ids, matrix = found
+    position = {article_id: i for i, article_id in enumerate(ids)}
+    return matrix, np.fromiter((position.get(a, -1) for a in row_article), dtype=np.int64, count=len(row_article))
+
+
 class Searcher:
     """Answers queries from one opened index version; cheap to replace when a new version is built."""
 
@@ -120,6 +131,7 @@ class Searcher:
         self.mixed_languages = len(set(self.row_language)) > 1
         self.embed = "original" if getattr(encoder, "multilingual", False) else \
             "both" if self.has_indonesian else "rendering"
+        self.title_matrix, self.row_title = title_rows(version, self.row_article)
         self.term_df = version.term_df()
         self.coverage = Coverage.of_articles(self.articles, self.term_df)
         if settings.translate_indonesian:  # the dictionary's senses resolved by what this knowledge base's text says
@@ -154,7 +166,8 @@ class Searcher:
         """The service's weights of each signal for this query."""
         weights = self.weights_for(query)
         language = self.settings.language_weight_id if query.prefer == "id" else self.settings.language_weight
-        return LinearCombiner({"dense": 1.0, "lexical": weights.lexical, "codes": weights.code, "language": language})
+        return LinearCombiner({"dense": 1.0, "lexical": weights.lexical, "codes": weights.code, "language": language,
+                               "title": self.settings.title_weight})
 
     def weights_for(self, query: Query) -> FusionWeights:
         """Indonesian queries lean more on BM25: MiniLM's cosines say less about them (docs/quality.md)."""

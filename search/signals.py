@@ -1,8 +1,8 @@
 """Retrieval as named signals: each scores candidate passages of a query; a combiner turns their scores into one.
 
 Signals that *find* candidates (dense, lexical, codes) each propose rows; every proposed row then gets every
-signal's score (the dense cosine is computed exactly for all of them). Signals that only *score* (language) add a
-column. The service, `kb eval` (its ablations drop a signal by name) and the study scripts all go through
+signal's score (the dense cosine is computed exactly for all of them). Signals that only *score* (language, title)
+add a column. The service, `kb eval` (its ablations drop a signal by name) and the study scripts all go through
 `Candidates`, so a new signal or a reranker is one class here and one weight in the combiner.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from search.fusion import rank
+from search.fusion import FINDERS, rank
 from search.lexical import TermBudget, search_lexical, weigh_codes
 
 if TYPE_CHECKING:
@@ -66,7 +66,8 @@ class Candidates:
 
     @property
     def rows(self) -> set[int]:
-        return set().union(*self.signals.values()) if self.signals else set()
+        """The rows the finding signals proposed (the others only score them)."""
+        return set().union(*(scores for name, scores in self.signals.items() if name in FINDERS))
 
     def get(self, name: str) -> Scores:
         return self.signals.get(name, {})
@@ -172,7 +173,28 @@ class LanguageSignal:
         return {r: 1.0 for r in rows if searcher.row_language[r] == prefer}
 
 
-SIGNALS: tuple[Signal, ...] = (DenseSignal(), LexicalSignal(), CodeSignal(), LanguageSignal())
+class TitleSignal:
+    """Cosine of the query's embedding(s) and the title of the passage's article: an FAQ's titles are the questions
+    users ask in other words (docs/quality.md, change 11). Scores only; nothing for a version whose titles were not
+    embedded."""
+
+    name = "title"
+
+    def find(self, probe):
+        return {}
+
+    def score(self, probe, rows):
+        searcher = probe.searcher
+        if searcher.title_matrix is None or not rows:
+            return {}
+        keys = np.asarray(rows, dtype=np.int64)
+        at = searcher.row_title[keys]
+        kept = at >= 0
+        cosines = (searcher.title_matrix[at[kept]] @ probe.vectors.T).max(axis=1)
+        return dict(zip(keys[kept].tolist(), cosines.tolist()))
+
+
+SIGNALS: tuple[Signal, ...] = (DenseSignal(), LexicalSignal(), CodeSignal(), LanguageSignal(), TitleSignal())
 
 
 def collect(probe: Probe, signals: tuple[Signal, ...] = SIGNALS, lexical_only: bool = False) -> Candidates:

@@ -6,7 +6,7 @@ import statistics
 import time
 from pathlib import Path
 
-from search.evaluation import read_jsonl, read_qrels
+from search.evaluation import SERVICE, read_jsonl, read_qrels
 from search.searcher import Query, Searcher, make_query
 from search.signals import Candidates, only
 from search.tickets import build_query
@@ -41,7 +41,6 @@ def raw_query(item: dict) -> Query:
     return Query(dense=text, lexical=text)
 
 
-SERVICE = "service (all signals)"
 
 
 def ablations(searcher: Searcher, query: Query, found: Candidates) -> dict[str, Scores]:

@@ -7,6 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from indexer.build import build_index
@@ -38,6 +39,25 @@ def test_full_build_indexes_articles_not_fragments_or_drafts(content_copy, tmp_p
     version = store.open_current(settings.index_dir, tiny_encoder.model_id)
     assert version.manifest["counts"] == {"articles": 8, "passages": report.passages}
     assert version.manifest["model"] == tiny_encoder.model_id and version.manifest["dim"] == tiny_encoder.dim
+
+
+def test_every_article_title_is_embedded_and_follows_an_edit(content_copy, tmp_path, tiny_encoder):
+    settings = settings_for(content_copy, tmp_path)
+    build_index(settings, tiny_encoder, progress=False)
+    version = store.open_current(settings.index_dir, tiny_encoder.model_id)
+    ids, matrix = version.title_vectors()
+    titles = dict(version.db().execute("SELECT id, title FROM articles"))
+    assert ids == sorted(titles) and len(ids) == 8
+    for article_id, vector in zip(ids, matrix):
+        assert np.allclose(vector, tiny_encoder.encode_queries([titles[article_id]])[0])
+    page = content_copy / "OneDrive/onedrive-sync-stuck.md"
+    page.write_text(page.read_text().replace("title: ", "title: Renamed ", 1))
+    build_index(settings, tiny_encoder, progress=False)
+    version = store.open_current(settings.index_dir, tiny_encoder.model_id)
+    after = dict(zip(*version.title_vectors()))
+    title = version.article("OneDrive/onedrive-sync-stuck").title
+    assert title.startswith("Renamed ")
+    assert np.allclose(after["OneDrive/onedrive-sync-stuck"], tiny_encoder.encode_queries([title])[0])
 
 
 def test_no_change_writes_no_version_and_embeds_nothing(content_copy, tmp_path, tiny_encoder):
@@ -277,7 +297,9 @@ def snapshot(settings, model_id) -> dict:
     vectors = {pid[r]: version.vectors([r])[0].round(5).tolist() for r in pid}
     bm25 = {q: {pid[r]: round(s, 6) for r, s in search_lexical(version, q, 100).items()}
             for q in ("outlook password", "teams microphone", "sync onedrive", "kata sandi", "error", "tombol")}
-    return {"articles": sorted(tuple(r) for r in db.execute("SELECT * FROM articles")),
+    ids, titles = version.title_vectors()
+    return {"titles": {i: v.round(5).tolist() for i, v in zip(ids, titles)},
+            "articles": sorted(tuple(r) for r in db.execute("SELECT * FROM articles")),
             "passages": sorted(tuple(r)[1:] for r in db.execute("SELECT * FROM passages")),
             "vectors": vectors, "bm25": bm25, "term_df": dict(db.execute("SELECT term, df FROM term_df")),
             "counts": version.manifest["counts"], "content_hash": version.manifest["content_hash"]}
@@ -373,7 +395,8 @@ def test_a_damaged_previous_version_is_rebuilt_in_full_not_patched(content_copy,
 
 def one_shot(settings, encoder) -> str:
     """A full build as it was before builds streamed: every article parsed, chunked and embedded in memory, then
-    one `write` of all of them (the reference a streamed build must equal)."""
+    one `write` of all of them, titles embedded (the reference a streamed build must equal)."""
+    import dataclasses
     import hashlib
 
     from indexer.build import _library_versions, hash_source, settings_fingerprint
@@ -395,7 +418,9 @@ def one_shot(settings, encoder) -> str:
                 "settings": settings_fingerprint(settings, encoder), "library_versions": _library_versions()}
     backend = backend_for(settings)
     name = backend.new_name()
-    backend.write(name, [ArticleRecord.of(a, h) for a, h in fresh],
+    titles = encoder.encode_passages([a.title for a, _ in fresh])
+    backend.write(name, [dataclasses.replace(ArticleRecord.of(a, h), title_vector=t.astype("<f4").tobytes())
+                         for (a, h), t in zip(fresh, titles)],
                   [PassageRecord.of(p, hash_text(p.embed_text())) for p in passages], vectors, manifest)
     return name
 
@@ -461,7 +486,8 @@ def test_a_streamed_build_holds_one_batch_of_passages(content_copy, tmp_path, ti
     settings = settings_for(content_copy, tmp_path)
     report = build_index(settings, tiny_encoder, progress=False)
     assert isinstance(indexer.build.backend_for(settings), FaissSqliteBackend)
-    assert len(added) > 2 and sum(map(len, added)) == report.passages and tiny_encoder.calls == len(added)
+    # one encode call for a batch's passages, one for its articles' titles
+    assert len(added) > 2 and sum(map(len, added)) == report.passages and tiny_encoder.calls == 2 * len(added)
     for owners in added[:-1]:  # a batch closes with the article that brings it to 5 passages or more
         assert len(owners) >= 5 and len([a for a in owners if a != owners[-1]]) < 5
 

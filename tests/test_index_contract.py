@@ -1,6 +1,7 @@
 """The index backend contract: every backend (kb.index.BACKENDS) passes the same cases, through the interface only."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import threading
@@ -152,6 +153,52 @@ def test_articles_round_trip_typed(written):
     assert reader.article("no/such") is None
     assert [a.id for a in reader.articles(["teams/error", "no/such"], body=True)] == ["teams/error"]
     assert reader.articles(["teams/error"], body=True)[0].body == "b"
+
+
+def titled(articles, seed: int = 3) -> list[ArticleRecord]:
+    """The articles with title embeddings (random unit vectors of DIM), as a build writes them."""
+    return [dataclasses.replace(a, title_vector=v.tobytes()) for a, v in zip(articles, unit_vectors(len(articles), seed))]
+
+
+def title_map(reader) -> dict[str, list[float]]:
+    ids, matrix = reader.title_vectors()
+    assert matrix.dtype == np.float32 and matrix.shape == (len(ids), DIM)
+    return {i: v.round(6).tolist() for i, v in zip(ids, matrix)}
+
+
+def test_title_vectors_round_trip_and_follow_a_base(backend):
+    first = titled(ARTICLES)
+    backend.write(backend.new_name(), first, PASSAGES, VECTORS, {"model": MODEL, "dim": DIM})
+    expected = {a.id: np.frombuffer(a.title_vector, dtype=np.float32).round(6).tolist() for a in first}
+    with backend.open(model_id=MODEL) as reader:
+        assert title_map(reader) == expected
+    changed, added = titled([ArticleRecord("outlook/password", "outlook/password.md", "Outlook password", body="new",
+                                           source_hash="h9"),
+                             ArticleRecord("teams/new", "teams/new.md", "New", body="x", source_hash="h10")], seed=5)
+    untitled = ArticleRecord("teams/bare", "teams/bare.md", "", body="y", source_hash="h11")
+    passages = [PassageRecord("outlook/password#", "outlook/password", (), "", "A new password text.", "n0"),
+                PassageRecord("teams/new#", "teams/new", (), "", "Brand new Teams passage.", "n1"),
+                PassageRecord("teams/bare#", "teams/bare", (), "", "No title here.", "n2")]
+    with backend.open(model_id=MODEL) as base:
+        backend.write(backend.new_name(), [changed, added, untitled], passages, unit_vectors(3, seed=11),
+                      {"model": MODEL, "dim": DIM}, base=base, remove={"outlook/password", "outlook/ndr"})
+    del expected["outlook/ndr"]
+    for a in (changed, added):
+        expected[a.id] = np.frombuffer(a.title_vector, dtype=np.float32).round(6).tolist()
+    with backend.open(model_id=MODEL) as patched:
+        assert title_map(patched) == expected  # kept, replaced, removed, added; none for an article without one
+
+
+def test_a_version_written_without_title_vectors_has_none(written):
+    _, _, reader = written
+    assert reader.title_vectors() is None
+
+
+def test_a_title_vector_of_another_size_is_refused(backend):
+    wrong = dataclasses.replace(ARTICLES[0], title_vector=np.ones(DIM + 1, dtype=np.float32).tobytes())
+    with pytest.raises(ValueError, match="title vector"):
+        backend.write(backend.new_name(), [wrong], PASSAGES[:2], VECTORS[:2], {"model": MODEL, "dim": DIM})
+    assert backend.current() is None
 
 
 def test_passages_and_vectors_by_key(written):

@@ -18,12 +18,34 @@ def test_every_candidate_of_any_signal_gets_every_scoring_signal(searcher):
     query = Query(dense="outlook error 0x8004010F", lexical="outlook error 0x8004010F", codes=("0x8004010F",),
                   prefer="en")
     found = searcher.collect(query)
-    assert set(found.signals) == {"dense", "lexical", "codes", "language"}
+    assert set(found.signals) == {"dense", "lexical", "codes", "language", "title"}
     assert found.get("codes") and set(found.get("codes")) <= set(found.get("dense"))
     assert set(found.get("lexical")) <= set(found.get("dense"))  # the exact cosine of every lexical candidate
     assert found.rows == set(found.get("dense"))
     english = {r for r in found.rows if searcher.row_language[r] == "en"}
     assert set(found.get("language")) == english and english != found.rows  # the fixture mixes en and id
+
+
+def test_the_title_signal_is_the_cosine_of_the_query_and_each_candidates_article_title(searcher):
+    ids, matrix = searcher.version.title_vectors()
+    title_of = dict(zip(ids, matrix))
+    article = next(a for a in searcher.articles.values() if a["language"] == "en")
+    query = Query(dense=article["title"], lexical=article["title"])
+    found = searcher.collect(query)
+    titles = found.get("title")
+    assert set(titles) == found.rows  # every candidate's article has a title vector in the fixture
+    vector = searcher.encoder.encode_queries([query.dense])[0]
+    for row, cosine in titles.items():
+        assert cosine == pytest.approx(float(title_of[searcher.row_article[row]] @ vector), abs=1e-5)
+    best = max(titles, key=titles.get)  # the query is the article's title: its passages match it best
+    assert titles[best] > 0.9 and {searcher.articles[searcher.row_article[r]]["title"] for r in titles
+                                   if titles[r] == titles[best]} == {article["title"]}
+
+
+def test_without_title_vectors_the_title_signal_scores_nothing(searcher):
+    bare = SimpleNamespace(**{**vars(searcher), "title_matrix": None, "row_title": None})
+    found = collect(Probe(bare, Query("password reset", "password reset"), None, 10))
+    assert found.get("title") == {} and found.get("dense")
 
 
 def test_lexical_only_embeds_nothing(searcher):

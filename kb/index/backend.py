@@ -51,6 +51,9 @@ class IndexReader(Protocol):
         """Dense vectors (unit length, float32) of `keys`, or of every passage in key order."""
     def term_df(self) -> dict[str, int]:
         """Passages containing each lower-case word (as search.lexical splits words)."""
+    def title_vectors(self) -> tuple[list[str], np.ndarray] | None:
+        """(article ids in id order, their title embeddings in that order as unit float32 rows); None for a version
+        written without them (before they were stored) or whose articles have none."""
 
     # ---- search -------------------------------------------------------------------------------
     def dense_search(self, vector: np.ndarray, limit: int, selection: Selection | None = None) -> dict[int, float]:

@@ -25,6 +25,9 @@ class ArticleRecord:
     includes: tuple[str, ...] = ()  # content-relative include files it was built from (incremental builds)
     extra: dict = field(default_factory=dict, compare=False)  # front matter keys the model does not name
     source_hash: str = ""  # hash of its file and includes when it was built
+    # The embedding of its title (float32 bytes, unit length) as a build writes it; None for versions written
+    # without them, and a reader may leave it None in listings (IndexReader.title_vectors reads them all).
+    title_vector: bytes | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, article: Article, source_hash: str) -> ArticleRecord:
@@ -33,6 +36,15 @@ class ArticleRecord:
                    audience=article.audience, status=article.status, owner=article.owner,
                    reviewed=article.reviewed, body=article.body, includes=tuple(article.includes),
                    extra=dict(article.extra), source_hash=source_hash)
+
+
+def title_vector_of(article: ArticleRecord, dim: int) -> bytes | None:
+    """The article's title embedding as a writer stores it (float32 bytes), None when it has none; ValueError when it
+    does not hold `dim` values."""
+    vector = article.title_vector
+    if vector is not None and len(vector) != 4 * dim:
+        raise ValueError(f"the title vector of {article.id} has {len(vector)} bytes, not {4 * dim} (dim {dim})")
+    return vector
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,9 @@ import numpy as np
 
 from kb.index.faiss_sqlite import postings
 from kb.index.faiss_sqlite.fts import count_terms
-from kb.index.faiss_sqlite.store import (ARTICLE_COLUMNS, META, PASSAGE_COLUMNS, TMP_PREFIX, VECTORS, IndexVersion,
-                                         article_row, fsync_path, fts_row, passage_row, publish, scratch_connection)
+from kb.index.faiss_sqlite.store import (ARTICLE_COLUMNS, INSERT_TITLE_VECTOR, META, PASSAGE_COLUMNS, TMP_PREFIX,
+                                         VECTORS, IndexVersion, article_row, fsync_path, fts_row, passage_row, publish,
+                                         scratch_connection, title_vector_rows)
 from kb.index.records import ArticleRecord, PassageRecord
 
 
@@ -74,6 +75,10 @@ def write_delta_version(index_dir: Path, build_id: str, previous: IndexVersion, 
         conn.executemany("DELETE FROM passages WHERE row = ?", [(r[0],) for r in removed])
         conn.executemany("UPDATE passages SET row = ? WHERE row = ?", [(dst, fts[0]) for fts, dst in moved_fts])
         conn.executemany(insert_fts, [(dst, *fts[1:]) for fts, dst in moved_fts])
+        conn.execute("CREATE TABLE IF NOT EXISTS article_vectors (id TEXT PRIMARY KEY, vector BLOB NOT NULL) "
+                     "WITHOUT ROWID")  # a version from before titles were embedded (a build then starts afresh)
+        conn.executemany("DELETE FROM article_vectors WHERE id = ?", [(a,) for a in sorted(remove)])
+        conn.executemany(INSERT_TITLE_VECTOR, title_vector_rows(articles, previous.dim))
         conn.executemany("DELETE FROM articles WHERE id = ?", [(a,) for a in sorted(remove)])
         conn.executemany(f"INSERT INTO articles VALUES ({','.join('?' * len(ARTICLE_COLUMNS))})",
                          [article_row(a) for a in articles])

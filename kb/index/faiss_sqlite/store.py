@@ -23,7 +23,7 @@ from kb.index.faiss_sqlite import ann, postings
 from kb.index.faiss_sqlite.fts import count_terms
 from kb.index.faiss_sqlite.version import META, IndexVersion, spans_blob
 from kb.index.lock import held
-from kb.index.records import ArticleRecord, PassageRecord
+from kb.index.records import ArticleRecord, PassageRecord, title_vector_of
 from kb.sentences import markable
 
 FORMAT_VERSION = 2  # 2: term_df table
@@ -50,6 +50,7 @@ CREATE TABLE passages (
 );
 CREATE INDEX passages_article ON passages(article_id);
 CREATE TABLE term_df (term TEXT PRIMARY KEY, df INTEGER NOT NULL) WITHOUT ROWID;  -- passages per word
+CREATE TABLE article_vectors (id TEXT PRIMARY KEY, vector BLOB NOT NULL) WITHOUT ROWID;  -- title embeddings
 CREATE VIRTUAL TABLE passages_fts USING fts5(
     title, headings, body, content='', tokenize='porter unicode61 remove_diacritics 2'
 );
@@ -72,6 +73,14 @@ def passage_row(key: int, p: PassageRecord) -> tuple:
     sentences are found here when the record does not carry them (they depend on the text only)."""
     return (key, p.passage_id, p.article_id, json.dumps(list(p.heading_path), ensure_ascii=False), p.anchor, p.text,
             p.text_hash, spans_blob(markable(p.text) if p.sentences is None else p.sentences))
+
+
+INSERT_TITLE_VECTOR = "INSERT INTO article_vectors VALUES (?, ?)"
+
+
+def title_vector_rows(articles: Sequence[ArticleRecord], dim: int) -> list[tuple[str, bytes]]:
+    """(id, float32 bytes) of the articles that carry a title embedding (rows of `article_vectors`)."""
+    return [(a.id, vector) for a in articles if (vector := title_vector_of(a, dim)) is not None]
 
 
 def fts_row(key: int, title: str, p: PassageRecord) -> tuple:
@@ -185,6 +194,7 @@ class VersionWriter:
         self._conn.executemany(f"INSERT INTO passages VALUES ({','.join('?' * len(PASSAGE_COLUMNS))})",
                                [passage_row(self.size + i, p) for i, p in enumerate(passages)])
         self._conn.executemany("INSERT INTO passages_fts(rowid, title, headings, body) VALUES (?, ?, ?, ?)", fts_rows)
+        self._conn.executemany(INSERT_TITLE_VECTOR, title_vector_rows(articles, self.dim))
         self._conn.commit()
         for term, n in count_terms(fts_rows).items():
             self._term_df[term] = self._term_df.get(term, 0) + n

@@ -232,6 +232,16 @@ class IndexVersion:
     def term_df(self) -> dict[str, int]:
         return dict(self.db().execute("SELECT term, df FROM term_df"))
 
+    def title_vectors(self) -> tuple[list[str], np.ndarray] | None:
+        db = self.db()
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'article_vectors'").fetchone():
+            return None  # a version written before titles were embedded
+        rows = db.execute("SELECT id, vector FROM article_vectors ORDER BY id").fetchall()
+        if not rows:
+            return None  # none of its articles has one
+        matrix = np.frombuffer(b"".join(v for _, v in rows), dtype="<f4").reshape(len(rows), self.dim)
+        return [i for i, _ in rows], matrix.astype(np.float32)
+
     # ---- search -----------------------------------------------------------------------------
     def _select(self, selection: Selection | None) -> _Selected | None:
         """The keys a selection admits (computed once per selection), or None when it admits everything."""

@@ -1,6 +1,7 @@
 """The Milvus index backend: a version is a collection (kb_<name>, plus kb_<name>__data), CURRENT is an alias."""
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
@@ -22,7 +23,7 @@ from kb.index.milvus.collections import (ALIAS, DATA_SUFFIX, PREFIX, REGISTRY, T
                                          client_for, literal, passage_schema, read_blobs)
 from kb.index.milvus.connection import TIMEOUT
 from kb.index.milvus.reader import MilvusReader
-from kb.index.records import ArticleRecord, PassageRecord
+from kb.index.records import ArticleRecord, PassageRecord, title_vector_of
 
 FORMAT_VERSION = 1
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,150}")  # a Milvus collection name once PREFIX is put before it
@@ -254,7 +255,7 @@ class MilvusWriter:
 
     def _insert(self, articles: Sequence[ArticleRecord], passages: Sequence[PassageRecord],
                 vectors: np.ndarray) -> None:
-        self._owners.update((a.id, replace(a, body=None, extra={})) for a in articles)
+        self._owners.update((a.id, replace(a, body=None, extra={}, title_vector=None)) for a in articles)
         rows = [passage_row(self.size + i, p, self._owners[p.article_id], vector)
                 for i, (p, vector) in enumerate(zip(passages, vectors))]
         for row in rows:
@@ -266,7 +267,9 @@ class MilvusWriter:
             self._term_df[term] = self._term_df.get(term, 0) + n
         blobs: list[dict] = []
         for a in articles:
-            record = {k: v for k, v in asdict(a).items() if k != "body"}
+            record = {k: v for k, v in asdict(a).items() if k not in ("body", "title_vector")}
+            if (vector := title_vector_of(a, self.dim)) is not None:  # float32 bytes, as base64 in the JSON record
+                record["title_vector"] = base64.b64encode(vector).decode("ascii")
             blobs += blob_rows("article", a.id, json.dumps(record, ensure_ascii=False, default=str),
                                self.seq + len(blobs))
             blobs += blob_rows("body", a.id, a.body or "", self.seq + len(blobs))

@@ -1,6 +1,7 @@
 """MilvusReader: one opened index version on Milvus (its passage and data collections) read through kb.index."""
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import weakref
@@ -18,7 +19,9 @@ SELECTIONS_KEPT = 32
 
 
 def article_record(data: dict, body: str | None) -> ArticleRecord:
-    return ArticleRecord(**{**data, "tags": tuple(data["tags"]), "includes": tuple(data["includes"]), "body": body})
+    vector = data.get("title_vector")  # base64 of float32 bytes; absent in versions written before
+    return ArticleRecord(**{**data, "tags": tuple(data["tags"]), "includes": tuple(data["includes"]), "body": body,
+                            "title_vector": base64.b64decode(vector) if vector else None})
 
 
 class MilvusReader:
@@ -172,6 +175,13 @@ class MilvusReader:
             matrix.setflags(write=False)
             self._matrix = matrix
         return self._matrix if keys is None else self._matrix[keys]
+
+    def title_vectors(self) -> tuple[list[str], np.ndarray] | None:
+        found = sorted((aid, a.title_vector) for aid, a in self._articles().items() if a.title_vector is not None)
+        if not found:
+            return None  # a version written before titles were embedded
+        matrix = np.frombuffer(b"".join(v for _, v in found), dtype="<f4").reshape(len(found), self.dim)
+        return [aid for aid, _ in found], matrix.astype(np.float32)
 
     def term_df(self) -> dict[str, int]:
         if self._df is None:
