@@ -277,7 +277,10 @@ def test_a_full_disk_fails_the_build_clearly_and_shows_in_healthz(small_disk, tm
     good = build_index(settings, embedder, progress=False).build_id
     free = shutil.disk_usage(small_disk).free
     filler = small_disk / "filler"
-    filler.write_bytes(b"\0" * (free - 64 * 1024))  # 64 KB left: less than a version
+    # 128 KB left: less than a version (over 200 KB), but room for the embedding cache's write-ahead log and its index
+    # (64 KB), so the build fails writing the version; with less, it fails in the cache, whose log then holds the last
+    # bytes and the record below cannot be written (logged; this process's /healthz still says why)
+    filler.write_bytes(b"\0" * (free - 128 * 1024))
     page = tmp_path / "content" / "Teams" / "teams-microphone-not-working.md"
     page.write_text(page.read_text() + "\n\n## More\n\nA new paragraph to index.\n")
     with TestClient(create_app(settings, encoder=embedder)) as client:
