@@ -157,7 +157,8 @@ def test_articles_round_trip_typed(written):
 
 def titled(articles, seed: int = 3) -> list[ArticleRecord]:
     """The articles with title embeddings (random unit vectors of DIM), as a build writes them."""
-    return [dataclasses.replace(a, title_vector=v.tobytes()) for a, v in zip(articles, unit_vectors(len(articles), seed))]
+    vectors = unit_vectors(len(articles), seed)
+    return [dataclasses.replace(a, title_vector=v.tobytes()) for a, v in zip(articles, vectors)]
 
 
 def title_map(reader) -> dict[str, list[float]]:
