@@ -76,7 +76,7 @@ def write_delta_version(index_dir: Path, build_id: str, previous: IndexVersion, 
         conn.executemany("UPDATE passages SET row = ? WHERE row = ?", [(dst, fts[0]) for fts, dst in moved_fts])
         conn.executemany(insert_fts, [(dst, *fts[1:]) for fts, dst in moved_fts])
         conn.execute("CREATE TABLE IF NOT EXISTS article_vectors (id TEXT PRIMARY KEY, vector BLOB NOT NULL) "
-                     "WITHOUT ROWID")  # a version from before titles were embedded (a build then starts afresh)
+                     "WITHOUT ROWID")  # a base from before titles were embedded (builds rebuild those in full anyway)
         conn.executemany("DELETE FROM article_vectors WHERE id = ?", [(a,) for a in sorted(remove)])
         conn.executemany(INSERT_TITLE_VECTOR, title_vector_rows(articles, previous.dim))
         conn.executemany("DELETE FROM articles WHERE id = ?", [(a,) for a in sorted(remove)])
