@@ -272,6 +272,40 @@ def test_lexical_search_ranks_by_bm25_with_field_weights(written):
     assert reader.lexical_search(TermQuery(("nowhere",)), 10) == {}
 
 
+def test_lexical_scores_are_fts5s_bm25_on_every_backend(backend, tmp_path):
+    """Whatever the engine, a lexical search scores as SQLite FTS5's bm25() with the column weights: the same passages,
+    the same scores (one length over all columns, weighted counts, stems, a word given twice counted twice)."""
+    rng = np.random.default_rng(5)
+    words = ["password", "passwords", "prompt", "prompting", "outlook", "teams", "sign", "signing", "error", "sync",
+             "kata", "sandi", "mailbox", "full", "license", "update", "driver", "camera", "cache", "clear"]
+    articles, passages = [], []
+    for a in range(12):
+        aid = f"area/article-{a}"
+        articles.append(ArticleRecord(aid, aid + ".md", " ".join(rng.choice(words, 3)), language=("en", "id")[a % 2],
+                                      source_hash=f"h{a}"))
+        for n in range(int(rng.integers(1, 6))):
+            body = " ".join(rng.choice(words, int(rng.integers(3, 60))))
+            passages.append(PassageRecord(f"{aid}#{n}", aid, (" ".join(rng.choice(words, 2)),) if n else (), str(n),
+                                          body, f"t{a}.{n}"))
+    vectors = unit_vectors(len(passages), seed=3)
+    reference = open_backend(tmp_path / "fts5", "faiss")
+    for each in (reference, backend):
+        each.write(each.new_name(), articles, passages, vectors, {"model": MODEL, "dim": DIM})
+    queries = [("password",), ("passwords", "prompt"), ("sign", "signing", "error"), ("kata", "sandi", "sync"),
+               ("clear", "cache", "nowhere"), ("outlook", "outlook", "full"), tuple(words)]
+    with reference.open(model_id=MODEL) as fts5, backend.open(model_id=MODEL) as reader:
+        ids, own = ({k: p.passage_id for k, p in r.passages(range(r.size)).items()} for r in (fts5, reader))
+        for terms in queries:
+            for selection in (None, Selection(language="id")):
+                expected = {ids[k]: s for k, s in fts5.lexical_search(TermQuery(terms), 100, selection).items()}
+                found = {own[k]: s for k, s in reader.lexical_search(TermQuery(terms), 100, selection).items()}
+                assert found == pytest.approx(expected, rel=1e-5), (terms, selection)
+                assert expected
+        if reader.manifest.get("backend") == "milvus":  # its weights are written with the version
+            with pytest.raises(ValueError, match="title, headings and body"):
+                reader.lexical_search(TermQuery(("password",), (1.0, 1.0, 1.0)), 10)
+
+
 def test_query_words_are_words_never_syntax(written):
     _, _, reader = written
     for hostile in ('pass"word', "NEAR(x", "title:outlook", "*", "AND", "-ndr"):

@@ -16,7 +16,8 @@ from kb import integrity
 from kb.errors import IndexDamaged
 from kb.index import open_backend
 from kb.index.milvus import contents
-from kb.index.milvus.collections import DATA_SUFFIX, PREFIX, REGISTRY, literal
+from kb.index.milvus.collections import DATA_SUFFIX, LEXICAL_SUFFIX, PREFIX, REGISTRY, literal
+from kb.index.records import TermQuery
 from search.versions import Versions
 from tests.test_index_contract import ARTICLES, DIM, MODEL, PASSAGES, VECTORS, needs_engine
 
@@ -43,7 +44,7 @@ def replace_manifest(backend, name: str, manifest: dict) -> None:
 
 def passage_rows(backend, name: str, keys: list[int]) -> list[dict]:
     collection = backend.client.describe_collection(PREFIX + name)
-    fields = [f["name"] for f in collection["fields"] if not f["name"].endswith("_bm25")]  # BM25: output only
+    fields = [f["name"] for f in collection["fields"]]
     return backend.client.query(PREFIX + name, filter=f"key in {keys}", output_fields=fields)
 
 
@@ -81,6 +82,35 @@ def test_rows_deleted_or_inserted_behind_its_back_are_damage(backend, change):
         expected = f"holds {len(PASSAGES) + 1} passages, its manifest says {len(PASSAGES)}"
     with pytest.raises(IndexDamaged, match=f"index version {name} is damaged: .*{expected}"):
         backend.open(name, MODEL)
+
+
+def test_a_lexical_row_deleted_behind_its_back_is_damage(backend):
+    """The BM25 weights (kb_<name>__lexical) are counted at open against the sealed manifest as the passages are."""
+    name = write(backend)
+    assert backend.manifest(name)["lexicon"]["rows"] == len(PASSAGES)  # every passage holds a term
+    backend.client.delete(PREFIX + name + LEXICAL_SUFFIX, filter="key in [3]")
+    with pytest.raises(IndexDamaged, match=f"index version {name} is damaged: its collection "
+                                           f".*__lexical holds {len(PASSAGES) - 1} rows, its manifest says "
+                                           f"{len(PASSAGES)}"):
+        backend.open(name, MODEL)
+
+
+def test_a_killed_build_leaves_collections_that_remove_leftovers_drops(backend):
+    """A writer that never commits nor aborts (the builder was killed) leaves its three collections; remove_leftovers
+    drops each of them, also one left alone, and keeps the complete version."""
+    kept = write(backend)
+    killed = backend.new_name()
+    writer = backend.writer(killed, DIM)
+    writer.add(ARTICLES, PASSAGES, VECTORS)
+    stray = backend.new_name()
+    backend.client.create_collection(PREFIX + stray + LEXICAL_SUFFIX, dimension=2)
+    assert {PREFIX + killed + s for s in ("", DATA_SUFFIX, LEXICAL_SUFFIX)} <= set(backend.client.list_collections())
+    assert backend.remove_leftovers() == sorted([killed, stray])
+    assert {c for c in backend.client.list_collections() if killed in c or stray in c} == set()
+    assert backend.list() == [kept] and backend.remove_leftovers() == []
+    writer.abort()  # what a killed process' exit does to its temporary file
+    with backend.open(kept, MODEL) as reader:
+        assert reader.lexical_search(TermQuery(("password",)), 10)
 
 
 def test_a_passage_changed_behind_its_back_fails_the_digest_found_by_verify_too(backend):

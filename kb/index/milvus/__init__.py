@@ -18,14 +18,15 @@ from kb import integrity
 from kb.errors import IndexDamaged, IndexMismatch, IndexNotFound
 from kb.index.backend import write_whole
 from kb.index.lock import build_lock, held
-from kb.index.milvus import analysis, contents
-from kb.index.milvus.collections import (ALIAS, DATA_SUFFIX, PREFIX, REGISTRY, TEXT_MAX, blob_rows, blob_schema,
-                                         client_for, literal, passage_schema, read_blobs)
+from kb.index.milvus import analysis, contents, lexicon
+from kb.index.milvus.collections import (ALIAS, DATA_SUFFIX, LEXICAL_SUFFIX, PREFIX, REGISTRY, TEXT_MAX, blob_rows,
+                                         blob_schema, client_for, lexical_schema, literal, passage_schema, read_blobs)
 from kb.index.milvus.connection import TIMEOUT
 from kb.index.milvus.reader import MilvusReader
 from kb.index.records import ArticleRecord, PassageRecord, title_vector_of
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: BM25 as FTS5 scores it, sparse vectors in kb_<name>__lexical (lexicon.py)
+SUFFIXES = ("", DATA_SUFFIX, LEXICAL_SUFFIX)  # a version's collections: kb_<name> + each
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,150}")  # a Milvus collection name once PREFIX is put before it
 BATCH = 500  # rows per insert
 LITE_FILE = "milvus.db"
@@ -39,8 +40,8 @@ def lite_uri(index_dir: Path) -> str:
 class MilvusBackend:
     """The versions on one Milvus (kb.index.IndexBackend): milvus-lite when `uri` is a file path, a Milvus server
     or cluster for http(s)://host:port. A build writes two new collections, records the version's manifest in the
-    registry collection and then moves the alias: never an update to a collection in service (Milvus' BM25
-    statistics are per segment, so an upsert would score differently from a version written whole). Build lock and
+    registry collection and then moves the alias: never an update to a collection in service (its BM25 weights are
+    computed over the whole version: lexicon.py). Build lock and
     leases are files in `index_dir` (one builder; readers on this machine)."""
 
     kind = "milvus"
@@ -104,7 +105,7 @@ class MilvusBackend:
             raise IndexMismatch(f"index version {name} was built with model {manifest.get('model')!r}, the service "
                                 f"uses {model_id!r}: rebuild it with `kb index --full`")
         collection = PREFIX + name
-        for each in (collection, collection + DATA_SUFFIX):
+        for each in (collection + suffix for suffix in SUFFIXES):
             if not self.client.has_collection(each):
                 raise IndexDamaged(f"index version {name} lacks its collection {each} on {self.uri}: rebuild it "
                                    "with `kb index --full`")
@@ -115,6 +116,11 @@ class MilvusBackend:
             if int(stats[0]["count(*)"]) != int(manifest["counts"]["passages"]):
                 raise integrity.damaged(name, f"its collection {collection} holds {stats[0]['count(*)']} passages, "
                                               f"its manifest says {manifest['counts']['passages']}")
+            rows = self.client.query(collection + LEXICAL_SUFFIX, filter="", output_fields=["count(*)"])
+            if int(rows[0]["count(*)"]) != int(manifest[lexicon.KIND]["rows"]):
+                raise integrity.damaged(name, f"its collection {collection + LEXICAL_SUFFIX} holds "
+                                              f"{rows[0]['count(*)']} rows, its manifest says "
+                                              f"{manifest[lexicon.KIND]['rows']}")
             if sealed and digest:
                 articles = contents.verify(self.client, name, collection, collection + DATA_SUFFIX, manifest)
         return MilvusReader(self.client, name, collection, manifest, self._take_lease(name), sealed=sealed,
@@ -167,7 +173,7 @@ class MilvusBackend:
         return removed
 
     def _drop(self, name: str) -> None:
-        for each in (PREFIX + name, PREFIX + name + DATA_SUFFIX):
+        for each in (PREFIX + name + suffix for suffix in SUFFIXES):
             if self.client.has_collection(each):
                 self.client.drop_collection(each)
         (self.index_dir / ".leases" / name).unlink(missing_ok=True)
@@ -176,23 +182,16 @@ class MilvusBackend:
         return build_lock(self.index_dir, f"for {self.uri}")
 
     def remove_leftovers(self) -> list[str]:
-        """Drop the collections of versions a killed build left unregistered."""
+        """Drop the collections of versions a killed build left unregistered (any of a version's collections)."""
         complete = set(self._registry())
-        removed = []
+        names = set()
         for collection in self.client.list_collections():
-            if not collection.startswith(PREFIX) or collection == REGISTRY or collection.endswith(DATA_SUFFIX):
-                continue
-            name = collection[len(PREFIX):]
-            if name not in complete:
-                self._drop(name)
-                removed.append(name)
-        for collection in self.client.list_collections():  # a data collection whose passages were never written
-            if collection.startswith(PREFIX) and collection.endswith(DATA_SUFFIX):
-                name = collection[len(PREFIX):-len(DATA_SUFFIX)]
-                if name not in complete:
-                    self.client.drop_collection(collection)
-                    removed.append(name)
-        return sorted(set(removed))
+            if collection.startswith(PREFIX) and collection != REGISTRY:
+                name = collection[len(PREFIX):]
+                names.add(next((name[:-len(s)] for s in SUFFIXES if s and name.endswith(s)), name))
+        for name in names - complete:
+            self._drop(name)
+        return sorted(names - complete)
 
     # ---- leases ---------------------------------------------------------------------------------
     def _take_lease(self, name: str):
@@ -209,8 +208,9 @@ class MilvusBackend:
 class MilvusWriter:
     """One version being written (kb.index.IndexWriter): without a base, each batch's passages, articles and bodies
     are inserted as they come and word counts summed, so memory holds one batch (plus title and filter fields of
-    each article); on a base, the batches are kept and `commit` writes the whole next version (a Milvus version is
-    never patched in place). Registered, and so visible, only by `commit`."""
+    each article, and a passage's article id and length); its weighted term counts go to a temporary file and are
+    written as BM25 weights at commit (lexicon.py); on a base, the batches are kept and `commit` writes the whole
+    next version (a Milvus version is never patched in place). Registered, and so visible, only by `commit`."""
 
     def __init__(self, backend: MilvusBackend, name: str, dim: int, base: MilvusReader | None, remove: set[str]):
         self.backend, self.client, self.name, self.dim = backend, backend.client, name, dim
@@ -221,6 +221,9 @@ class MilvusWriter:
         self._term_df: dict[str, int] = {}
         self._owners: dict[str, ArticleRecord] = {}  # id -> the article without its body, for passage rows
         self._digest = contents.PassageDigest()  # of the passages written, in key order
+        self._spill: lexicon.Spill | None = None  # the passages' weighted term counts, written as BM25 at commit
+        self._owner_of: list[str] = []  # article id of each key, for the lexical rows' filter fields
+        self._lexicon_record: dict = {}  # rows and terms of the lexical collection, once written
         self._pending: tuple[list, list, list] | None = ([], [], []) if base is not None else None
         if base is None:
             self._create()
@@ -239,6 +242,9 @@ class MilvusWriter:
             self.client.create_collection(self.collection, schema=schema, index_params=params)
             schema, params = blob_schema(self.client)
             self.client.create_collection(self.collection + DATA_SUFFIX, schema=schema, index_params=params)
+            schema, params = lexical_schema(self.client)
+            self.client.create_collection(self.collection + LEXICAL_SUFFIX, schema=schema, index_params=params)
+            self._spill = lexicon.Spill(self.backend.index_dir)
         except BaseException:
             self.abort()
             raise
@@ -262,6 +268,8 @@ class MilvusWriter:
             self._digest.add(row["key"], row["passage_id"], row["text_hash"])
         for start in range(0, len(rows), BATCH):
             self.client.insert(self.collection, rows[start:start + BATCH])
+        self._spill.add([(self._owners[p.article_id].title, " ".join(p.heading_path), p.text) for p in passages])
+        self._owner_of.extend(p.article_id for p in passages)
         texts = [f"{self._owners[p.article_id].title} {' '.join(p.heading_path)} {p.text}" for p in passages]
         for term, n in analysis.count_terms(texts).items():
             self._term_df[term] = self._term_df.get(term, 0) + n
@@ -293,13 +301,14 @@ class MilvusWriter:
             self._create()
             self._insert(articles, passages, vectors)
         self._insert_blobs(blob_rows("terms", "", json.dumps(self._term_df, ensure_ascii=False), self.seq))
-        self.client.flush(self.collection)
-        self.client.flush(self.collection + DATA_SUFFIX)
+        self._write_lexicon()
+        for suffix in SUFFIXES:
+            self.client.flush(self.collection + suffix)
         _, articles_digest = contents.articles_digest((a.id, a.source_hash) for a in self._owners.values())
         full = integrity.seal({
             **manifest, "backend": self.backend.kind, "format_version": FORMAT_VERSION, "build_id": self.name,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "counts": {"articles": self.articles, "passages": self.size},
+            "counts": {"articles": self.articles, "passages": self.size}, lexicon.KIND: self._lexicon_record,
             contents.DIGEST: {"passages": self._digest.hexdigest(), "articles": articles_digest}})
         # never switch to a version that does not open; its digest was just computed from what was written and is
         # read back by every open that puts it into service (as FAISS' store.verify_version skips the sha256)
@@ -308,9 +317,27 @@ class MilvusWriter:
         self.backend.switch(self.name)
         self.committed = True
 
+    def _write_lexicon(self) -> None:
+        """The passages' BM25 term weights into kb_<name>__lexical (every passage is in: the average length is known),
+        and the lexicon a query needs into the data collection."""
+        rows, written = [], 0
+        for key, vector in self._spill.vectors():
+            written += 1
+            rows.append({"key": key, **filter_fields(self._owners[self._owner_of[key]]), "terms": vector})
+            if len(rows) == BATCH:
+                self.client.insert(self.collection + LEXICAL_SUFFIX, rows)
+                rows = []
+        if rows:
+            self.client.insert(self.collection + LEXICAL_SUFFIX, rows)
+        self._insert_blobs(blob_rows(lexicon.KIND, "", self._spill.lexicon(), self.seq))
+        self._lexicon_record = {"rows": written, "terms": len(self._spill.ids)}  # sealed in the manifest
+        self._spill.close()
+
     def abort(self) -> None:
         """Drop what was written; a version already registered (commit failed while switching) is left listed."""
         self._pending = None
+        if self._spill is not None:
+            self._spill.close()
         if self.name not in self.backend._registry():
             self.backend._drop(self.name)
 
@@ -320,17 +347,19 @@ def passage_row(key: int, p: PassageRecord, article: ArticleRecord, vector: np.n
     record = json.dumps({"heading_path": list(p.heading_path), "anchor": p.anchor, "text": p.text,
                          "text_hash": p.text_hash}, ensure_ascii=False)
     columns = (article.title, " ".join(p.heading_path), p.text)
-    row = {"key": key, "passage_id": p.passage_id, "text_hash": p.text_hash, "article_id": p.article_id,
-           "product": article.product.lower(), "language": article.language.lower(),
-           "audience": article.audience.lower(), "record": record,
-           "phrases": analysis.phrase_field(columns), "vec": vector.tolist()}
-    for field, text in zip(("title", "headings", "body"), columns):
-        row[f"{field}_text"] = analysis.analyse(text)
-    for field in ("record", "phrases", "title_text", "headings_text", "body_text"):
+    row = {"key": key, "passage_id": p.passage_id, "text_hash": p.text_hash, **filter_fields(article),
+           "record": record, "phrases": analysis.phrase_field(columns), "vec": vector.tolist()}
+    for field in ("record", "phrases"):
         if len(row[field].encode("utf-8")) > TEXT_MAX:
             raise ValueError(f"passage {p.passage_id} is too long for a Milvus text field ({field}: "
                              f"{len(row[field].encode('utf-8'))} bytes, at most {TEXT_MAX})")
     return row
+
+
+def filter_fields(article: ArticleRecord) -> dict[str, str]:
+    """The fields `collections.selection_filter` reads, of a passage of `article`."""
+    return {"article_id": article.id, "product": article.product.lower(), "language": article.language.lower(),
+            "audience": article.audience.lower()}
 
 
 def patched(base: MilvusReader, remove: set[str], articles: Sequence[ArticleRecord],

@@ -17,7 +17,7 @@ TEXT_MAX = 65_535
 PAGE = 2_000  # rows per query when reading a whole collection
 TOPK_MAX = 16_384  # Milvus' largest limit per search or query
 BLOB_DIM = 2  # Milvus wants a vector field in every collection; the data collections' one is unused
-LEXICAL_FIELDS = ("title", "headings", "body")  # one BM25 Function each, weighted as TermQuery.weights
+LEXICAL_SUFFIX = "__lexical"  # a version's BM25 term weights as sparse vectors (lexicon.py)
 
 _clients: dict[tuple[str, float], object] = {}
 _clients_guard = threading.Lock()
@@ -58,31 +58,44 @@ def selection_filter(selection: Selection | None) -> str | None:
 
 
 def passage_schema(client, dim: int):
-    """Passages: key (0 .. size - 1), passage id and text hash, filter fields (lower-case), the record as JSON, one
-    analysed text and BM25 vector per lexical field, the phrase field (tokens, columns apart) and the dense vector."""
-    from pymilvus import DataType, Function, FunctionType
+    """Passages: key (0 .. size - 1), passage id and text hash, filter fields (lower-case), the record as JSON, the
+    phrase field (tokens, columns apart) and the dense vector."""
+    from pymilvus import DataType
 
     schema = client.create_schema(auto_id=False)
     schema.add_field("key", DataType.INT64, is_primary=True)
     schema.add_field("passage_id", DataType.VARCHAR, max_length=TEXT_MAX)
     schema.add_field("text_hash", DataType.VARCHAR, max_length=1024)  # read back by contents.verify (versions since
     # their digest: older collections lack it and are never asked for it)
-    schema.add_field("article_id", DataType.VARCHAR, max_length=TEXT_MAX)
-    for name in ("product", "language", "audience"):
-        schema.add_field(name, DataType.VARCHAR, max_length=1024)
+    add_filter_fields(schema)
     schema.add_field("record", DataType.VARCHAR, max_length=TEXT_MAX)
-    for name in LEXICAL_FIELDS:
-        schema.add_field(f"{name}_text", DataType.VARCHAR, max_length=TEXT_MAX, enable_analyzer=True)
-        schema.add_field(f"{name}_bm25", DataType.SPARSE_FLOAT_VECTOR)
-        schema.add_function(Function(name=f"{name}_fn", function_type=FunctionType.BM25,
-                                     input_field_names=[f"{name}_text"], output_field_names=[f"{name}_bm25"]))
     schema.add_field("phrases", DataType.VARCHAR, max_length=TEXT_MAX)
     schema.add_field("vec", DataType.FLOAT_VECTOR, dim=dim)
     params = client.prepare_index_params()
     params.add_index(field_name="vec", index_type="FLAT", metric_type="IP")
-    for name in LEXICAL_FIELDS:
-        params.add_index(field_name=f"{name}_bm25", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
     return schema, params
+
+
+def lexical_schema(client):
+    """BM25 term weights (lexicon.py): key, filter fields and one sparse vector per passage that holds a term."""
+    from pymilvus import DataType
+
+    schema = client.create_schema(auto_id=False)
+    schema.add_field("key", DataType.INT64, is_primary=True)
+    add_filter_fields(schema)
+    schema.add_field("terms", DataType.SPARSE_FLOAT_VECTOR)
+    params = client.prepare_index_params()
+    params.add_index(field_name="terms", index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
+    return schema, params
+
+
+def add_filter_fields(schema) -> None:
+    """The fields `selection_filter` reads: article id, product, language and audience (lower-case)."""
+    from pymilvus import DataType
+
+    schema.add_field("article_id", DataType.VARCHAR, max_length=TEXT_MAX)
+    for name in ("product", "language", "audience"):
+        schema.add_field(name, DataType.VARCHAR, max_length=1024)
 
 
 def blob_schema(client):

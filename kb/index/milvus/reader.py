@@ -10,8 +10,8 @@ from typing import Sequence
 import numpy as np
 
 from kb.errors import IndexNotFound, IndexUnavailable
-from kb.index.milvus import analysis, contents
-from kb.index.milvus.collections import (DATA_SUFFIX, LEXICAL_FIELDS, PAGE, TOPK_MAX, literal, read_blobs,
+from kb.index.milvus import analysis, contents, lexicon
+from kb.index.milvus.collections import (DATA_SUFFIX, LEXICAL_SUFFIX, PAGE, TOPK_MAX, literal, read_blobs,
                                          rows_in_order, selection_filter)
 from kb.index.records import ArticleRecord, PassageRecord, PhraseHits, PhraseQuery, Selection, TermQuery
 
@@ -25,8 +25,8 @@ def article_record(data: dict, body: str | None) -> ArticleRecord:
 
 
 class MilvusReader:
-    """One version (kb.index.IndexReader): passages, vectors and BM25 fields in collection kb_<name>, articles and
-    term counts as JSON in kb_<name>__data. A version is never changed once written, so what is read whole (the
+    """One version (kb.index.IndexReader): passages and vectors in collection kb_<name>, BM25 term weights in
+    kb_<name>__lexical, articles, word counts and the lexicon as JSON in kb_<name>__data. A version is never changed once written, so what is read whole (the
     article listing, the article of each key, the vectors) is read once and kept."""
 
     def __init__(self, client, name: str, collection: str, manifest: dict, lease, *, sealed: bool = False,
@@ -34,6 +34,8 @@ class MilvusReader:
         self.client, self.name, self.collection, self.manifest = client, name, collection, manifest
         self.sealed = sealed  # its manifest carries a digest of what was written (contents.py) that `verify` reads
         self.data = collection + DATA_SUFFIX
+        self.lexical = collection + LEXICAL_SUFFIX
+        self._lexicon: lexicon.Lexicon | None = None
         self._lease = lease
         self._guard = threading.Lock()
         self._users, self._retired, self._closed = 0, False, False
@@ -215,27 +217,26 @@ class MilvusReader:
                                   search_params={"metric_type": "IP"})[0]
         return {int(h["entity"]["key"]): float(h["distance"]) for h in hits}
 
+    def _terms(self) -> lexicon.Lexicon:
+        if self._lexicon is None:
+            self._check()
+            self._lexicon = lexicon.Lexicon(read_blobs(self.client, self.data, f'kind == "{lexicon.KIND}"')[""])
+        return self._lexicon
+
     def lexical_search(self, query: TermQuery, limit: int, selection: Selection | None = None) -> dict[int, float]:
-        """BM25 per field (title, headings, body), summed with the query's field weights. milvus-lite returns
-        minus the score as the distance, a Milvus server the score: BM25 scores are positive, so abs() is both."""
+        """FTS5's BM25 (lexicon.py): the inner product of the query's IDF vector with the passages' term weights.
+        Scores are positive; milvus-lite and a Milvus server differ in the sign of `distance` for some metrics
+        (milvus-io/milvus-lite#343), so abs() is taken."""
         self._check()
-        words = list(dict.fromkeys(t for term in query.terms for t in analysis.tokens(term)))
+        vector = self._terms().query(query)
         expr = selection_filter(selection)
-        limit = min(int(limit), self.size)
-        if not words or expr is None or limit <= 0:
+        limit = min(int(limit), self.size, TOPK_MAX)
+        if not vector or expr is None or limit <= 0:
             return {}
-        fetch = min(self.size, TOPK_MAX, max(limit * 5, 500))
-        scores: dict[int, float] = {}
-        for name, weight in zip(LEXICAL_FIELDS, query.weights):
-            if weight <= 0:
-                continue
-            hits = self.client.search(self.collection, data=[" ".join(words)], anns_field=f"{name}_bm25",
-                                      limit=fetch, filter=expr, output_fields=["key"],
-                                      search_params={"metric_type": "BM25"})[0]
-            for h in hits:
-                key = int(h["entity"]["key"])
-                scores[key] = scores.get(key, 0.0) + weight * abs(float(h["distance"]))
-        best = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:limit]
+        hits = self.client.search(self.lexical, data=[vector], anns_field="terms", limit=limit, filter=expr,
+                                  output_fields=["key"], search_params={"metric_type": "IP"})[0]
+        best = sorted(((int(h["entity"]["key"]), abs(float(h["distance"]))) for h in hits),
+                      key=lambda item: (-item[1], item[0]))
         return {k: s for k, s in best if s > 0}
 
     def phrase_search(self, query: PhraseQuery, limit: int, selection: Selection | None = None) -> PhraseHits:
