@@ -15,7 +15,7 @@ with one PYTHONHASHSEED: the marked sentences of a snippet sum floats over a set
 differently in two processes with different string hashes (about 1 snippet in 1,300 on the office KB). Usage:
   git worktree add /tmp/wt-before HEAD
   .venv/bin/python bench/searcher_ab.py --a /tmp/wt-before --b . --index-dir /tmp/office-idx [--rounds 20] \
-      [--sets eval/tickets-dev eval/tickets-check]
+      [--sets eval/tickets-dev eval/tickets-check] [--b-index-dir DIR --b-backend milvus]
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ from search.tickets import build_query
 if (Path(root) / "kb" / "index").is_dir():
     from kb.index import open_backend
     def open_index(path, model):
-        return open_backend(path).open(model_id=model)
+        return open_backend(path, os.environ.get("KB_INDEX_BACKEND", "faiss")).open(model_id=model)
 else:  # a tree from before kb.index (an editable install would find this tree's kb.index for it: not asked)
     from kb.store import open_current as open_index
 settings = load_settings({}, index_dir=Path(index_dir), model_cache_dir=Path(cache))
@@ -114,11 +114,11 @@ def read_calls(sets: list[Path] | None) -> dict:
                         for i in items if i.get("kind") != "query"]}
 
 
-def start(root: Path, index_dir: Path, cache: Path, calls: dict) -> subprocess.Popen:
+def start(root: Path, index_dir: Path, cache: Path, calls: dict, backend: str = "faiss") -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(root.resolve()), str(index_dir), str(cache)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(root.resolve()),
                             env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root.resolve()),
-                                 "PYTHONHASHSEED": HASH_SEED})
+                                 "PYTHONHASHSEED": HASH_SEED, "KB_INDEX_BACKEND": backend})
     proc.stdin.write(json.dumps(calls) + "\n")
     proc.stdin.flush()
     while True:
@@ -142,6 +142,9 @@ def main() -> None:
     parser.add_argument("--index-dir", type=Path, required=True)
     parser.add_argument("--b-index-dir", type=Path, help="B's index, when B changes what a build writes (e.g. a copy "
                         "whose ANN file B's code trained; default: --index-dir)")
+    parser.add_argument("--a-backend", default="faiss", choices=("faiss", "milvus"), help="A's index backend")
+    parser.add_argument("--b-backend", default="faiss", choices=("faiss", "milvus"),
+                        help="B's index backend (milvus: the milvus-lite file in B's index folder)")
     parser.add_argument("--model-cache", type=Path, default=REPO_ROOT / "var" / "models")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--calls", type=int, help="calls of each kind per round and tree (default: one per search or "
@@ -149,8 +152,8 @@ def main() -> None:
     parser.add_argument("--sets", type=Path, nargs="*", help="ticket sets (queries.jsonl) instead of the bench's tickets")
     args = parser.parse_args()
     calls = read_calls(args.sets)
-    procs = {"A": start(args.a, args.index_dir, args.model_cache, calls),
-             "B": start(args.b, args.b_index_dir or args.index_dir, args.model_cache, calls)}
+    procs = {"A": start(args.a, args.index_dir, args.model_cache, calls, args.a_backend),
+             "B": start(args.b, args.b_index_dir or args.index_dir, args.model_cache, calls, args.b_backend)}
     times = {(side, kind): [] for side in procs for kind in KINDS}
     cpu = {(side, kind): [] for side in procs for kind in KINDS}
     paired = {kind: [] for kind in KINDS}  # per round: B's median / A's median (both under the same load)
@@ -172,6 +175,7 @@ def main() -> None:
             proc.wait(timeout=30)
     load = os.getloadavg()
     b_index = f" (B: {args.b_index_dir})" if args.b_index_dir else ""
+    b_index += f"; backends A {args.a_backend}, B {args.b_backend}"
     print(f"A = {args.a}, B = {args.b}, index {args.index_dir}{b_index}: {args.rounds} rounds of "
           f"{len(calls['searches'])} "
           f"searches and {len(calls['tickets'])} suggests{' from ' + ', '.join(map(str, args.sets)) if args.sets else ''}"
