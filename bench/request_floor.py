@@ -64,9 +64,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def stage_table(profile: cProfile.Profile, calls: int) -> list[tuple[str, float]]:
-    """(stage, cumulative ms per call) of STAGES from one profile."""
-    stats = pstats.Stats(profile).stats
+def stage_table(profiles: list[cProfile.Profile], calls: int) -> list[tuple[str, float]]:
+    """(stage, cumulative ms per call) of STAGES from the profiles of the threads a call runs on."""
+    stats = pstats.Stats(*profiles).stats
     out = []
     for stage, (suffix, name) in STAGES.items():
         total = sum(ct for (path, _line, func), (_cc, _nc, _tt, ct, _callers) in stats.items()
@@ -91,6 +91,7 @@ def main() -> None:
     from kb.index import open_backend
     from kb.settings import load_settings
     from search.searcher import Searcher, make_query
+    from search.signals import AHEAD
     from search.snippets import analysed
     from search.tickets import TicketQuery, build_query, detect_language, extract_codes
 
@@ -170,15 +171,22 @@ def main() -> None:
     if args.profile:
         stages = {}
         for kind, pairs in calls.items():
-            profile = cProfile.Profile()
+            # the query encoding and dense search run on the kb-dense thread beside the lexical arm
+            # (search/signals.py): profiled there too, or they would read 0
+            profile, dense = cProfile.Profile(), cProfile.Profile()
+            with AHEAD.turn() as pool:
+                pool.submit(dense.enable).result()
             profile.enable()
             for _texts, call in pairs:
                 if args.cold:
                     analysed.cache_clear()
                 call()
             profile.disable()
-            stages[kind] = stage_table(profile, len(pairs))
-        print("\nwhere a call's time goes (cProfile, cumulative ms per call; stages may nest):")
+            with AHEAD.turn() as pool:
+                pool.submit(dense.disable).result()
+            stages[kind] = stage_table([profile, dense], len(pairs))
+        print("\nwhere a call's time goes (cProfile of the calling and the kb-dense thread, which overlap; cumulative "
+              "ms per call; stages may nest):")
         print("| stage | search ms | suggest ms |")
         print("|---|---|---|")
         for k, (stage, _) in enumerate(stages["search"]):
