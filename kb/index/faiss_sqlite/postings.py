@@ -231,17 +231,25 @@ class Tokenizer:
         new = [w for w in dict.fromkeys(words) if w not in out]
         if new:
             with self._lock:
-                self._conn.executemany("INSERT INTO words(rowid, word) VALUES (?, ?)", enumerate(new))
-                found: dict[int, list[tuple[int, str]]] = {}
-                for doc, offset, term in self._conn.execute("SELECT doc, offset, term FROM words_vocab"):
-                    found.setdefault(doc, []).append((offset, term))
-                self._conn.execute("DELETE FROM words")
-                got = {word: tuple(term for _, term in sorted(found.get(n, []))) for n, word in enumerate(new)}
+                got = dict(zip(new, self._split(new)))
                 if len(self._known) + len(got) > STEMS_KEPT:
                     self._known.clear()
                 self._known.update(got)
             out.update(got)
         return [out[w] for w in words]
+
+    def split(self, texts: list[str]) -> list[tuple[str, ...]]:
+        """Each text's FTS5 tokens, in order, not remembered (texts of passages, which a build sees once)."""
+        with self._lock:
+            return self._split(texts)
+
+    def _split(self, texts: list[str]) -> list[tuple[str, ...]]:
+        self._conn.executemany("INSERT INTO words(rowid, word) VALUES (?, ?)", enumerate(texts))
+        found: dict[int, list[tuple[int, str]]] = {}
+        for doc, offset, term in self._conn.execute("SELECT doc, offset, term FROM words_vocab"):
+            found.setdefault(doc, []).append((offset, term))
+        self._conn.execute("DELETE FROM words")
+        return [tuple(term for _, term in sorted(found.get(n, []))) for n in range(len(texts))]
 
 
 _tokenizer: list[Tokenizer] = []

@@ -25,7 +25,8 @@ from kb.index.milvus.connection import TIMEOUT
 from kb.index.milvus.reader import MilvusReader
 from kb.index.records import ArticleRecord, PassageRecord, title_vector_of
 
-FORMAT_VERSION = 2  # 2: BM25 as FTS5 scores it, sparse vectors in kb_<name>__lexical (lexicon.py)
+FORMAT_VERSION = 3  # 2: BM25 as FTS5 scores it, sparse vectors in kb_<name>__lexical (lexicon.py); 3: FTS5's
+# tokens in the phrase field, and phrases ("a_b") scored as FTS5 scores them
 SUFFIXES = ("", DATA_SUFFIX, LEXICAL_SUFFIX)  # a version's collections: kb_<name> + each
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,150}")  # a Milvus collection name once PREFIX is put before it
 BATCH = 500  # rows per insert
@@ -262,13 +263,14 @@ class MilvusWriter:
     def _insert(self, articles: Sequence[ArticleRecord], passages: Sequence[PassageRecord],
                 vectors: np.ndarray) -> None:
         self._owners.update((a.id, replace(a, body=None, extra={}, title_vector=None)) for a in articles)
-        rows = [passage_row(self.size + i, p, self._owners[p.article_id], vector)
-                for i, (p, vector) in enumerate(zip(passages, vectors))]
+        columns = [(self._owners[p.article_id].title, " ".join(p.heading_path), p.text) for p in passages]
+        rows = [passage_row(self.size + i, p, self._owners[p.article_id], vector, phrases)
+                for i, (p, vector, phrases) in enumerate(zip(passages, vectors, analysis.phrase_fields(columns)))]
         for row in rows:
             self._digest.add(row["key"], row["passage_id"], row["text_hash"])
         for start in range(0, len(rows), BATCH):
             self.client.insert(self.collection, rows[start:start + BATCH])
-        self._spill.add([(self._owners[p.article_id].title, " ".join(p.heading_path), p.text) for p in passages])
+        self._spill.add(columns)
         self._owner_of.extend(p.article_id for p in passages)
         texts = [f"{self._owners[p.article_id].title} {' '.join(p.heading_path)} {p.text}" for p in passages]
         for term, n in analysis.count_terms(texts).items():
@@ -342,13 +344,12 @@ class MilvusWriter:
             self.backend._drop(self.name)
 
 
-def passage_row(key: int, p: PassageRecord, article: ArticleRecord, vector: np.ndarray) -> dict:
-    """A passage as a row of its version's collection."""
+def passage_row(key: int, p: PassageRecord, article: ArticleRecord, vector: np.ndarray, phrases: str) -> dict:
+    """A passage as a row of its version's collection (`phrases`: its phrase field, analysis.phrase_fields)."""
     record = json.dumps({"heading_path": list(p.heading_path), "anchor": p.anchor, "text": p.text,
                          "text_hash": p.text_hash}, ensure_ascii=False)
-    columns = (article.title, " ".join(p.heading_path), p.text)
     row = {"key": key, "passage_id": p.passage_id, "text_hash": p.text_hash, **filter_fields(article),
-           "record": record, "phrases": analysis.phrase_field(columns), "vec": vector.tolist()}
+           "record": record, "phrases": phrases, "vec": vector.tolist()}
     for field in ("record", "phrases"):
         if len(row[field].encode("utf-8")) > TEXT_MAX:
             raise ValueError(f"passage {p.passage_id} is too long for a Milvus text field ({field}: "

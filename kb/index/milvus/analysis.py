@@ -1,36 +1,32 @@
-"""Text analysis of the Milvus backend, done by the client: words as FTS5's porter unicode61 tokenizer makes them."""
+"""Text analysis of the Milvus backend, done by the client with FTS5's own tokenizer (kb/index/faiss_sqlite/postings.py:
+an in-memory FTS5 table of the FAISS backend's tokenizer), so that both backends split and stem alike."""
 from __future__ import annotations
 
 import re
-import unicodedata
-from functools import lru_cache
 
-import snowballstemmer
+from kb.index.faiss_sqlite.postings import tokenizer
 
-TOKEN = re.compile(r"[^\W_]+", re.UNICODE)  # unicode61: letters and digits; punctuation and "_" separate tokens
 WORD = re.compile(r"\w+", re.UNICODE)  # words as search.lexical splits them (term_df counts these)
-_stemmer = snowballstemmer.stemmer("porter")
+COLUMNS_APART = " | "  # between the columns of the phrase field: no phrase spans two columns
 
 
-@lru_cache(maxsize=200_000)
-def stem(word: str) -> str:
-    return _stemmer.stemWord(word)
+def tokens(word: str) -> list[str]:
+    """A query word's FTS5 tokens (lower-case Porter stems without diacritics), in order; remembered."""
+    return list(tokenizer().tokens([word])[0])
 
 
-def tokens(text: str) -> list[str]:
-    """Lower-case Porter stems without diacritics, in order (remove_diacritics 2 + porter, as FTS5 indexes)."""
-    plain = "".join(c for c in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(c))
-    return [stem(t) for t in TOKEN.findall(plain)]
+def phrase_fields(rows: list[tuple[str, ...]]) -> list[str]:
+    """' tok tok | tok ... ' of each row of columns: every column's FTS5 tokens, columns apart, padded so that
+    LIKE '% a b %' is a phrase."""
+    width = len(rows[0]) if rows else 0
+    split = tokenizer().split([text for row in rows for text in row])
+    return [" " + COLUMNS_APART.join(" ".join(t) for t in split[n * width:(n + 1) * width]) + " "
+            for n in range(len(rows))]
 
 
-def analyse(text: str) -> str:
-    """The text as the BM25 field stores it: its tokens joined by spaces (Milvus' standard analyzer splits them)."""
-    return " ".join(tokens(text))
-
-
-def phrase_field(columns: tuple[str, ...]) -> str:
-    """' tok tok | tok ... ': every column's tokens, columns apart, padded so that LIKE '% a b %' is a phrase."""
-    return " " + " | ".join(analyse(c) for c in columns) + " "
+def columns_of(field: str) -> list[list[str]]:
+    """The phrase field's columns as token lists."""
+    return [column.split() for column in field.split(COLUMNS_APART)]
 
 
 def count_terms(texts: list[str]) -> dict[str, int]:
@@ -40,6 +36,12 @@ def count_terms(texts: list[str]) -> dict[str, int]:
         for word in set(WORD.findall(text.lower())):
             counts[word] = counts.get(word, 0) + 1
     return counts
+
+
+def occurrences(column: list[str], phrase: list[str]) -> int:
+    """Where `phrase` starts in `column` (FTS5 counts each start of a phrase instance)."""
+    n = len(phrase)
+    return sum(1 for i in range(len(column) - n + 1) if column[i:i + n] == phrase)
 
 
 def near(columns: list[list[str]], phrases: list[list[str]], distance: int) -> bool:

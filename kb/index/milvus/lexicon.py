@@ -10,7 +10,8 @@ weights); a query is the sparse vector of its terms' IDF, log((N - n + 0.5) / (n
 occurrence. Their inner product is FTS5's bm25() to float32 precision, on milvus-lite and on a Milvus server alike
 (no engine statistics involved). The average length is known only when every passage is in, so the build spills
 each batch's weighted counts to a temporary file and writes the sparse vectors at commit. A word FTS5 reads as a
-phrase ("a_b") is scored here as its tokens, each alone.
+phrase ("a_b": tokens a, b next to each other) is scored as FTS5 scores a phrase, from the passages' phrase field
+(`phrase_scores`), and added.
 """
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from kb.index.faiss_sqlite.postings import B, K1, MIN_IDF, tokenized, tokenizer
+from kb.index.milvus.analysis import occurrences
 from kb.index.records import TermQuery
 
 WEIGHTS = TermQuery(()).weights  # title, headings, body: the weights the sparse vectors are written with
-KIND = "lexicon"  # blob kind in the version's data collection: {"size", "weights", "terms", "df"}
+KIND = "lexicon"  # blob kind in the version's data collection: {"size", "tokens", "weights", "terms", "df"}
 
 
 class Spill:
@@ -88,33 +90,52 @@ class Spill:
 
     def lexicon(self) -> str:
         """The version's lexicon as stored (JSON): what a query needs to become a sparse vector."""
-        return json.dumps({"size": self.size, "weights": list(WEIGHTS), "terms": list(self.ids),
-                           "df": self._df}, ensure_ascii=False)
+        return json.dumps({"size": self.size, "tokens": sum(int(n.sum()) for n in self._lengths),
+                           "weights": list(WEIGHTS), "terms": list(self.ids), "df": self._df}, ensure_ascii=False)
 
     def close(self) -> None:
         self._file.close()
 
 
+def idf(holding: int, size: int) -> float:
+    """FTS5's IDF of a term or phrase that `holding` of `size` passages hold."""
+    return max(math.log((size - holding + 0.5) / (holding + 0.5)), 0.0) or MIN_IDF
+
+
 class Lexicon:
-    """A version's terms (id and IDF of each) as its lexicon blob stores them."""
+    """A version's terms (id and IDF of each) and lengths, as its lexicon blob stores them."""
 
     def __init__(self, text: str):
         data = json.loads(text)
-        size = int(data["size"])
+        self.size = int(data["size"])
+        self.average = int(data["tokens"]) / self.size if self.size else 0.0
         self.weights = tuple(float(w) for w in data["weights"])
         self.ids = {term: n for n, term in enumerate(data["terms"])}
-        self.idf = [max(math.log((size - df + 0.5) / (df + 0.5)), 0.0) or MIN_IDF for df in data["df"]]
+        self.idf = [idf(df, self.size) for df in data["df"]]
 
-    def query(self, query: TermQuery) -> dict[int, float]:
-        """The sparse vector of a query's words: each FTS5 token's IDF, once per occurrence (as FTS5 sums a term given
-        twice twice); tokens no passage holds are left out. ValueError for weights the version was not written with."""
+    def query(self, query: TermQuery) -> tuple[dict[int, float], list[list[str]]]:
+        """The sparse vector of a query's single-token words: each FTS5 token's IDF, once per occurrence (as FTS5 sums
+        a term given twice twice), tokens no passage holds left out; and the words FTS5 reads as phrases, as token
+        lists (once per occurrence). ValueError for weights the version was not written with."""
         if tuple(float(w) for w in query.weights) != self.weights:
             raise ValueError(f"this Milvus index version scores title, headings and body at {self.weights}, not "
                              f"{tuple(query.weights)}: its BM25 weights are written with it")
         vector: dict[int, float] = {}
+        phrases = []
         for tokens in tokenizer().tokens(list(query.terms)):
-            for token in tokens:
-                n = self.ids.get(token)
-                if n is not None:
-                    vector[n] = vector.get(n, 0.0) + self.idf[n]
-        return vector
+            if len(tokens) > 1:
+                phrases.append(list(tokens))
+            elif tokens and (n := self.ids.get(tokens[0])) is not None:
+                vector[n] = vector.get(n, 0.0) + self.idf[n]
+        return vector, phrases
+
+    def phrase_scores(self, phrase: list[str], holding: dict[int, list[list[str]]]) -> dict[int, float]:
+        """FTS5's BM25 of one phrase for the passages holding it (key -> its columns' tokens, title, headings, body):
+        the phrase's count weighted by column, the passage's length over all columns, IDF over how many hold it."""
+        weight = idf(len(holding), self.size)
+        scores = {}
+        for key, columns in holding.items():
+            f = sum(w * occurrences(column, phrase) for w, column in zip(self.weights, columns))
+            norm = K1 * (1.0 - B + B * sum(len(c) for c in columns) / self.average)
+            scores[key] = weight * f * (K1 + 1.0) / (f + norm)
+        return scores

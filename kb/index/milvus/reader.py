@@ -26,8 +26,9 @@ def article_record(data: dict, body: str | None) -> ArticleRecord:
 
 class MilvusReader:
     """One version (kb.index.IndexReader): passages and vectors in collection kb_<name>, BM25 term weights in
-    kb_<name>__lexical, articles, word counts and the lexicon as JSON in kb_<name>__data. A version is never changed once written, so what is read whole (the
-    article listing, the article of each key, the vectors) is read once and kept."""
+    kb_<name>__lexical, articles, word counts and the lexicon as JSON in kb_<name>__data. A version is never changed
+    once written, so what is read whole (the article listing, the article of each key, the vectors, the lexicon) is
+    read once and kept."""
 
     def __init__(self, client, name: str, collection: str, manifest: dict, lease, *, sealed: bool = False,
                  articles: dict[str, dict] | None = None):
@@ -224,20 +225,45 @@ class MilvusReader:
         return self._lexicon
 
     def lexical_search(self, query: TermQuery, limit: int, selection: Selection | None = None) -> dict[int, float]:
-        """FTS5's BM25 (lexicon.py): the inner product of the query's IDF vector with the passages' term weights.
-        Scores are positive; milvus-lite and a Milvus server differ in the sign of `distance` for some metrics
-        (milvus-io/milvus-lite#343), so abs() is taken."""
+        """FTS5's BM25 (lexicon.py): the inner product of the query's IDF vector with the passages' term weights, plus
+        the BM25 of the words FTS5 reads as phrases. Scores are positive; milvus-lite and a Milvus server differ in the
+        sign of `distance` for some metrics (milvus-io/milvus-lite#343), so abs() is taken."""
         self._check()
-        vector = self._terms().query(query)
+        terms = self._terms()
+        vector, phrases = terms.query(query)
         expr = selection_filter(selection)
         limit = min(int(limit), self.size, TOPK_MAX)
-        if not vector or expr is None or limit <= 0:
+        if not (vector or phrases) or expr is None or limit <= 0:
+            return {}
+        phrased: dict[int, float] = {}
+        for phrase in phrases:
+            for key, score in terms.phrase_scores(phrase, self._holding(phrase)).items():
+                phrased[key] = phrased.get(key, 0.0) + score
+        members = self._members(selection)
+        if members is not None:
+            phrased = {k: s for k, s in phrased.items() if k in members}
+        scores = self._sparse(vector, limit, expr)
+        missing = sorted(set(phrased) - set(scores))[:TOPK_MAX]
+        if vector and missing:  # outside the terms' best `limit`: their terms' share, to add to their phrases'
+            scores.update(self._sparse(vector, len(missing), f"key in [{', '.join(map(str, missing))}]"))
+        for key, score in phrased.items():
+            scores[key] = scores.get(key, 0.0) + score
+        best = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:limit]
+        return {k: s for k, s in best if s > 0}
+
+    def _sparse(self, vector: dict[int, float], limit: int, expr: str) -> dict[int, float]:
+        """Key -> inner product of the best `limit` passages `expr` admits."""
+        if not vector:
             return {}
         hits = self.client.search(self.lexical, data=[vector], anns_field="terms", limit=limit, filter=expr,
                                   output_fields=["key"], search_params={"metric_type": "IP"})[0]
-        best = sorted(((int(h["entity"]["key"]), abs(float(h["distance"]))) for h in hits),
-                      key=lambda item: (-item[1], item[0]))
-        return {k: s for k, s in best if s > 0}
+        return {int(h["entity"]["key"]): abs(float(h["distance"])) for h in hits}
+
+    def _holding(self, phrase: list[str]) -> dict[int, list[list[str]]]:
+        """Key -> the columns' tokens of every passage holding `phrase` (at most TOPK_MAX of them)."""
+        rows = self.client.query(self.collection, filter=f'phrases like "% {" ".join(phrase)} %"',
+                                 output_fields=["key", "phrases"], limit=min(self.size, TOPK_MAX))
+        return {int(r["key"]): analysis.columns_of(r["phrases"]) for r in rows}
 
     def phrase_search(self, query: PhraseQuery, limit: int, selection: Selection | None = None) -> PhraseHits:
         """Exact phrases from the phrase field: LIKE '% a b %' finds them (tokens never hold LIKE's wildcards);
@@ -255,7 +281,7 @@ class MilvusReader:
             rows = self.client.query(self.collection, filter=expr, output_fields=["key", "phrases"],
                                      limit=min(self.size, TOPK_MAX))
             keys = sorted(int(r["key"]) for r in rows
-                          if analysis.near([c.split() for c in r["phrases"].split(" | ")], phrases, query.near))[:limit]
+                          if analysis.near(analysis.columns_of(r["phrases"]), phrases, query.near))[:limit]
         found = len(keys)
         members = self._members(selection)
         if members is not None:
