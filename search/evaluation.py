@@ -13,7 +13,7 @@ from indexer.cache import EmbeddingCache, hash_text
 from kb.articles import Passage
 from kb.index import ArticleRecord, PassageRecord, backend_for
 from kb.embedder import TextEncoder
-from kb.errors import BadRequest
+from kb.errors import BadRequest, IndexMismatch
 from kb.settings import Settings
 from search.fusion import FusionWeights, fuse_scores, rank, reciprocal_rank_fusion
 from search.searcher import Query, Searcher
@@ -70,14 +70,19 @@ def build_corpus_index(dataset: Path, encoder: TextEncoder, settings: Settings) 
     """One passage per corpus document, indexed once into var/eval/<name>-<hash> and reused: the hash is of the corpus,
     the model and the precision its passages are embedded in, so that another KB_MODEL or KB_ENCODE_PRECISION gets an
     index of its own (the first version's folder held the corpus hash only: another model met an index it could not
-    open), and marks versions whose titles are embedded (folders from before have none)."""
+    open), and marks versions whose titles are embedded (folders from before have none). A version this code cannot
+    read (an older format) is written again, from the folder's embedding cache."""
     corpus = read_jsonl(dataset / "corpus.jsonl")
     digest = hashlib.sha256((dataset / "corpus.jsonl").read_bytes()).hexdigest()[:12]
     embedded_by = f"{digest} {encoder.model_id} {getattr(encoder, 'precision', 'fp32')} titles".encode()
     index_dir = settings.index_dir.parent / "eval" / f"{dataset.name}-{hashlib.sha256(embedded_by).hexdigest()[:12]}"
     backend = backend_for(settings, index_dir)
     if backend.current():
-        return index_dir
+        try:
+            backend.open(model_id=encoder.model_id).close()
+            return index_dir
+        except IndexMismatch:
+            pass
     passages = [Passage(d["_id"] if "_id" in d else d["id"], d.get("_id", d.get("id")), d.get("title", ""), (), "",
                         d.get("text", "")) for d in corpus]
     cache = EmbeddingCache(index_dir, encoder.model_id, encoder.dim)

@@ -25,6 +25,31 @@ def test_readers_name_file_and_line(tmp_path):
     assert read_qrels(qrels) == {"q1": {"d1": 1}}
 
 
+def test_a_corpus_index_of_an_older_format_is_written_again(tmp_path, tiny_encoder, monkeypatch):
+    """After an upgrade that changes the index format, `kb eval` on a BEIR set met its old index in var/eval and
+    stopped with "rebuild it with `kb index --full`", which no command of its own could do."""
+    import json
+
+    from kb.index import backend_for
+    from kb.index.faiss_sqlite import store
+    from kb.settings import load_settings
+    from search.evaluation import build_corpus_index
+
+    dataset = tmp_path / "faq"
+    dataset.mkdir()
+    (dataset / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "title": f"t{i}", "text": f"text {i}"})
+                                                  + "\n" for i in range(3)))
+    settings = load_settings({"KB_INDEX_DIR": str(tmp_path / "var" / "index")})
+    folder = build_corpus_index(dataset, tiny_encoder, settings)
+    old = backend_for(settings, folder).current()
+    monkeypatch.setattr(store, "FORMAT_VERSION", store.FORMAT_VERSION + 1)  # this code reads a newer format
+    assert build_corpus_index(dataset, tiny_encoder, settings) == folder
+    with backend_for(settings, folder).open(model_id=tiny_encoder.model_id) as version:
+        assert version.build_id != old and version.size == 3
+    assert build_corpus_index(dataset, tiny_encoder, settings) == folder
+    assert backend_for(settings, folder).current() == version.build_id  # and then reused
+
+
 def test_a_corpus_gets_an_index_per_model_and_precision(tmp_path, tiny_encoder):
     """Another KB_MODEL (or precision) met the first model's index in var/eval and could not open it."""
     import json
