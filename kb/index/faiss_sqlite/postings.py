@@ -243,6 +243,9 @@ class Tokenizer:
         with self._lock:
             return self._split(texts)
 
+    def close(self) -> None:
+        self._conn.close()
+
     def _split(self, texts: list[str]) -> list[tuple[str, ...]]:
         self._conn.executemany("INSERT INTO words(rowid, word) VALUES (?, ?)", enumerate(texts))
         found: dict[int, list[tuple[int, str]]] = {}

@@ -2,9 +2,10 @@
 an in-memory FTS5 table of the FAISS backend's tokenizer), so that both backends split and stem alike."""
 from __future__ import annotations
 
+import contextlib
 import re
 
-from kb.index.faiss_sqlite.postings import tokenizer
+from kb.index.faiss_sqlite.postings import Tokenizer, tokenizer
 
 WORD = re.compile(r"\w+", re.UNICODE)  # words as search.lexical splits them (term_df counts these)
 COLUMNS_APART = " | "  # between the columns of the phrase field: no phrase spans two columns
@@ -17,9 +18,11 @@ def tokens(word: str) -> list[str]:
 
 def phrase_fields(rows: list[tuple[str, ...]]) -> list[str]:
     """' tok tok | tok ... ' of each row of columns: every column's FTS5 tokens, columns apart, padded so that
-    LIKE '% a b %' is a phrase."""
+    LIKE '% a b %' is a phrase. A tokenizer of its own: a build in the service's process never holds the lock of the
+    one that splits queries."""
     width = len(rows[0]) if rows else 0
-    split = tokenizer().split([text for row in rows for text in row])
+    with contextlib.closing(Tokenizer()) as own:
+        split = own.split([text for row in rows for text in row])
     return [" " + COLUMNS_APART.join(" ".join(t) for t in split[n * width:(n + 1) * width]) + " "
             for n in range(len(rows))]
 
