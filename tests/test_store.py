@@ -412,3 +412,23 @@ def test_a_version_without_stored_sentences_reads_none_and_a_delta_adds_them(tmp
     read = new.passages(range(new.size))
     assert read[len(TEXTS)].sentences == markable(text) == ((0, 19), (20, 34))
     assert [read[k].sentences for k in range(len(TEXTS))] == [None] * len(TEXTS)
+
+
+def test_every_thread_that_searches_uses_one_openmp_thread(tmp_path):
+    """OpenMP's thread count is each thread's own: a search on a request thread after one on another thread must not
+    run FAISS with a team of OpenMP threads that spin beside the request's other work."""
+    import faiss
+    from concurrent import futures
+
+    write(tmp_path)
+    version = store.open_current(tmp_path, MODEL)
+    query = np.eye(4, dtype=np.float32)[0]
+
+    def search_then_count() -> int:
+        version.dense_search(query, 2)
+        return faiss.omp_get_max_threads()
+
+    version.dense_search(query, 2)  # this thread searches first
+    with futures.ThreadPoolExecutor(max_workers=1) as first, futures.ThreadPoolExecutor(max_workers=1) as second:
+        counts = [first.submit(search_then_count).result(), second.submit(search_then_count).result()]
+    assert counts == [1, 1]

@@ -24,13 +24,14 @@ ARTICLE_FIELDS = "id, path, title, summary, product, tags, language, audience, s
                  "extra, source_hash"
 SELECTIONS_KEPT = 32  # filters whose passage keys are kept (the public-only filter of most keys, a few products)
 CHUNK = 500  # ids per IN (...) query
-_single_thread: list = []  # set once a process searches: one query at a time, OpenMP threads only contend
+_searching = threading.local()  # threads that search: one query at a time each, OpenMP threads only contend
 
 
 def _one_thread() -> None:
-    if not _single_thread:
+    """OpenMP's thread count is the calling thread's own setting: every thread that searches sets it to one."""
+    if not getattr(_searching, "one", False):
         faiss.omp_set_num_threads(1)
-        _single_thread.append(True)
+        _searching.one = True
 
 
 def article_record(row: sqlite3.Row, body: str | None = None) -> ArticleRecord:
