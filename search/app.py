@@ -61,7 +61,8 @@ class ServiceState:
     def __init__(self, settings: Settings, encoder: TextEncoder):
         self.settings, self.encoder = settings, encoder
         self.versions = Versions(backend_for(settings), settings.index_dir, encoder.model_id,
-                                 lambda version: Searcher(version, self.queries, settings), settings.verify_seconds)
+                                 lambda version: Searcher(version, self.queries, settings).warm(),  # before it serves
+                                 settings.verify_seconds)
         self.feedback = FeedbackStore(side_database(settings, "feedback"), settings.max_query_chars,
                                       store_text=settings.analytics_store_text)
         self.queries = RecentVectors(encoder)  # query vectors of the last searches: the event log reuses them

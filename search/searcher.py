@@ -137,6 +137,15 @@ class Searcher:
         if settings.translate_indonesian:  # the dictionary's senses resolved by what this knowledge base's text says
             self.glossary = load_glossary().for_vocabulary(self.term_df)
 
+    def warm(self) -> Searcher:
+        """This searcher, once it has answered a search for one of its articles' titles: what a version reads on first
+        use (a Milvus reader's vectors and lexicon, its collections' first searches: 1.5 s on the office KB) is read
+        by whoever swaps the version in, not by the first request after the swap."""
+        title = next((t for a in self.articles.values() if (t := str(a["title"] or "").strip())), "")
+        if title:
+            self.search(title[:self.settings.max_query_chars], k=1)
+        return self
+
     # ---- retrieval -------------------------------------------------------------------------
     def collect(self, query: Query, filters: Filters = Filters(), vector: np.ndarray | None = None,
                 limit: int | None = None, lexical_only: bool = False) -> Candidates:

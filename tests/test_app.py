@@ -107,3 +107,29 @@ def test_unknown_path_is_json_for_api_clients_and_html_for_browsers(client):
     assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
     assert client.get("/api/nothing", headers={"accept": "text/html"}).headers["content-type"].startswith(
         "application/json")
+
+
+def test_the_service_warms_a_version_before_it_serves(tmp_path, tiny_encoder, monkeypatch):
+    """On Milvus a version's first search reads its vectors and lexicon; the service does that when it swaps the
+    version in, so the first request makes the engine calls of the next one."""
+    import shutil
+
+    from indexer.build import build_index
+    from tests.conftest import FIXTURE_CONTENT
+    from tests.test_index_contract import needs_engine
+    from tests.test_searcher import milvus_engine_calls
+
+    needs_engine("milvus")
+    shutil.copytree(FIXTURE_CONTENT, tmp_path / "content")
+    settings = load_settings({}, content_dir=tmp_path / "content", index_dir=tmp_path / "index",
+                             index_backend="milvus", feedback_db=tmp_path / "fb.sqlite", usage_db=tmp_path / "u.sqlite",
+                             reload_poll_seconds=0)
+    build_index(settings, tiny_encoder, progress=False)
+    calls = milvus_engine_calls(monkeypatch)
+    with TestClient(create_app(settings, encoder=tiny_encoder), raise_server_exceptions=False) as client:
+        made = []
+        for _ in range(2):
+            calls.clear()
+            assert client.get("/api/search", params={"q": "credential manager password", "k": 3}).status_code == 200
+            made.append(list(calls))
+    assert made[0] == made[1]

@@ -236,3 +236,46 @@ def test_a_query_about_another_vendors_product_the_knowledge_base_never_mentions
     assert searcher.search("people in the webex meeting can't hear me", 3)["confident"] is False  # 0.99 uncapped
     suggested = searcher.suggest("Webex: screen share button grey", "I can't share my screen in meetings.")
     assert suggested["confident"] is False  # 0.89 uncapped
+
+
+def milvus_engine_calls(monkeypatch) -> list[str]:
+    """The names of the Milvus calls made from now on (every call of a reader goes through Connection.call)."""
+    from kb.index.milvus.connection import Connection
+
+    calls: list[str] = []
+    real = Connection.call
+    monkeypatch.setattr(Connection, "call", lambda self, name, *a, **k: calls.append(name) or real(self, name, *a, **k))
+    return calls
+
+
+def test_a_warmed_searcher_reads_nothing_more_on_its_first_search(tmp_path, tiny_encoder, monkeypatch):
+    """A Milvus reader reads its vectors and lexicon on first use (1.5 s on the office KB): warm() makes that happen
+    before the searcher serves, so that its first search makes the engine calls of any later one."""
+    import shutil
+
+    from indexer.build import build_index
+    from kb.index import backend_for
+    from kb.settings import load_settings
+    from search.searcher import Searcher
+    from tests.conftest import FIXTURE_CONTENT
+    from tests.test_index_contract import needs_engine
+
+    needs_engine("milvus")
+    shutil.copytree(FIXTURE_CONTENT, tmp_path / "content")
+    settings = load_settings({}, content_dir=tmp_path / "content", index_dir=tmp_path / "index", index_backend="milvus")
+    build_index(settings, tiny_encoder, progress=False)
+    calls = milvus_engine_calls(monkeypatch)
+
+    def search(searcher: Searcher) -> list[str]:
+        calls.clear()
+        searcher.search("credential manager password", k=3)
+        return list(calls)
+
+    cold = Searcher(backend_for(settings).open(model_id=tiny_encoder.model_id), tiny_encoder, settings)
+    first, again = search(cold), search(cold)
+    assert len(first) > len(again)  # the cold reader read its vectors and lexicon in the first search
+    warmed = Searcher(backend_for(settings).open(model_id=tiny_encoder.model_id), tiny_encoder, settings)
+    assert warmed.warm() is warmed
+    assert search(warmed) == search(warmed)
+    cold.version.close()
+    warmed.version.close()
