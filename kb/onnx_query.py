@@ -2,6 +2,7 @@
 optionally their 8-bit quantisation (`onnx-int8`), which encodes a query in about 0.6 of the time."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
@@ -23,6 +24,12 @@ AGREEMENT = {"onnx": 0.999, "onnx-int8": 0.98}
 # (docs/benchmarks.md, "Fused attention in the query encoder").
 EXPORT_FORMAT = "fused-1"
 FUSE_TIMEOUT_S = 900  # the fusion's child process: multilingual-e5-small's 470 MB export fuses in about 15 s
+# A batch of at most SHORT_TOKENS tokens (rows x padded length: a search's few words) runs on one thread. MiniLM in
+# 8 bits on 2 cores: 12 tokens 1.43 ms on one thread vs 1.88 on two, 44 tokens 3.78 vs 4.03, 62 tokens 5.40 vs 4.95
+# (docs/benchmarks.md, "One thread for a short query"). Only for exports up to SHORT_SESSION_MAX_BYTES: a session holds
+# its export in memory (MiniLM's 23 MB int8 and 90 MB fp32 ones, not multilingual-e5-small's 470 MB).
+SHORT_TOKENS = 48
+SHORT_SESSION_MAX_BYTES = 100_000_000
 
 
 def export_path(cache_dir: Path, model_dir: Path) -> Path:
@@ -127,22 +134,35 @@ def fuse_here(source: Path, target: Path, heads: int, hidden: int) -> None:
     fused.save_model_to_file(str(target))
 
 
+def open_session(path: Path, threads: int):
+    """An ONNX Runtime session of the export at `path` on `threads` intra-op threads (0: ORT's default, one per core)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    # No busy-waiting after a run: spinning threads stole the CPU from FAISS and SQLite (11 ms searches).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class OnnxQueryEncoder:
     """Tokenise with the model's own tokenizer, run ONNX Runtime, mean-pool and L2-normalise."""
 
     def __init__(self, path: Path, tokenizer, max_length: int, threads: int = 0):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.log_severity_level = 3
-        # No busy-waiting after a run: spinning threads stole the CPU from FAISS and SQLite (11 ms searches).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = open_session(path, threads)
+        # A short batch runs on a one-thread session of its own: ORT's second thread costs more than it saves there.
+        small = Path(path).stat().st_size <= SHORT_SESSION_MAX_BYTES
+        self.short_session = open_session(path, 1) if threads != 1 and small and (os.cpu_count() or 1) > 1 else None
         self.path, self.tokenizer, self.max_length = path, tokenizer, max_length
 
     def with_threads(self, threads: int) -> "OnnxQueryEncoder":
-        """Another session of the same export and tokenizer, with `threads` threads of its own."""
+        """Another encoder of the same export and tokenizer whose every batch runs on `threads` threads (one thread:
+        this encoder's short-batch session, shared, when it has one)."""
+        if threads == 1 and self.short_session is not None:
+            twin = copy.copy(self)
+            twin.session, twin.short_session = self.short_session, None
+            return twin
         return OnnxQueryEncoder(self.path, self.tokenizer, self.max_length, threads)
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -151,7 +171,8 @@ class OnnxQueryEncoder:
         feed = {name: batch[name].astype(np.int64) for name in INPUTS if name in batch}
         if "token_type_ids" not in feed:
             feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
-        tokens = self.session.run(None, feed)[0]
+        short = self.short_session is not None and feed["input_ids"].size <= SHORT_TOKENS
+        tokens = (self.short_session if short else self.session).run(None, feed)[0]
         mask = feed["attention_mask"][..., None].astype(np.float32)
         pooled = (tokens * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
         return np.ascontiguousarray(pooled / np.linalg.norm(pooled, axis=1, keepdims=True), dtype=np.float32)

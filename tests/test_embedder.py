@@ -1,6 +1,7 @@
 """Embedder: offline packaged model, normalised vectors, ONNX query encoder identical to torch (its 8-bit version, the
 default, close to it), safe fallback."""
 import copy
+import os
 import threading
 
 import numpy as np
@@ -52,6 +53,33 @@ def test_encoding_beside_the_requests_has_a_one_thread_session_and_the_same_vect
     assert beside.session.get_session_options().intra_op_num_threads == 1
     embedder.encode_queries_beside(TEXTS[:1])
     assert embedder._beside is beside  # made once
+
+
+class Recorder:
+    """A session stand-in that records the batch shapes it ran and runs them on the real session."""
+
+    def __init__(self, session):
+        self.session, self.shapes = session, []
+
+    def run(self, names, feed):
+        self.shapes.append(feed["input_ids"].shape)
+        return self.session.run(names, feed)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: ORT's default session has one thread already")
+def test_a_short_batch_runs_on_the_one_thread_session_and_a_long_one_on_every_core(embedder):
+    from kb.onnx_query import SHORT_TOKENS
+
+    onnx = copy.copy(embedder._onnx)
+    assert onnx.short_session.get_session_options().intra_op_num_threads == 1
+    assert onnx.session.get_session_options().intra_op_num_threads == 0  # ORT's default: one thread per core
+    onnx.session, onnx.short_session = Recorder(onnx.session), Recorder(onnx.short_session)
+    short, long = onnx.encode(TEXTS[:1]), onnx.encode(TEXTS[2:])
+    assert onnx.short_session.shapes[0][1] <= SHORT_TOKENS < onnx.session.shapes[0][1]
+    assert len(onnx.short_session.shapes) == len(onnx.session.shapes) == 1
+    # the same vectors as the other session gives
+    assert np.allclose(short, embedder._onnx.with_threads(2).encode(TEXTS[:1]), atol=1e-5)
+    assert np.allclose(long, embedder._onnx.with_threads(1).encode(TEXTS[2:]), atol=1e-5)
 
 
 def test_a_large_export_gets_no_second_session(embedder, monkeypatch):
