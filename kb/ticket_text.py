@@ -47,6 +47,10 @@ _CODE_PATTERNS = [  # (pattern, normaliser), highest priority first; "" from a n
                 r"(\d{4,5}-\d{1,4}|-?\d{3,10})\b(?![-/.:]\d)", _I), lambda m: f"error {m[1]}"),
 ]
 
+# Every pattern above needs a digit or an underscore, except a hex code of letters only after a "C" ("CAFEBABE"): a
+# text with none of them holds no code, found without running the twelve patterns (most of a ticket's sentences).
+_MAY_HOLD_CODE = re.compile(r"[\d_]|\bC[A-F]{7}\b")
+
 
 def _version(s: str) -> str:
     texts = s.split(".")
@@ -63,6 +67,8 @@ def _version(s: str) -> str:
 def code_spans(text: str) -> list[tuple[int, int, str]]:
     """(start, end, normalised code) of every error code, status code and version in `text`, in order (kb/redaction.py
     keeps these spans as they are)."""
+    if not _MAY_HOLD_CODE.search(text):
+        return []
     found: list[tuple[int, int, str]] = []
     for pattern, normalise in _CODE_PATTERNS:
         for m in pattern.finditer(text):

@@ -310,6 +310,7 @@ def test_clean_never_returns_empty_for_real_content():
     ("Office install stops with error code 30088-26", ["error 30088-26"]),
     ("Windows build 10.0.22631.3593, version 2.4", ["10.0.22631.3593", "2.4"]),
     ("0x800CCC0F then again 0x800ccc0f", ["0x800CCC0F"]),
+    ("the stop code was CAFEBABE", ["0xCAFEBABE"]),  # a hex code without a digit or an underscore
 ])
 def test_extract_codes_normalises(text, codes):
     assert extract_codes(text) == codes
