@@ -36,3 +36,4 @@ def test_weighted_rrf():
 
 def test_rank_breaks_ties_by_row():
     assert rank({5: 1.0, 2: 1.0, 9: 2.0}) == [9, 2, 5]
+    assert rank({7: -0.0, 3: 0.0, 4: -1.5, 8: 1e-300}) == [8, 3, 7, 4] and rank({}) == []

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import struct
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -47,12 +48,12 @@ def spans_blob(spans: Sequence[tuple[int, int]]) -> bytes:
     return np.asarray(spans, dtype="<u4").reshape(-1, 2).tobytes()
 
 
+_SPAN = struct.Struct("<II")  # one (start, end) pair of spans_blob
+
+
 def spans_of(blob: bytes | None) -> tuple[tuple[int, int], ...] | None:
     """`spans_blob` read back; None for a passage written without them."""
-    if blob is None:
-        return None
-    flat = np.frombuffer(blob, dtype="<u4").tolist()
-    return tuple(zip(flat[::2], flat[1::2]))
+    return None if blob is None else tuple(_SPAN.iter_unpack(blob))
 
 
 @dataclass(frozen=True)
