@@ -73,8 +73,14 @@ def reciprocal_rank_fusion(rankings: list[list[int]], weights: list[float], k: i
     return fused
 
 
+RANK_BY_NUMPY = 32  # sorted() and lexsort break even at about 30 rows
+
+
 def rank(scores: dict[int, float]) -> list[int]:
-    """Rows best first; ties broken by row for determinism (numpy's lexsort: 0.4 of sorted()'s time at 165 rows)."""
+    """Rows best first; ties broken by row for determinism. From RANK_BY_NUMPY rows on by numpy's lexsort (165 rows:
+    11 us vs 26 us; 3 rows: 2.2 us vs 0.5 us)."""
+    if len(scores) < RANK_BY_NUMPY:
+        return sorted(scores, key=lambda row: (-scores[row], row))
     rows = np.fromiter(scores, dtype=np.int64, count=len(scores))
     values = np.fromiter(scores.values(), dtype=np.float64, count=len(scores))
     return rows[np.lexsort((rows, -values))].tolist()

@@ -37,3 +37,14 @@ def test_weighted_rrf():
 def test_rank_breaks_ties_by_row():
     assert rank({5: 1.0, 2: 1.0, 9: 2.0}) == [9, 2, 5]
     assert rank({7: -0.0, 3: 0.0, 4: -1.5, 8: 1e-300}) == [8, 3, 7, 4] and rank({}) == []
+
+
+def test_rank_is_the_same_on_either_side_of_its_numpy_threshold():
+    import random
+
+    from search.fusion import RANK_BY_NUMPY
+
+    rng = random.Random(7)
+    for size in (RANK_BY_NUMPY - 1, RANK_BY_NUMPY, 200):
+        scores = {row: rng.choice([0.5, -0.0, 0.0, rng.random()]) for row in rng.sample(range(10_000), size)}
+        assert rank(scores) == sorted(scores, key=lambda row: (-scores[row], row))
