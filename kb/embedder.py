@@ -80,7 +80,7 @@ class TextEncoder(Protocol):
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
 
-    def encode_passages(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray: ...
+    def encode_passages(self, texts: Sequence[str], batch_size: int = 16) -> np.ndarray: ...
 
 
 class Embedder:
@@ -235,7 +235,7 @@ class Embedder:
         prepared = self._prepare(texts, self._prefixes[0])
         return self._beside.encode(prepared) if prepared else self.encode_queries(texts)
 
-    def encode_passages(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def encode_passages(self, texts: Sequence[str], batch_size: int = 16) -> np.ndarray:
         self.load()
         try:
             with self.passage_context():
