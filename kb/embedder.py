@@ -221,8 +221,9 @@ class Embedder:
         return self._encode(prepared, batch_size=32)
 
     def encode_queries_beside(self, texts: Sequence[str]) -> np.ndarray:
-        """`encode_queries` for work beside the requests (the event log's topic vectors): a one-thread ONNX session of
-        its own, made on first use, so that it never takes the threads a request's encoding runs on. The same vectors
+        """`encode_queries` for work beside the requests (the event log's topic vectors): a one-thread ONNX session
+        (the query encoder's session for short batches where it has one, kb/onnx_query.py; else one of its own), taken
+        on first use, so that it never takes the threads of a request's long encoding. The same vectors
         (the same export). A session holds its export in memory: only for exports up to BESIDE_MAX_BYTES (MiniLM's
         23 MB int8 and 90 MB fp32 ones, not multilingual-e5-small's 470 MB); else, or without a loaded ONNX engine,
         `encode_queries` itself."""
