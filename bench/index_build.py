@@ -55,7 +55,7 @@ class TimedEmbedder(Embedder):
         self.load_seconds += time.perf_counter() - started
         return model
 
-    def encode_passages(self, texts, batch_size: int = 64):
+    def encode_passages(self, texts, batch_size: int = 16):
         self.load()  # keep a first-time load out of the encode figure
         started, cpu = time.perf_counter(), time.process_time()
         vectors = super().encode_passages(texts, batch_size=batch_size)
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                              "deleted at the end)")
     parser.add_argument("--keep", action="store_true", help="keep the temp index folder and print its path")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="override KB_BATCH_SIZE (default: the setting, 64)")
+                        help="override KB_BATCH_SIZE (default: the setting, 16)")
     parser.add_argument("--skip-raw", action="store_true", help="skip the raw SentenceTransformer.encode run")
     parser.add_argument("--raw-cold", action="store_true",
                         help="also run the raw encode in a fresh process (model loaded untimed, then one encode): "
