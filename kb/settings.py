@@ -38,7 +38,7 @@ class Settings:
     keep_versions: int = _setting(3, "KB_KEEP_VERSIONS", "Index versions kept on disk after a build.")
     passage_max_words: int = _setting(180, "KB_PASSAGE_MAX_WORDS", "Upper bound of words in a passage (model reads 256 word pieces).")
     passage_min_words: int = _setting(40, "KB_PASSAGE_MIN_WORDS", "Sections shorter than this merge with the next one.")
-    batch_size: int = _setting(16, "KB_BATCH_SIZE", "Passages per embedding batch: 16 embeds faster than 64 on every model and precision measured here (MiniLM bf16 0.90-0.94 of the time, fp32 0.82, multilingual-e5-small bf16 0.73; the vectors within cosine 0.99998, every service figure of the tuning and check sets the same) and holds less memory (docs/benchmarks.md, \"Sixteen passages a batch\").")
+    batch_size: int = _setting(16, "KB_BATCH_SIZE", "Passages per embedding batch: 16 embeds faster than 64 on every model and precision measured here (MiniLM bf16 0.90-0.94 of the time, fp32 0.82, multilingual-e5-small bf16 0.73; the vectors within cosine 0.99998; the tuning and check sets' figures in docs/quality.md, \"Sixteen passages a batch\") and holds less memory (docs/benchmarks.md, \"Sixteen passages a batch\").")
     candidates: int = _setting(100, "KB_CANDIDATES", "Passages taken from each retrieval arm before fusion.")
     lexical_weight: float = _setting(0.07, "KB_LEXICAL_WEIGHT", "Weight of the min-max normalised BM25 score added to the normalised dense score.")
     lexical_weight_id: float = _setting(0.3, "KB_LEXICAL_WEIGHT_ID", "Lexical weight for Indonesian queries: the model reads English only, so BM25 counts for more.")
